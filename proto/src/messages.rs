@@ -1,0 +1,210 @@
+//! Message types. Central sends [`ToAgent`], the agent sends [`FromAgent`].
+//!
+//! Work that central waits for (fetch, install, start, stop) is a [`Request`]
+//! with an id, answered by exactly one `FromAgent::Reply` with the same id.
+//! Everything the agent reports on its own (output lines, state changes) is
+//! an [`Event`].
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAgent {
+    Hello {
+        version: u32,
+    },
+    Request {
+        id: u64,
+        request: Request,
+    },
+    /// Stop every plugin (SIGTERM, grace, SIGKILL), answer `Bye`, exit.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromAgent {
+    Hello {
+        version: u32,
+        os: String,
+        arch: String,
+    },
+    Reply {
+        id: u64,
+        result: Result<Reply, String>,
+    },
+    Event(Event),
+    /// Every plugin of this agent has stopped; the agent exits next.
+    Bye,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Put the plugin's files at `dest` and return its `AIGIS/AIGIS.config`.
+    Fetch {
+        plugin: String,
+        source: FetchSource,
+        dest: PathBuf,
+    },
+    /// Check system requirements, write secrets, run the requirements command.
+    Install(InstallSpec),
+    /// Start (and from now on supervise) a plugin process.
+    Start(LaunchSpec),
+    /// Stop a plugin: SIGTERM to its group, grace period, SIGKILL.
+    Stop { plugin: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchSource {
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
+    /// A directory on the agent's own host.
+    LocalDir(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Fetched {
+        /// What happened, for the operator ("cloned abc123", "copied").
+        outcome: String,
+        /// Set when the fetch kept what was on disk (not an error).
+        warning: Option<String>,
+        /// Contents of `AIGIS/AIGIS.config`, or why it could not be read.
+        config: Result<String, String>,
+    },
+    Installed,
+    Started {
+        pid: u32,
+    },
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSpec {
+    pub plugin: String,
+    pub root: PathBuf,
+    pub entrypoint: PathBuf,
+    pub system_requirements: Vec<String>,
+    /// A line for `sh -c`, run in `entrypoint`.
+    pub requirements: Option<String>,
+    pub secrets: Vec<SecretFile>,
+}
+
+/// One secret file on its way to the plugin's host. Its `Debug` never shows
+/// the contents, so a logged message cannot leak a secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFile {
+    /// The name under `secrets/<plugin>/`, e.g. `db/token.secret`.
+    pub key: String,
+    /// Where it goes; already validated to lie inside the plugin's root.
+    pub dest: PathBuf,
+    /// `dest` names a directory: the file is written as `dest/<file name of key>`.
+    pub dest_is_dir: bool,
+    pub contents: Vec<u8>,
+}
+
+impl fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("key", &self.key)
+            .field("dest", &self.dest)
+            .field("dest_is_dir", &self.dest_is_dir)
+            .field(
+                "contents",
+                &format_args!("<{} bytes redacted>", self.contents.len()),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub plugin: String,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// Restarts allowed after unexpected exits; `None` means never restart.
+    pub restart: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+    /// Output of the requirements command.
+    Install,
+}
+
+impl OutputStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+            OutputStream::Install => "install",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Output {
+        plugin: String,
+        stream: OutputStream,
+        line: String,
+    },
+    State {
+        plugin: String,
+        state: ProcessState,
+    },
+}
+
+/// What the agent's supervisor knows about a plugin process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessState {
+    Running {
+        pid: u32,
+        restarts_left: Option<u32>,
+    },
+    /// Exited unexpectedly; will start again after `delay_ms`.
+    Restarting {
+        exit: String,
+        delay_ms: u64,
+        restarts_left: u32,
+    },
+    /// Stopped on request.
+    Stopped,
+    /// Exited and will not be restarted.
+    Failed { exit: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_never_shows_contents() {
+        let s = SecretFile {
+            key: "db.secret".into(),
+            dest: "/srv/x".into(),
+            dest_is_dir: true,
+            contents: b"hunter2".to_vec(),
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("7 bytes redacted"), "{shown}");
+        let req = format!(
+            "{:?}",
+            Request::Install(InstallSpec {
+                plugin: "p".into(),
+                root: "/r".into(),
+                entrypoint: "/r".into(),
+                system_requirements: vec![],
+                requirements: None,
+                secrets: vec![s],
+            })
+        );
+        assert!(!req.contains("hunter2"), "{req}");
+    }
+}
