@@ -1,0 +1,288 @@
+//! The central TOML file: which plugins run, from where, in which order.
+
+use crate::{line_col, ConfigError, PluginKind};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    LocalDir(PathBuf),
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
+}
+
+/// `[aigis]`: this project's own settings.
+#[derive(Debug, Clone, Default)]
+pub struct AigisSettings {
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginEntry {
+    pub name: String,
+    pub section: PluginKind,
+    pub source: Source,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CentralConfig {
+    pub path: PathBuf,
+    pub aigis: AigisSettings,
+    /// In load order: core, internal-local, internal-remote, external; file
+    /// order within a section.
+    pub plugins: Vec<PluginEntry>,
+}
+
+const SECTIONS: &str =
+    "[aigis], [core], [internal-local] (or [internal]), [internal-remote], [external]";
+
+pub fn load_central(path: &Path) -> Result<CentralConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, format!("cannot read the config file: {e}")))?;
+    parse_central(&text, path)
+}
+
+pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigError> {
+    let err = |at: usize, msg: String| ConfigError::new(path, msg).at(line_col(text, at));
+    let doc = DeTable::parse(text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        err(at, format!("invalid TOML: {}", e.message().trim()))
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut aigis = AigisSettings::default();
+    let mut by_section: [Vec<PluginEntry>; 4] = Default::default();
+    let mut seen: Vec<(String, usize)> = Vec::new();
+
+    for (key, value) in doc.get_ref() {
+        let section = key.get_ref().as_ref();
+        let at = key.span().start;
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(err(
+                at,
+                format!(
+                    "`{section}` must be a section like [{section}]; expected one of {SECTIONS}"
+                ),
+            ));
+        };
+        let kind = match section {
+            "aigis" => {
+                aigis = parse_aigis(table, base, &err)?;
+                continue;
+            }
+            "core" => PluginKind::Core,
+            "internal-local" | "internal" => PluginKind::InternalLocal,
+            "internal-remote" => PluginKind::InternalRemote,
+            "external" => PluginKind::External,
+            other => {
+                return Err(err(
+                    at,
+                    format!("unknown section [{other}]; expected one of {SECTIONS}"),
+                ))
+            }
+        };
+        for (name, source) in table {
+            let name_at = name.span().start;
+            let name = name.get_ref().as_ref();
+            let line = line_col(text, name_at).0;
+            check_name(name).map_err(|m| err(name_at, m))?;
+            if let Some((_, first)) = seen.iter().find(|(n, _)| n == name) {
+                return Err(err(
+                    name_at,
+                    format!("duplicate plugin name `{name}` (first defined on line {first}); names are unique across all sections"),
+                ));
+            }
+            seen.push((name.to_string(), line));
+            let DeValue::String(s) = source.get_ref() else {
+                return Err(err(
+                    source.span().start,
+                    format!(
+                        "plugin `{name}`: expected a string (a git URL or a directory), found {}",
+                        type_name(source.get_ref())
+                    ),
+                ));
+            };
+            let source = parse_source(s, base)
+                .map_err(|m| err(source.span().start, format!("plugin `{name}`: {m}")))?;
+            by_section[kind as usize].push(PluginEntry {
+                name: name.to_string(),
+                section: kind,
+                source,
+                line,
+            });
+        }
+    }
+    Ok(CentralConfig {
+        path: path.to_path_buf(),
+        aigis,
+        plugins: by_section.into_iter().flatten().collect(),
+    })
+}
+
+fn parse_aigis(
+    table: &DeTable<'_>,
+    base: &Path,
+    err: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<AigisSettings, ConfigError> {
+    let mut settings = AigisSettings::default();
+    for (key, value) in table {
+        match key.get_ref().as_ref() {
+            "home" => match value.get_ref() {
+                DeValue::String(s) if !s.is_empty() => settings.home = Some(local_path(s, base)),
+                other => {
+                    return Err(err(
+                        value.span().start,
+                        format!(
+                            "[aigis] home: expected a non-empty string (a directory), found {}",
+                            type_name(other)
+                        ),
+                    ))
+                }
+            },
+            other => {
+                return Err(err(
+                    key.span().start,
+                    format!("unknown setting `{other}` in [aigis]; known settings: home"),
+                ))
+            }
+        }
+    }
+    Ok(settings)
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "invalid plugin name `{name}`: use letters, digits, `_` and `-` only"
+        ));
+    }
+    if name.eq_ignore_ascii_case("aigis") {
+        return Err("the plugin name `aigis` is reserved".into());
+    }
+    Ok(())
+}
+
+fn parse_source(s: &str, base: &Path) -> Result<Source, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty source; expected a git URL or a directory".into());
+    }
+    let is_url = ["https://", "http://", "ssh://", "git://", "file://"]
+        .iter()
+        .any(|p| s.starts_with(p));
+    let scp_like = !s.starts_with('/')
+        && !s.starts_with('.')
+        && s.split_once(':')
+            .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
+    if !is_url && !scp_like {
+        return Ok(Source::LocalDir(local_path(s, base)));
+    }
+    let (url, reference) = match s.rsplit_once('#') {
+        Some((_, "")) => return Err(format!("`{s}`: empty reference after `#`")),
+        Some((u, r)) => (u, Some(r.to_string())),
+        None => (s, None),
+    };
+    Ok(Source::Git {
+        url: url.to_string(),
+        reference,
+    })
+}
+
+/// `~/x` from `$HOME`; relative paths from the config file's directory.
+fn local_path(s: &str, base: &Path) -> PathBuf {
+    if let Some(rest) = s.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> CentralConfig {
+        parse_central(text, Path::new("/etc/aigis/aigis.toml")).unwrap()
+    }
+
+    #[test]
+    fn load_order_is_by_section_then_file_order() {
+        let c = parse(
+            "[external]\nz = \"/z\"\na = \"/a\"\n[internal]\nm = \"/m\"\n[core]\nc2 = \"/c2\"\nc1 = \"/c1\"\n[internal-remote]\nr = \"/r\"\n",
+        );
+        let names: Vec<_> = c
+            .plugins
+            .iter()
+            .map(|p| (p.name.as_str(), p.section))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("c2", PluginKind::Core),
+                ("c1", PluginKind::Core),
+                ("m", PluginKind::InternalLocal),
+                ("r", PluginKind::InternalRemote),
+                ("z", PluginKind::External),
+                ("a", PluginKind::External),
+            ]
+        );
+        assert_eq!(c.plugins[0].line, 7);
+    }
+
+    #[test]
+    fn sources() {
+        let c = parse(
+            "[aigis]\nhome = \"state\"\n[external]\ng = \"https://h.org/x.git#v2\"\nf = \"file:///srv/r\"\ns = \"git@github.com:u/r.git\"\nrel = \"plugins/p\"\nabs = \"/srv/p\"\n",
+        );
+        assert_eq!(c.aigis.home, Some(PathBuf::from("/etc/aigis/state")));
+        let s: Vec<_> = c.plugins.iter().map(|p| p.source.clone()).collect();
+        assert_eq!(
+            s[0],
+            Source::Git {
+                url: "https://h.org/x.git".into(),
+                reference: Some("v2".into())
+            }
+        );
+        assert_eq!(
+            s[1],
+            Source::Git {
+                url: "file:///srv/r".into(),
+                reference: None
+            }
+        );
+        assert!(matches!(&s[2], Source::Git { url, .. } if url == "git@github.com:u/r.git"));
+        assert_eq!(s[3], Source::LocalDir("/etc/aigis/plugins/p".into()));
+        assert_eq!(s[4], Source::LocalDir("/srv/p".into()));
+    }
+
+    #[test]
+    fn empty_file_is_fine() {
+        assert!(parse("").plugins.is_empty());
+        assert!(parse("[core]\n[external]\n").plugins.is_empty());
+    }
+}
