@@ -1,1 +1,11 @@
+//! `aigis-agent`: the small per-host program that fetches, installs and
+//! supervises plugins for central. It speaks the `proto` protocol on its
+//! stdin/stdout: a local child of `aigis`, or an SSH exec channel.
 
+pub mod agent;
+pub mod fetch;
+pub mod install;
+pub mod output;
+pub mod supervisor;
+
+pub use agent::serve;

@@ -1,0 +1,330 @@
+//! Putting a plugin's files in place: a git clone (kept up to date by fetch +
+//! fast-forward) or a copy of a local directory.
+//!
+//! Invariants:
+//! - A fresh clone or copy is built in a temporary directory beside the
+//!   destination and renamed into place: a failure leaves nothing half-written.
+//! - What is already on disk is never clobbered: a local copy is not
+//!   overwritten, a clone with local modifications or a diverged branch is not
+//!   moved. Those cases, and a failed fetch, are `Kept`: a warning, and the
+//!   load goes on with what is there (the spec's behaviour).
+//!
+//! These functions block; the agent runs them on a blocking thread.
+
+use git2::build::{CheckoutBuilder, RepoBuilder};
+use git2::{AutotagOption, FetchOptions, Oid, Repository, StatusOptions};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    Cloned {
+        commit: String,
+    },
+    Updated {
+        from: String,
+        to: String,
+    },
+    UpToDate {
+        commit: String,
+    },
+    Copied,
+    /// Not an error: the load goes on with what is on disk.
+    Kept {
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot clone {url} into {}: {source}", dest.display())]
+    Clone {
+        url: String,
+        dest: PathBuf,
+        source: git2::Error,
+    },
+    #[error("{url} has no branch, tag or commit `{reference}`")]
+    NoSuchRef { url: String, reference: String },
+    #[error("source directory {} does not exist or is not a directory", .0.display())]
+    NoSource(PathBuf),
+    #[error("cannot copy {} to {}: {source}", src.display(), dest.display())]
+    Copy {
+        src: PathBuf,
+        dest: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot prepare {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Clones `url` into `dest`, or updates the clone already there.
+///
+/// `reference` is a branch, tag or commit; without it the remote's default
+/// branch (where its HEAD points) is used.
+pub fn fetch_git(
+    url: &str,
+    reference: Option<&str>,
+    dest: &Path,
+) -> Result<FetchOutcome, FetchError> {
+    if dest.exists() {
+        return Ok(
+            update(url, reference, dest).unwrap_or_else(|reason| FetchOutcome::Kept { reason })
+        );
+    }
+    let tmp = sibling(dest, "clone")?;
+    let result = clone_into(url, reference, &tmp);
+    match result {
+        Ok(commit) => {
+            fs::rename(&tmp, dest).map_err(|source| FetchError::Io {
+                path: dest.to_path_buf(),
+                source,
+            })?;
+            Ok(FetchOutcome::Cloned { commit })
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn clone_into(url: &str, reference: Option<&str>, into: &Path) -> Result<String, FetchError> {
+    let mut fetch = FetchOptions::new();
+    fetch.download_tags(AutotagOption::All);
+    let repo = RepoBuilder::new()
+        .fetch_options(fetch)
+        .clone(url, into)
+        .map_err(|source| FetchError::Clone {
+            url: url.to_string(),
+            dest: into.to_path_buf(),
+            source,
+        })?;
+    if let Some(reference) = reference {
+        let target = resolve(&repo, reference).ok_or_else(|| FetchError::NoSuchRef {
+            url: url.to_string(),
+            reference: reference.to_string(),
+        })?;
+        move_to(&repo, &target).map_err(|source| FetchError::Clone {
+            url: url.to_string(),
+            dest: into.to_path_buf(),
+            source,
+        })?;
+    }
+    head_commit(&repo).map_err(|source| FetchError::Clone {
+        url: url.to_string(),
+        dest: into.to_path_buf(),
+        source,
+    })
+}
+
+/// What a reference names after a fetch.
+enum Target {
+    /// A remote branch: check out a local branch of that name following it.
+    Branch { name: String, oid: Oid },
+    /// A tag or a commit: detached HEAD.
+    Detached(Oid),
+}
+
+impl Target {
+    fn oid(&self) -> Oid {
+        match self {
+            Target::Branch { oid, .. } | Target::Detached(oid) => *oid,
+        }
+    }
+}
+
+fn resolve(repo: &Repository, reference: &str) -> Option<Target> {
+    if let Ok(r) = repo.find_reference(&format!("refs/remotes/origin/{reference}")) {
+        let oid = r.peel_to_commit().ok()?.id();
+        return Some(Target::Branch {
+            name: reference.to_string(),
+            oid,
+        });
+    }
+    if let Ok(r) = repo.find_reference(&format!("refs/tags/{reference}")) {
+        return Some(Target::Detached(r.peel_to_commit().ok()?.id()));
+    }
+    let obj = repo.revparse_single(reference).ok()?;
+    Some(Target::Detached(obj.peel_to_commit().ok()?.id()))
+}
+
+/// Checks out `target` without overwriting local changes (safe checkout).
+fn move_to(repo: &Repository, target: &Target) -> Result<(), git2::Error> {
+    let commit = repo.find_commit(target.oid())?;
+    repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().safe()))?;
+    match target {
+        Target::Branch { name, oid } => {
+            let refname = format!("refs/heads/{name}");
+            repo.reference(&refname, *oid, true, "aigis: fast-forward")?;
+            repo.set_head(&refname)
+        }
+        Target::Detached(oid) => repo.set_head_detached(*oid),
+    }
+}
+
+fn head_commit(repo: &Repository) -> Result<String, git2::Error> {
+    Ok(short(repo.head()?.peel_to_commit()?.id()))
+}
+
+fn short(oid: Oid) -> String {
+    oid.to_string().chars().take(10).collect()
+}
+
+/// Fetch + fast-forward of an existing clone. `Err` is the reason to keep
+/// what is on disk.
+fn update(url: &str, reference: Option<&str>, dest: &Path) -> Result<FetchOutcome, String> {
+    let repo = Repository::open(dest)
+        .map_err(|_| format!("{} exists but is not a git clone", dest.display()))?;
+    let mut remote = repo
+        .find_remote("origin")
+        .map_err(|e| format!("the clone has no `origin` remote: {}", e.message()))?;
+    if remote.url() != Some(url) {
+        return Err(format!(
+            "the clone's origin is {}, not {url}; remove {} to clone afresh",
+            remote.url().unwrap_or("?"),
+            dest.display()
+        ));
+    }
+    let mut opts = FetchOptions::new();
+    opts.download_tags(AutotagOption::All);
+    remote
+        .fetch::<&str>(&[], Some(&mut opts), None)
+        .map_err(|e| format!("fetch from {url} failed: {}", e.message()))?;
+    // The remote's HEAD may have moved to another default branch.
+    let _ = remote.disconnect();
+
+    let head = repo.head().map_err(|e| e.message().to_string())?;
+    let head_oid = head
+        .peel_to_commit()
+        .map_err(|e| e.message().to_string())?
+        .id();
+    let target = match reference {
+        Some(r) => {
+            resolve(&repo, r).ok_or_else(|| format!("{url} has no branch, tag or commit `{r}`"))?
+        }
+        None => {
+            let branch = if head.is_branch() {
+                head.shorthand().map(str::to_string)
+            } else {
+                None
+            };
+            let branch = match branch {
+                Some(b) => b,
+                None => default_branch(&repo).ok_or("cannot tell the remote's default branch")?,
+            };
+            resolve(&repo, &branch)
+                .ok_or_else(|| format!("{url} has no branch `{branch}` any more"))?
+        }
+    };
+    if target.oid() == head_oid && matches!(target, Target::Detached(_)) == !head.is_branch() {
+        return Ok(FetchOutcome::UpToDate {
+            commit: short(head_oid),
+        });
+    }
+    if has_local_changes(&repo) {
+        return Err(format!(
+            "{} has local modifications; not updating it",
+            dest.display()
+        ));
+    }
+    if let Target::Branch { oid, .. } = &target {
+        let same_branch = head.is_branch() && head.shorthand() == reference.or(head.shorthand());
+        if same_branch
+            && *oid != head_oid
+            && !repo.graph_descendant_of(*oid, head_oid).unwrap_or(false)
+        {
+            return Err("the local branch has diverged from the remote; not updating it".into());
+        }
+    }
+    drop(head);
+    move_to(&repo, &target).map_err(|e| format!("checkout failed: {}", e.message()))?;
+    Ok(FetchOutcome::Updated {
+        from: short(head_oid),
+        to: short(target.oid()),
+    })
+}
+
+fn default_branch(repo: &Repository) -> Option<String> {
+    let r = repo.find_reference("refs/remotes/origin/HEAD").ok()?;
+    let target = r.symbolic_target()?;
+    target
+        .strip_prefix("refs/remotes/origin/")
+        .map(str::to_string)
+}
+
+/// Changes to tracked files. Untracked files (secrets, files the plugin
+/// writes) do not count.
+fn has_local_changes(repo: &Repository) -> bool {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(false).include_ignored(false);
+    repo.statuses(Some(&mut opts))
+        .map(|s| !s.is_empty())
+        .unwrap_or(true)
+}
+
+/// Copies directory `src` to `dest` like Python's `shutil.copytree`: symlinks
+/// followed, permission bits kept. An existing `dest` is left alone.
+pub fn copy_local(src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
+    if !src.is_dir() {
+        return Err(FetchError::NoSource(src.to_path_buf()));
+    }
+    if dest.exists() {
+        return Ok(FetchOutcome::Kept {
+            reason: format!(
+                "{} already exists and a local source is never copied over it; remove it to take a fresh copy",
+                dest.display()
+            ),
+        });
+    }
+    let tmp = sibling(dest, "copy")?;
+    let copy_err = |source| FetchError::Copy {
+        src: src.to_path_buf(),
+        dest: dest.to_path_buf(),
+        source,
+    };
+    if let Err(e) = copy_tree(src, &tmp) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(copy_err(e));
+    }
+    fs::rename(&tmp, dest).map_err(copy_err)?;
+    Ok(FetchOutcome::Copied)
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    fs::create_dir(dest)?;
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        // fs::metadata follows symlinks: a link is copied as what it points to.
+        let meta = fs::metadata(&from)?;
+        if meta.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            fs::copy(&from, &to)?; // copies the permission bits too
+        }
+    }
+    fs::set_permissions(dest, fs::metadata(src)?.permissions())
+}
+
+/// A fresh temporary path beside `dest` (same filesystem, so rename works).
+fn sibling(dest: &Path, what: &str) -> Result<PathBuf, FetchError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|source| FetchError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    let tmp = parent.join(format!(".{name}.aigis-{what}-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|source| FetchError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+    }
+    Ok(tmp)
+}

@@ -1,0 +1,118 @@
+//! Preparing a fetched plugin on this host: system requirements on `PATH`,
+//! secret files (mode 0600), then the requirements command in `ENTRYPOINT`.
+//!
+//! The requirements command's output is relayed line by line like a plugin's
+//! own output, so an operator sees why `pip install` failed in the plugin's log.
+
+use crate::supervisor::relay;
+use proto::{FromAgent, InstallSpec, OutputStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Result<(), String> {
+    if !spec.entrypoint.is_dir() {
+        return Err(format!(
+            "ENTRYPOINT {} is not a directory",
+            spec.entrypoint.display()
+        ));
+    }
+    let missing: Vec<&str> = spec
+        .system_requirements
+        .iter()
+        .filter(|r| find_on_path(r).is_none())
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing system requirement(s) on PATH: {}",
+            missing.join(", ")
+        ));
+    }
+    let root = spec.root.clone();
+    let secrets = spec.secrets;
+    tokio::task::spawn_blocking(move || {
+        for file in &secrets {
+            secrets::install(file, &root)
+                .map_err(|e| format!("secret `{}`: could not write it: {e}", file.key))?;
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|e| format!("writing secrets: {e}"))??;
+
+    if let Some(line) = spec.requirements {
+        run_requirements(&spec.plugin, &line, &spec.entrypoint, &events).await?;
+    }
+    Ok(())
+}
+
+async fn run_requirements(
+    plugin: &str,
+    line: &str,
+    cwd: &Path,
+    events: &mpsc::Sender<FromAgent>,
+) -> Result<(), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("could not run the requirements command: {e}"))?;
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(relay(out, OutputStream::Install, plugin, events));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(relay(err, OutputStream::Install, plugin, events));
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("requirements command: {e}"))?;
+    for r in readers {
+        let _ = r.await;
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("requirements command `{line}` failed ({status})"))
+    }
+}
+
+/// The executable `name` resolves to on this host's `PATH`, if any. A name
+/// with a `/` is taken as a path.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_exec(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_sh_and_not_nonsense() {
+        assert!(find_on_path("sh").is_some());
+        assert!(find_on_path("surely-not-a-command-aigis").is_none());
+        assert!(find_on_path("/bin/sh").is_some());
+    }
+}

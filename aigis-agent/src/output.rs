@@ -1,0 +1,142 @@
+//! Turning a child's byte stream into log lines.
+//!
+//! A plugin may print anything: lines longer than any sane buffer, invalid
+//! UTF-8, `\r\n` endings, no final newline. Every byte it prints reaches a
+//! line: long lines are cut into pieces of at most [`MAX_LINE`] bytes, invalid
+//! UTF-8 is replaced (U+FFFD), and a last unterminated line is still sent.
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The longest line sent as one message; longer lines arrive in pieces.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Splits a byte stream into lines. Feed it bytes with [`LineSplitter::push`]
+/// and take the remainder with [`LineSplitter::finish`] at end of stream.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE - self.pending.len();
+            let window = &bytes[..bytes.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.pending.extend_from_slice(&window[..i]);
+                    emit(self.take());
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    self.pending.extend_from_slice(window);
+                    bytes = &bytes[window.len()..];
+                    if self.pending.len() == MAX_LINE {
+                        emit(self.take());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn finish(&mut self, emit: impl FnOnce(String)) {
+        if !self.pending.is_empty() {
+            emit(self.take());
+        }
+    }
+
+    fn take(&mut self) -> String {
+        let mut raw = std::mem::take(&mut self.pending);
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+        match String::from_utf8(raw) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+}
+
+/// Reads `stream` to its end, calling `line` for every line, in order.
+/// `line` is async so a full channel slows the reader (and so the child)
+/// instead of dropping anything.
+pub async fn relay_lines<R, F, Fut>(mut stream: R, mut line: F)
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut ready = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        splitter.push(&buf[..n], |l| ready.push(l));
+        for l in ready.drain(..) {
+            line(l).await;
+        }
+    }
+    splitter.finish(|l| ready.push(l));
+    for l in ready.drain(..) {
+        line(l).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<String> {
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, |l| out.push(l));
+        }
+        s.finish(|l| out.push(l));
+        out
+    }
+
+    #[test]
+    fn lines_across_chunks_and_crlf() {
+        assert_eq!(
+            split(&[b"a\r\nb", b"c\n", b"\n", b"tail"]),
+            vec!["a", "bc", "", "tail"]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_lost() {
+        assert_eq!(
+            split(&[b"ok \xff\xfe end\n"]),
+            vec!["ok \u{fffd}\u{fffd} end"]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_without_losing_bytes() {
+        let long = vec![b'x'; MAX_LINE * 2 + 10];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nnext\n");
+        let out = split(&[&input[..100], &input[100..]]);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].len(), MAX_LINE);
+        assert_eq!(out[1].len(), MAX_LINE);
+        assert_eq!(out[2].len(), 10);
+        assert_eq!(out[3], "next");
+    }
+
+    #[tokio::test]
+    async fn relay_reads_to_the_end() {
+        let data: &[u8] = b"one\ntwo\nthree";
+        let mut got = Vec::new();
+        relay_lines(data, |l| {
+            got.push(l);
+            async {}
+        })
+        .await;
+        assert_eq!(got, vec!["one", "two", "three"]);
+    }
+}

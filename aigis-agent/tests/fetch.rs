@@ -1,0 +1,196 @@
+//! Fetching against real git repositories (file:// and http://127.0.0.1)
+//! and real directories.
+
+use aigis_agent::fetch::{copy_local, fetch_git, FetchOutcome};
+use aigis_e2e::git::{git, GitHttpServer, TestRepo};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+fn read(p: &std::path::Path) -> String {
+    fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn clone_then_update_then_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new(tmp.path(), "plug");
+    repo.write("a.txt", "one");
+    let first = repo.commit("one");
+    let dest = tmp.path().join("ext/plug");
+
+    let out = fetch_git(&repo.file_url(), None, &dest).unwrap();
+    assert_eq!(
+        out,
+        FetchOutcome::Cloned {
+            commit: first[..10].to_string()
+        }
+    );
+    assert_eq!(read(&dest.join("a.txt")), "one");
+
+    repo.write("b.txt", "two");
+    let second = repo.commit("two");
+    // Files the plugin or its secrets add are untracked and do not block updates.
+    fs::write(dest.join("secret.token"), "x").unwrap();
+    let out = fetch_git(&repo.file_url(), None, &dest).unwrap();
+    assert_eq!(
+        out,
+        FetchOutcome::Updated {
+            from: first[..10].to_string(),
+            to: second[..10].to_string()
+        }
+    );
+    assert_eq!(read(&dest.join("b.txt")), "two");
+
+    let out = fetch_git(&repo.file_url(), None, &dest).unwrap();
+    assert_eq!(
+        out,
+        FetchOutcome::UpToDate {
+            commit: second[..10].to_string()
+        }
+    );
+}
+
+#[test]
+fn references_pin_a_branch_a_tag_or_a_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new(tmp.path(), "plug");
+    repo.write("v.txt", "1");
+    let c1 = repo.commit("v1");
+    git(&repo.dir, &["tag", "v1"]);
+    repo.write("v.txt", "2");
+    repo.commit("v2");
+    git(&repo.dir, &["checkout", "-q", "-b", "dev"]);
+    repo.write("v.txt", "dev");
+    repo.commit("dev");
+    git(&repo.dir, &["checkout", "-q", "main"]);
+
+    for (reference, want) in [
+        ("v1", "1"),
+        (c1.as_str(), "1"),
+        ("dev", "dev"),
+        ("main", "2"),
+    ] {
+        let dest = tmp
+            .path()
+            .join(format!("ext/{}", &reference[..reference.len().min(8)]));
+        let out = fetch_git(&repo.file_url(), Some(reference), &dest).unwrap();
+        assert!(
+            matches!(out, FetchOutcome::Cloned { .. }),
+            "{reference}: {out:?}"
+        );
+        assert_eq!(read(&dest.join("v.txt")), want, "{reference}");
+    }
+
+    let dest = tmp.path().join("ext/none");
+    let err = fetch_git(&repo.file_url(), Some("nope"), &dest).unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn the_remote_default_branch_is_cloned_whatever_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new(tmp.path(), "plug");
+    git(&repo.dir, &["checkout", "-q", "-b", "trunk"]);
+    repo.write("t.txt", "trunk");
+    repo.commit("t");
+    let dest = tmp.path().join("ext/plug");
+    fetch_git(&repo.file_url(), None, &dest).unwrap();
+    assert_eq!(read(&dest.join("t.txt")), "trunk");
+    assert_eq!(git(&dest, &["rev-parse", "--abbrev-ref", "HEAD"]), "trunk");
+}
+
+#[test]
+fn a_failed_update_keeps_what_is_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new(tmp.path(), "plug");
+    repo.write("a.txt", "one");
+    repo.commit("one");
+    let url = repo.file_url();
+    let dest = tmp.path().join("ext/plug");
+    fetch_git(&url, None, &dest).unwrap();
+
+    // Local modification: the fast-forward is refused, the edit survives.
+    repo.write("a.txt", "upstream");
+    repo.commit("upstream");
+    fs::write(dest.join("a.txt"), "local edit").unwrap();
+    let out = fetch_git(&url, None, &dest).unwrap();
+    assert!(
+        matches!(&out, FetchOutcome::Kept { reason } if reason.contains("local modifications")),
+        "{out:?}"
+    );
+    assert_eq!(read(&dest.join("a.txt")), "local edit");
+
+    // Unreachable remote: a warning, files intact.
+    fs::rename(&repo.dir, tmp.path().join("moved")).unwrap();
+    let out = fetch_git(&url, None, &dest).unwrap();
+    assert!(
+        matches!(&out, FetchOutcome::Kept { reason } if reason.contains("fetch")),
+        "{out:?}"
+    );
+    assert_eq!(read(&dest.join("a.txt")), "local edit");
+}
+
+#[test]
+fn a_failed_clone_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("ext/plug");
+    let url = format!("file://{}/nowhere", tmp.path().display());
+    let err = fetch_git(&url, None, &dest).unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert!(!dest.exists());
+    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("ext")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn clone_and_update_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos = tmp.path().join("repos");
+    let repo = TestRepo::new(&repos, "web");
+    repo.write("index.txt", "v1");
+    repo.commit("v1");
+    let server = GitHttpServer::start(&repos);
+    let dest = tmp.path().join("ext/web");
+    let out = fetch_git(&server.url("web"), None, &dest).unwrap();
+    assert!(matches!(out, FetchOutcome::Cloned { .. }), "{out:?}");
+    assert_eq!(read(&dest.join("index.txt")), "v1");
+    repo.write("index.txt", "v2");
+    repo.commit("v2");
+    let out = fetch_git(&server.url("web"), None, &dest).unwrap();
+    assert!(matches!(out, FetchOutcome::Updated { .. }), "{out:?}");
+    assert_eq!(read(&dest.join("index.txt")), "v2");
+}
+
+#[test]
+fn copy_local_is_copytree_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("deep/er")).unwrap();
+    fs::write(src.join("deep/er/f.txt"), "deep").unwrap();
+    fs::write(src.join("run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(tmp.path().join("outside.txt"), "linked").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("outside.txt"), src.join("link.txt")).unwrap();
+
+    let dest = tmp.path().join("ext/p");
+    assert_eq!(copy_local(&src, &dest).unwrap(), FetchOutcome::Copied);
+    assert_eq!(read(&dest.join("deep/er/f.txt")), "deep");
+    let mode = fs::metadata(dest.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let link = fs::symlink_metadata(dest.join("link.txt")).unwrap();
+    assert!(link.file_type().is_file(), "symlink was not followed");
+    assert_eq!(read(&dest.join("link.txt")), "linked");
+
+    fs::write(src.join("deep/er/f.txt"), "changed").unwrap();
+    let out = copy_local(&src, &dest).unwrap();
+    assert!(matches!(out, FetchOutcome::Kept { .. }), "{out:?}");
+    assert_eq!(read(&dest.join("deep/er/f.txt")), "deep");
+
+    let missing = tmp.path().join("missing");
+    let err = copy_local(&missing, &tmp.path().join("ext/q")).unwrap_err();
+    assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
+}
