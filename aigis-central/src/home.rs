@@ -1,0 +1,53 @@
+//! The AIGIS home directory: `ext/` (plugins), `secrets/`, `log/`, `run/`.
+//!
+//! Chosen, first match wins, from `--home`, `$AIGIS_HOME`, `[aigis] home` in
+//! the config, or the current directory.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn resolve(flag: Option<&Path>, from_config: Option<&Path>) -> anyhow::Result<Home> {
+        let chosen = match (flag, std::env::var_os("AIGIS_HOME"), from_config) {
+            (Some(p), _, _) => p.to_path_buf(),
+            (None, Some(env), _) if !env.is_empty() => PathBuf::from(env),
+            (None, _, Some(p)) => p.to_path_buf(),
+            _ => std::env::current_dir()?,
+        };
+        let root = if chosen.is_absolute() {
+            chosen
+        } else {
+            std::env::current_dir()?.join(chosen)
+        };
+        Ok(Home { root })
+    }
+
+    /// Creates the directories central writes to.
+    pub fn prepare(&self) -> anyhow::Result<()> {
+        for dir in [self.ext(), self.secrets(), self.log(), self.run()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn ext(&self) -> PathBuf {
+        self.root.join("ext")
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log")
+    }
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}

@@ -1,0 +1,184 @@
+//! `AgentLink`: central's end of the conversation with one agent.
+//!
+//! The link is transport-agnostic: it takes any byte stream pair, so the local
+//! agent (a child on stdin/stdout) and a remote one (an SSH exec channel) are
+//! driven by the same code. Requests carry ids and are answered out of order;
+//! events (plugin output, state changes) are handed to the [`Registry`].
+
+use crate::plugins::Registry;
+use proto::{FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
+
+pub struct AgentLink {
+    /// Where the agent runs, for messages ("local", later a host name).
+    pub host: String,
+    tx: mpsc::Sender<ToAgent>,
+    pending: Pending,
+    next_id: AtomicU64,
+    /// Becomes true once the agent has said `Bye` or the stream has ended.
+    closed: watch::Receiver<bool>,
+    child: tokio::sync::Mutex<Option<Child>>,
+}
+
+impl AgentLink {
+    /// Starts the agent binary as a local child and shakes hands with it.
+    pub async fn spawn_local(agent: &Path, registry: Registry) -> anyhow::Result<AgentLink> {
+        let mut child = Command::new(agent)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group: a Ctrl-C in the terminal reaches central, which
+            // then stops the agent in order, instead of killing it mid-flight.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start the agent {}: {e}", agent.display()))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            anyhow::bail!("the agent's stdio was not captured");
+        };
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::warn!(agent = "local", "{line}");
+            }
+        });
+        let link = AgentLink::start("local".into(), stdout, stdin, registry).await?;
+        *link.child.lock().await = Some(child);
+        Ok(link)
+    }
+
+    /// Shakes hands over an established byte stream and starts the reader.
+    pub async fn start<R, W>(
+        host: String,
+        input: R,
+        output: W,
+        registry: Registry,
+    ) -> anyhow::Result<AgentLink>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut reader = FrameReader::new(input);
+        let mut writer = FrameWriter::new(output);
+        writer
+            .send(&ToAgent::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?;
+        let hello = tokio::time::timeout(Duration::from_secs(30), reader.next::<FromAgent>())
+            .await
+            .map_err(|_| anyhow::anyhow!("agent on {host} did not answer the handshake"))??;
+        match hello {
+            Some(FromAgent::Hello { version, os, arch }) if version == PROTOCOL_VERSION => {
+                tracing::debug!(%host, %os, %arch, "agent ready");
+            }
+            Some(FromAgent::Hello { version, .. }) => anyhow::bail!(
+                "agent on {host} speaks protocol {version}, central speaks {PROTOCOL_VERSION}"
+            ),
+            other => anyhow::bail!("agent on {host} sent {other:?} instead of Hello"),
+        }
+
+        let (tx, mut rx) = mpsc::channel::<ToAgent>(256);
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if writer.send(&msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let pending: Pending = Arc::default();
+        let (closed_tx, closed) = watch::channel(false);
+        let reader_pending = pending.clone();
+        let reader_host = host.clone();
+        tokio::spawn(async move {
+            loop {
+                match reader.next::<FromAgent>().await {
+                    Ok(Some(FromAgent::Reply { id, result })) => {
+                        let waiter = reader_pending.lock().ok().and_then(|mut p| p.remove(&id));
+                        if let Some(w) = waiter {
+                            let _ = w.send(result);
+                        }
+                    }
+                    Ok(Some(FromAgent::Event(event))) => registry.agent_event(event).await,
+                    Ok(Some(FromAgent::Bye)) | Ok(None) => break,
+                    Ok(Some(FromAgent::Hello { .. })) => {}
+                    Err(e) => {
+                        tracing::error!(host = %reader_host, "link to the agent broke: {e}");
+                        break;
+                    }
+                }
+            }
+            // Nobody will answer what is still pending.
+            if let Ok(mut p) = reader_pending.lock() {
+                for (_, w) in p.drain() {
+                    let _ = w.send(Err(format!("the agent on {reader_host} went away")));
+                }
+            }
+            let _ = closed_tx.send(true);
+        });
+
+        Ok(AgentLink {
+            host,
+            tx,
+            pending,
+            next_id: AtomicU64::new(1),
+            closed,
+            child: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sends a request and waits for its reply.
+    pub async fn request(&self, request: Request) -> Result<Reply, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id, tx);
+        }
+        if *self.closed.borrow()
+            || self
+                .tx
+                .send(ToAgent::Request { id, request })
+                .await
+                .is_err()
+        {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(format!("the agent on {} is not running", self.host));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(format!("the agent on {} went away", self.host)))
+    }
+
+    /// Asks the agent to stop every plugin and exit; waits up to `limit`,
+    /// then kills a local agent that did not finish.
+    pub async fn shutdown(&self, limit: Duration) {
+        let _ = self.tx.send(ToAgent::Shutdown).await;
+        let mut closed = self.closed.clone();
+        let done = tokio::time::timeout(limit, closed.wait_for(|c| *c)).await;
+        if let Some(child) = self.child.lock().await.as_mut() {
+            let remaining = if done.is_ok() {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            if tokio::time::timeout(remaining, child.wait()).await.is_err() {
+                tracing::error!(host = %self.host, "agent did not stop in time; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}

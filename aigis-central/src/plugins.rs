@@ -1,0 +1,283 @@
+//! The plugin lifecycle as central sees it: the [`Registry`] of every
+//! plugin's state, and [`load`], which takes one configured plugin through
+//! fetching, reading its `AIGIS.config`, secrets, installing and starting.
+//!
+//! A failure at any step fails that plugin only, with a message that names
+//! it; the caller goes on with the next plugin.
+
+use crate::home::Home;
+use crate::link::AgentLink;
+use crate::logs::LogSink;
+use config::{Launch, PluginEntry, PluginKind, PluginSpec, Source};
+use proto::{Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Reply, Request};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// States a user can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Fetching,
+    Installing,
+    Starting,
+    Running,
+    Restarting,
+    Stopped,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Fetching => "fetching",
+            State::Installing => "installing",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub kind: PluginKind,
+    pub host: String,
+    pub state: State,
+    pub reason: Option<String>,
+    pub pid: Option<u32>,
+    pub restarts_left: Option<u32>,
+    pub since: Instant,
+}
+
+/// Every plugin's current status; the one place state changes are logged.
+#[derive(Clone)]
+pub struct Registry {
+    table: Arc<Mutex<BTreeMap<String, Status>>>,
+    log: LogSink,
+}
+
+impl Registry {
+    pub fn new(log: LogSink) -> Registry {
+        Registry {
+            table: Arc::default(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> &LogSink {
+        &self.log
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, Status)> {
+        self.table
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn add(&self, entry: &PluginEntry) {
+        if let Ok(mut t) = self.table.lock() {
+            t.insert(
+                entry.name.clone(),
+                Status {
+                    kind: entry.section,
+                    host: "local".into(),
+                    state: State::Pending,
+                    reason: None,
+                    pid: None,
+                    restarts_left: None,
+                    since: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Records a state change and logs it (errors for `Failed`).
+    pub async fn set(&self, plugin: &str, state: State, reason: Option<String>) {
+        self.update(plugin, |s| {
+            s.state = state;
+            s.reason = reason.clone();
+            if !matches!(state, State::Running) {
+                s.pid = None;
+            }
+        });
+        let text = match &reason {
+            Some(r) => format!("{}: {r}", state.as_str()),
+            None => state.as_str().to_string(),
+        };
+        if state == State::Failed {
+            self.log.error(plugin, text).await;
+        } else {
+            self.log.info(plugin, text).await;
+        }
+    }
+
+    fn update(&self, plugin: &str, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut t) = self.table.lock() {
+            if let Some(s) = t.get_mut(plugin) {
+                f(s);
+                s.since = Instant::now();
+            }
+        }
+    }
+
+    /// What an agent reports on its own.
+    pub async fn agent_event(&self, event: Event) {
+        match event {
+            Event::Output {
+                plugin,
+                stream,
+                line,
+            } => self.log.output(&plugin, stream.as_str(), line).await,
+            Event::State { plugin, state } => match state {
+                ProcessState::Running { pid, restarts_left } => {
+                    self.update(&plugin, |s| {
+                        s.pid = Some(pid);
+                        s.restarts_left = restarts_left;
+                    });
+                    self.set(&plugin, State::Running, Some(format!("pid {pid}")))
+                        .await;
+                }
+                ProcessState::Restarting {
+                    exit,
+                    delay_ms,
+                    restarts_left,
+                } => {
+                    self.update(&plugin, |s| s.restarts_left = Some(restarts_left));
+                    let reason = format!(
+                        "{exit}; restarting in {:.1}s ({restarts_left} restart(s) left after this one)",
+                        delay_ms as f64 / 1000.0
+                    );
+                    self.set(&plugin, State::Restarting, Some(reason)).await;
+                }
+                ProcessState::Stopped => self.set(&plugin, State::Stopped, None).await,
+                ProcessState::Failed { exit } => self.set(&plugin, State::Failed, Some(exit)).await,
+            },
+        }
+    }
+}
+
+/// What loading needs from the daemon.
+pub struct LoadContext {
+    pub home: Home,
+    pub agent: Arc<AgentLink>,
+    pub registry: Registry,
+}
+
+/// Fetches, configures, installs and starts one plugin. On error the plugin
+/// is marked failed with the message; the caller continues with the next.
+pub async fn load(entry: &PluginEntry, ctx: &LoadContext) {
+    if let Err(reason) = try_load(entry, ctx).await {
+        ctx.registry
+            .set(&entry.name, State::Failed, Some(reason))
+            .await;
+    }
+}
+
+async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> {
+    let name = &entry.name;
+    let log = ctx.registry.log();
+    let root = ctx.home.ext().join(name);
+
+    ctx.registry.set(name, State::Fetching, None).await;
+    let source = match &entry.source {
+        Source::LocalDir(p) => FetchSource::LocalDir(p.clone()),
+        Source::Git { url, reference } => FetchSource::Git {
+            url: url.clone(),
+            reference: reference.clone(),
+        },
+    };
+    let reply = ctx
+        .agent
+        .request(Request::Fetch {
+            plugin: name.clone(),
+            source,
+            dest: root.clone(),
+        })
+        .await
+        .map_err(|e| format!("fetch failed: {e}"))?;
+    let Reply::Fetched {
+        outcome,
+        warning,
+        config: config_text,
+    } = reply
+    else {
+        return Err(format!("unexpected reply to fetch: {reply:?}"));
+    };
+    log.info(name, format!("source {outcome}")).await;
+    if let Some(w) = warning {
+        log.warn(name, format!("not updated: {w}; loading what is on disk"))
+            .await;
+    }
+
+    let config_file = root.join("AIGIS").join("AIGIS.config");
+    let text = config_text.map_err(|e| format!("cannot read the plugin config: {e}"))?;
+    let spec =
+        config::parse_plugin(entry, &root, &config_file, &text).map_err(|e| e.to_string())?;
+    for w in &spec.warnings {
+        log.warn(name, w.clone()).await;
+    }
+    let argv = launch_argv(&spec)?;
+
+    let wanted: Vec<_> = spec
+        .secrets
+        .iter()
+        .map(|s| (s.key.clone(), s.dest.clone()))
+        .collect();
+    let secret_files = secrets::collect(name, &ctx.home.secrets().join(name), &root, &wanted)
+        .map_err(|e| e.to_string())?;
+
+    ctx.registry.set(name, State::Installing, None).await;
+    ctx.agent
+        .request(Request::Install(InstallSpec {
+            plugin: name.clone(),
+            root: root.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            system_requirements: spec.system_requirements.clone(),
+            requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
+            secrets: secret_files,
+        }))
+        .await
+        .map_err(|e| format!("install failed: {e}"))?;
+
+    ctx.registry.set(name, State::Starting, None).await;
+    ctx.agent
+        .request(Request::Start(LaunchSpec {
+            plugin: name.clone(),
+            argv,
+            cwd: spec.entrypoint.clone(),
+            env: vec![
+                ("AIGIS_PLUGIN".into(), name.clone()),
+                ("AIGIS_ROOT".into(), root.display().to_string()),
+                ("PYTHONUNBUFFERED".into(), "1".into()),
+            ],
+            restart: spec.restart,
+        }))
+        .await
+        .map_err(|e| format!("start failed: {e}"))?;
+    Ok(())
+}
+
+/// The command line the agent runs for this plugin.
+fn launch_argv(spec: &PluginSpec) -> Result<Vec<String>, String> {
+    if spec.host.is_some() {
+        return Err(format!(
+            "HOST {} is another machine; remote hosts are not available in this build",
+            spec.host
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ));
+    }
+    match (&spec.kind, &spec.launch) {
+        (PluginKind::External, Launch::Command(argv)) => Ok(argv.clone()),
+        (kind, _) => Err(format!(
+            "{} plugins need the embedded Python core, which this build does not have",
+            kind.as_str()
+        )),
+    }
+}

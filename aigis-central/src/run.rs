@@ -1,0 +1,100 @@
+//! `aigis run`: the daemon. Loads every plugin in order, then waits for
+//! SIGINT/SIGTERM and stops everything: one signal, fanned out, awaited.
+
+use crate::home::Home;
+use crate::link::AgentLink;
+use crate::logs::LogSink;
+use crate::plugins::{load, LoadContext, Registry, State};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How long the agent gets to stop every plugin (its own grace is 5 s).
+const AGENT_SHUTDOWN: Duration = Duration::from_millis(5_800);
+
+pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result<()> {
+    let config = config::load_central(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
+    home.prepare()?;
+    tracing::info!(
+        "aigis {} starting: config {}, home {}, {} plugin(s)",
+        env!("CARGO_PKG_VERSION"),
+        config_path.display(),
+        home.root().display(),
+        config.plugins.len()
+    );
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let (log, log_task) = LogSink::start(home.log());
+    let registry = Registry::new(log.clone());
+    let agent = Arc::new(AgentLink::spawn_local(&agent_binary()?, registry.clone()).await?);
+    let ctx = LoadContext {
+        home,
+        agent: agent.clone(),
+        registry: registry.clone(),
+    };
+    for entry in &config.plugins {
+        registry.add(entry);
+    }
+    let plugins = config.plugins.clone();
+    let summary = registry.clone();
+    let loader = tokio::spawn(async move {
+        for entry in &plugins {
+            load(entry, &ctx).await;
+        }
+        let table = summary.snapshot();
+        let failed: Vec<&str> = table
+            .iter()
+            .filter(|(_, s)| s.state == State::Failed)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        tracing::info!(
+            "all {} plugin(s) loaded: {}",
+            table.len(),
+            table
+                .iter()
+                .map(|(n, s)| format!(
+                    "{n} ({} on {}): {}",
+                    s.kind.as_str(),
+                    s.host,
+                    s.state.as_str()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !failed.is_empty() {
+            tracing::warn!("failed to load: {}", failed.join(", "));
+        }
+    });
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!("{signal_name} received: stopping every plugin");
+    loader.abort();
+    agent.shutdown(AGENT_SHUTDOWN).await;
+    drop(agent);
+    drop(registry);
+    drop(log);
+    let _ = tokio::time::timeout(Duration::from_secs(1), log_task).await;
+    tracing::info!("aigis stopped");
+    Ok(())
+}
+
+/// The `aigis-agent` binary installed beside `aigis`.
+fn agent_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let agent = exe.with_file_name("aigis-agent");
+    if agent.is_file() {
+        Ok(agent)
+    } else {
+        anyhow::bail!(
+            "the agent binary {} is missing: install aigis-agent beside aigis (cargo build builds both)",
+            agent.display()
+        )
+    }
+}
