@@ -18,11 +18,16 @@ impl Home {
             (None, _, Some(p)) => p.to_path_buf(),
             _ => std::env::current_dir()?,
         };
-        let root = if chosen.is_absolute() {
+        let absolute = if chosen.is_absolute() {
             chosen
         } else {
             std::env::current_dir()?.join(chosen)
         };
+        // `examples/.` reads better as `examples` in every message.
+        let root = absolute
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
         Ok(Home { root })
     }
 

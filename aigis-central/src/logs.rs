@@ -32,10 +32,16 @@ pub struct Record {
     pub text: String,
 }
 
+enum Msg {
+    Record(Record),
+    /// Answered once everything queued before it is written and flushed.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// A cheap, cloneable handle for sending records.
 #[derive(Clone)]
 pub struct LogSink {
-    tx: mpsc::Sender<Record>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl LogSink {
@@ -48,7 +54,20 @@ impl LogSink {
 
     pub async fn send(&self, record: Record) {
         // The writer only ends after every sink is dropped.
-        let _ = self.tx.send(record).await;
+        let _ = self.tx.send(Msg::Record(record)).await;
+    }
+
+    /// For threads outside the async runtime (the Python thread).
+    pub fn blocking_send(&self, record: Record) {
+        let _ = self.tx.blocking_send(Msg::Record(record));
+    }
+
+    /// Waits until every record sent so far is in its file.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub async fn output(&self, plugin: &str, source: &'static str, text: String) {
@@ -84,13 +103,25 @@ impl LogSink {
     }
 }
 
-fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Record>) {
+fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Msg>) {
     let mut files: HashMap<String, Option<BufWriter<File>>> = HashMap::new();
     let mut dirty: Vec<String> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
-        while let Some(record) = next {
-            emit(&record);
+        while let Some(msg) = next {
+            let record = match msg {
+                Msg::Record(r) => r,
+                Msg::Flush(done) => {
+                    flush(&mut files, &mut dirty);
+                    let _ = done.send(());
+                    next = rx.try_recv().ok();
+                    continue;
+                }
+            };
+            // A traceback is many lines: each carries the plugin's name.
+            for line in record.text.lines() {
+                emit(&record, line);
+            }
             let file = files.entry(record.plugin.clone()).or_insert_with(|| {
                 let path = dir.join(format!("{}.log", record.plugin));
                 match OpenOptions::new().create(true).append(true).open(&path) {
@@ -102,13 +133,10 @@ fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Record>) {
                 }
             });
             if let Some(f) = file {
-                let _ = writeln!(
-                    f,
-                    "{} {:<7} {}",
-                    rfc3339(SystemTime::now()),
-                    record.source,
-                    record.text
-                );
+                let now = rfc3339(SystemTime::now());
+                for line in record.text.lines() {
+                    let _ = writeln!(f, "{now} {:<7} {line}", record.source);
+                }
                 if !dirty.contains(&record.plugin) {
                     dirty.push(record.plugin.clone());
                 }
@@ -116,20 +144,24 @@ fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Record>) {
             next = rx.try_recv().ok();
         }
         // The queue is empty: make what we have visible to readers of the files.
-        for name in dirty.drain(..) {
-            if let Some(Some(f)) = files.get_mut(&name) {
-                let _ = f.flush();
-            }
+        flush(&mut files, &mut dirty);
+    }
+}
+
+fn flush(files: &mut HashMap<String, Option<BufWriter<File>>>, dirty: &mut Vec<String>) {
+    for name in dirty.drain(..) {
+        if let Some(Some(f)) = files.get_mut(&name) {
+            let _ = f.flush();
         }
     }
 }
 
-fn emit(r: &Record) {
+fn emit(r: &Record, line: &str) {
     match (r.level, r.source) {
-        (Level::Info, "aigis") => tracing::info!(plugin = %r.plugin, "{}", r.text),
-        (Level::Info, source) => tracing::info!(plugin = %r.plugin, source = %source, "{}", r.text),
-        (Level::Warn, _) => tracing::warn!(plugin = %r.plugin, "{}", r.text),
-        (Level::Error, _) => tracing::error!(plugin = %r.plugin, "{}", r.text),
+        (Level::Info, "aigis") => tracing::info!(plugin = %r.plugin, "{line}"),
+        (Level::Info, source) => tracing::info!(plugin = %r.plugin, source, "{line}"),
+        (Level::Warn, _) => tracing::warn!(plugin = %r.plugin, "{line}"),
+        (Level::Error, _) => tracing::error!(plugin = %r.plugin, "{line}"),
     }
 }
 
@@ -157,15 +189,80 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Console logging for the daemon: human-readable, on stderr.
+/// Console logging for the daemon, on stderr, one line per record:
+/// `2026-11-24T12:53:08.123Z  INFO [plugin] message` (the plugin's name in
+/// brackets whenever the record is about a plugin; `stderr`/`install`
+/// output is marked after it).
 pub fn init_console() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AIGIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
         .with_writer(std::io::stderr)
+        .event_format(ConsoleFormat { color })
         .try_init();
+}
+
+struct ConsoleFormat {
+    color: bool,
+}
+
+#[derive(Default)]
+struct ConsoleFields {
+    plugin: Option<String>,
+    source: Option<String>,
+    message: String,
+    rest: String,
+}
+
+impl tracing::field::Visit for ConsoleFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "plugin" => self.plugin = Some(value.to_string()),
+            "source" => self.source = Some(value.to_string()),
+            "message" => self.message = value.to_string(),
+            other => self.rest.push_str(&format!(" {other}={value}")),
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"))
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for ConsoleFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut f = ConsoleFields::default();
+        event.record(&mut f);
+        let level = *event.metadata().level();
+        let (on, off) = match (self.color, level) {
+            (false, _) => ("", ""),
+            (true, tracing::Level::ERROR) => ("\x1b[31m", "\x1b[0m"),
+            (true, tracing::Level::WARN) => ("\x1b[33m", "\x1b[0m"),
+            (true, _) => ("\x1b[2m", "\x1b[0m"),
+        };
+        write!(w, "{} {on}{level:>5}{off} ", rfc3339(SystemTime::now()))?;
+        if let Some(p) = &f.plugin {
+            write!(w, "[{p}] ")?;
+        }
+        match f.source.as_deref() {
+            Some("stderr") => write!(w, "(stderr) ")?,
+            Some("install") => write!(w, "(install) ")?,
+            _ => {}
+        }
+        writeln!(w, "{}{}", f.message, f.rest)
+    }
 }
 
 #[cfg(test)]

@@ -151,9 +151,9 @@ fn plugins_from_a_directory_and_from_git_run_and_stop_cleanly() {
     );
 
     // Its output reached the console, tagged, and its log file.
-    assert!(line_with(&out, "hello-marker").contains("plugin=hello"));
-    assert!(line_with(&out, "hello-on-stderr").contains("plugin=hello"));
-    assert!(line_with(&out, "installing from").contains("plugin=hello"));
+    assert!(line_with(&out, "hello-marker").contains("[hello]"));
+    assert!(line_with(&out, "hello-on-stderr").contains("[hello]"));
+    assert!(line_with(&out, "installing from").contains("[hello]"));
     assert!(wait_until(PATIENCE, || log_of(&home, "hello")
         .contains("hello-on-stderr")));
     let hello_log = log_of(&home, "hello");
@@ -182,7 +182,7 @@ fn plugins_from_a_directory_and_from_git_run_and_stop_cleanly() {
     let nosecret = line_with(&out, "plugin `nosecret`");
     assert!(nosecret.contains("a.secret, b.secret"), "{nosecret}");
     let badinstall = line_with(&out, "requirements command");
-    assert!(badinstall.contains("plugin=badinstall"), "{badinstall}");
+    assert!(badinstall.contains("[badinstall]"), "{badinstall}");
     assert!(log_of(&home, "badinstall").contains("pip-failed-output"));
 
     // No secret content in any log.
