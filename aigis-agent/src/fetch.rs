@@ -73,7 +73,15 @@ pub fn fetch_git(
         );
     }
     let tmp = sibling(dest, "clone")?;
-    let result = clone_into(url, reference, &tmp);
+    let result = clone_into(url, reference, &tmp).map_err(|e| match e {
+        // Name the destination the operator knows, not the temporary one.
+        FetchError::Clone { url, source, .. } => FetchError::Clone {
+            url,
+            dest: dest.to_path_buf(),
+            source,
+        },
+        other => other,
+    });
     match result {
         Ok(commit) => {
             fs::rename(&tmp, dest).map_err(|source| FetchError::Io {
