@@ -10,7 +10,7 @@
 
 use crate::fetch::{copy_local, fetch_git, FetchOutcome};
 use crate::install::install;
-use crate::supervisor::Supervised;
+use crate::supervisor::{Controls, Supervised};
 use proto::{
     FetchSource, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
 };
@@ -50,6 +50,7 @@ where
     .await?;
 
     let plugins: Plugins = Arc::default();
+    let controls: Controls = Arc::default();
     let mut term = signal(SignalKind::terminate())?;
     let result = loop {
         let msg = tokio::select! {
@@ -60,10 +61,17 @@ where
             Ok(Some(ToAgent::Request { id, request })) => {
                 let tx = tx.clone();
                 let plugins = plugins.clone();
+                let controls = controls.clone();
                 tokio::spawn(async move {
-                    let result = handle(request, &tx, &plugins).await;
+                    let result = handle(request, &tx, &plugins, controls).await;
                     let _ = tx.send(FromAgent::Reply { id, result }).await;
                 });
+            }
+            Ok(Some(ToAgent::ControlReply { plugin, payload })) => {
+                let to = controls.lock().ok().and_then(|m| m.get(&plugin).cloned());
+                if let Some(to) = to {
+                    let _ = to.try_send(payload);
+                }
             }
             Ok(Some(ToAgent::Shutdown)) => break Ok(true),
             Ok(Some(ToAgent::Hello { .. })) => {}
@@ -73,6 +81,7 @@ where
     };
 
     stop_all(&plugins).await;
+    crate::python::remove_shim_dir();
     if matches!(result, Ok(true)) {
         let _ = tx.send(FromAgent::Bye).await;
     }
@@ -114,6 +123,7 @@ async fn handle(
     request: Request,
     events: &mpsc::Sender<FromAgent>,
     plugins: &Plugins,
+    controls: Controls,
 ) -> Result<Reply, String> {
     match request {
         Request::Fetch {
@@ -132,7 +142,7 @@ async fn handle(
                     return Err(format!("plugin `{name}` is already supervised"));
                 }
             }
-            let (handle, pid) = Supervised::start(spec, events.clone()).await?;
+            let (handle, pid) = Supervised::start(spec, events.clone(), controls).await?;
             map.insert(name, handle);
             Ok(Reply::Started { pid })
         }

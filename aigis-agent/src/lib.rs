@@ -6,6 +6,7 @@ pub mod agent;
 pub mod fetch;
 pub mod install;
 pub mod output;
+pub mod python;
 pub mod supervisor;
 
 pub use agent::serve;

@@ -10,12 +10,23 @@
 //! - Output lines of one run are all sent before the state change that ends it.
 
 use crate::output::relay_lines;
-use proto::{Event, FromAgent, LaunchSpec, OutputStream, ProcessState};
+use crate::python;
+use proto::{Event, FromAgent, LaunchSpec, OutputStream, ProcessState, Program};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// Where central's answers to each plugin's control messages go.
+pub type Controls = Arc<Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>>;
+
+/// The largest control message a shim may send.
+const MAX_CONTROL: usize = 1024 * 1024;
 
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
@@ -36,10 +47,11 @@ impl Supervised {
     pub async fn start(
         spec: LaunchSpec,
         events: mpsc::Sender<FromAgent>,
+        controls: Controls,
     ) -> Result<(Supervised, u32), String> {
         let (started_tx, started_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = mpsc::channel(1);
-        let task = tokio::spawn(supervise(spec, events, stop_rx, started_tx));
+        let task = tokio::spawn(supervise(spec, events, controls, stop_rx, started_tx));
         match started_rx.await {
             Ok(Ok(pid)) => Ok((
                 Supervised {
@@ -77,6 +89,7 @@ fn state(plugin: &str, state: ProcessState) -> FromAgent {
 async fn supervise(
     spec: LaunchSpec,
     events: mpsc::Sender<FromAgent>,
+    controls: Controls,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     started: oneshot::Sender<Result<u32, String>>,
 ) {
@@ -84,10 +97,9 @@ async fn supervise(
     let mut restarts_left = spec.restart;
     let mut delay = FIRST_RESTART_DELAY;
     loop {
-        let (mut child, readers) = match spawn(&spec, &events) {
+        let (mut child, readers) = match spawn(&spec, &events, &controls) {
             Ok(c) => c,
-            Err(e) => {
-                let msg = format!("could not start {:?}: {e}", spec.argv);
+            Err(msg) => {
                 match started.take() {
                     Some(tx) => {
                         let _ = tx.send(Err(msg));
@@ -163,28 +175,119 @@ async fn wait_for_stop(mut stop: mpsc::Receiver<oneshot::Sender<()>>) {
 fn spawn(
     spec: &LaunchSpec,
     events: &mpsc::Sender<FromAgent>,
-) -> std::io::Result<(Child, Vec<JoinHandle<()>>)> {
-    let (program, args) = spec
-        .argv
-        .split_first()
-        .ok_or_else(|| std::io::Error::other("empty LAUNCH"))?;
-    let mut child = Command::new(program)
-        .args(args)
+    controls: &Controls,
+) -> Result<(Child, Vec<JoinHandle<()>>), String> {
+    let (argv, env, control) = match &spec.program {
+        Program::Command(argv) => (argv.clone(), Vec::new(), None),
+        Program::Python {
+            launch,
+            core_plugins,
+        } => {
+            let python::ShimCommand { argv, env } =
+                python::command(&spec.plugin, launch, &spec.cwd, core_plugins)?;
+            let pair = std::os::unix::net::UnixStream::pair()
+                .map_err(|e| format!("cannot make the control socket: {e}"))?;
+            (argv, env, Some(pair))
+        }
+    };
+    let (program, args) = argv.split_first().ok_or("LAUNCH is empty")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.env.iter().chain(env.iter()).map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let mut readers = Vec::with_capacity(2);
+        .process_group(0);
+    if let Some((_, theirs)) = &control {
+        let fd = theirs.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec; dup2
+        // leaves the new descriptor without FD_CLOEXEC, so the shim gets it.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, python::CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start {argv:?} in {}: {e}", spec.cwd.display()))?;
+    let mut readers = Vec::with_capacity(3);
     if let Some(out) = child.stdout.take() {
         readers.push(relay(out, OutputStream::Stdout, &spec.plugin, events));
     }
     if let Some(err) = child.stderr.take() {
         readers.push(relay(err, OutputStream::Stderr, &spec.plugin, events));
     }
+    if let Some((ours, theirs)) = control {
+        drop(theirs);
+        match relay_control(ours, &spec.plugin, events, controls) {
+            Ok(task) => readers.push(task),
+            Err(e) => warn_plugin(&spec.plugin, events, e),
+        }
+    }
     Ok((child, readers))
+}
+
+fn warn_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, e: std::io::Error) {
+    let _ = events.try_send(FromAgent::Event(Event::Output {
+        plugin: plugin.to_string(),
+        stream: OutputStream::Stderr,
+        line: format!("aigis-agent: the control socket failed: {e}"),
+    }));
+}
+
+/// Passes the shim's control messages to central and central's answers back.
+fn relay_control(
+    sock: std::os::unix::net::UnixStream,
+    plugin: &str,
+    events: &mpsc::Sender<FromAgent>,
+    controls: &Controls,
+) -> std::io::Result<JoinHandle<()>> {
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::UnixStream::from_std(sock)?;
+    let (mut rd, mut wr) = sock.into_split();
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
+    if let Ok(mut map) = controls.lock() {
+        map.insert(plugin.to_string(), reply_tx);
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(payload) = reply_rx.recv().await {
+            let len = (payload.len() as u32).to_be_bytes();
+            if wr.write_all(&len).await.is_err() || wr.write_all(&payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let plugin = plugin.to_string();
+    let events = events.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let mut len = [0u8; 4];
+            if rd.read_exact(&mut len).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_CONTROL {
+                break;
+            }
+            let mut payload = vec![0u8; len];
+            if rd.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            let msg = FromAgent::Event(Event::Control {
+                plugin: plugin.clone(),
+                payload,
+            });
+            if events.send(msg).await.is_err() {
+                break;
+            }
+        }
+        writer.abort();
+    }))
 }
 
 /// Relays one of a process's output streams as `Output` events.

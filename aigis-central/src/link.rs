@@ -5,8 +5,11 @@
 //! driven by the same code. Requests carry ids and are answered out of order;
 //! events (plugin output, state changes) are handed to the [`Registry`].
 
+use crate::core::Control;
 use crate::plugins::Registry;
-use proto::{FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION};
+use proto::{
+    Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -32,7 +35,11 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// Starts the agent binary as a local child and shakes hands with it.
-    pub async fn spawn_local(agent: &Path, registry: Registry) -> anyhow::Result<AgentLink> {
+    pub async fn spawn_local(
+        agent: &Path,
+        registry: Registry,
+        control: mpsc::Sender<Control>,
+    ) -> anyhow::Result<AgentLink> {
         let mut child = Command::new(agent)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -54,7 +61,7 @@ impl AgentLink {
                 tracing::warn!(agent = "local", "{line}");
             }
         });
-        let link = AgentLink::start("local".into(), stdout, stdin, registry).await?;
+        let link = AgentLink::start("local".into(), stdout, stdin, registry, control).await?;
         *link.child.lock().await = Some(child);
         Ok(link)
     }
@@ -65,6 +72,7 @@ impl AgentLink {
         input: R,
         output: W,
         registry: Registry,
+        control: mpsc::Sender<Control>,
     ) -> anyhow::Result<AgentLink>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -103,6 +111,7 @@ impl AgentLink {
         let (closed_tx, closed) = watch::channel(false);
         let reader_pending = pending.clone();
         let reader_host = host.clone();
+        let replies = tx.clone();
         tokio::spawn(async move {
             loop {
                 match reader.next::<FromAgent>().await {
@@ -111,6 +120,12 @@ impl AgentLink {
                         if let Some(w) = waiter {
                             let _ = w.send(result);
                         }
+                    }
+                    Ok(Some(FromAgent::Event(Event::Control { plugin, payload }))) => {
+                        let payload = answer_control(&payload, &control);
+                        let _ = replies
+                            .send(ToAgent::ControlReply { plugin, payload })
+                            .await;
                     }
                     Ok(Some(FromAgent::Event(event))) => registry.agent_event(event).await,
                     Ok(Some(FromAgent::Bye)) | Ok(None) => break,
@@ -181,4 +196,29 @@ impl AgentLink {
             }
         }
     }
+}
+
+/// Answers one control message of a plugin's shim (JSON, see
+/// `python/shim.py`): `{"id", "op": "reload", "plugin"}`. The reload runs
+/// after the answer, so a plugin may reload itself.
+fn answer_control(payload: &[u8], control: &mpsc::Sender<Control>) -> Vec<u8> {
+    let request: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let id = request.get("id").cloned().unwrap_or_default();
+    let op = request
+        .get("op")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let plugin = request.get("plugin").and_then(|v| v.as_str());
+    let answer = match (op, plugin) {
+        ("reload", Some(name)) => match control.try_send(Control::Reload(name.to_string())) {
+            Ok(()) => serde_json::json!({"id": id, "ok": true, "result": true}),
+            Err(_) => {
+                serde_json::json!({"id": id, "ok": false, "error": "central is busy; try again"})
+            }
+        },
+        _ => {
+            serde_json::json!({"id": id, "ok": false, "error": format!("unknown control request {op:?}")})
+        }
+    };
+    answer.to_string().into_bytes()
 }

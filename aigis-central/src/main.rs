@@ -1,5 +1,6 @@
 //! `aigis`: the central daemon and its command line.
 
+mod core;
 mod home;
 mod link;
 mod logs;

@@ -5,11 +5,14 @@
 //! A failure at any step fails that plugin only, with a message that names
 //! it; the caller goes on with the next plugin.
 
+use crate::core::{core_file, PythonCore};
 use crate::home::Home;
 use crate::link::AgentLink;
 use crate::logs::LogSink;
-use config::{Launch, PluginEntry, PluginKind, PluginSpec, Source};
-use proto::{Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Reply, Request};
+use config::{Launch, PluginEntry, PluginKind, Source};
+use proto::{
+    CorePlugin, Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Program, Reply, Request,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -133,6 +136,7 @@ impl Registry {
                 stream,
                 line,
             } => self.log.output(&plugin, stream.as_str(), line).await,
+            Event::Control { .. } => {} // answered by the link itself
             Event::State { plugin, state } => match state {
                 ProcessState::Running { pid, restarts_left } => {
                     self.update(&plugin, |s| {
@@ -166,6 +170,51 @@ pub struct LoadContext {
     pub home: Home,
     pub agent: Arc<AgentLink>,
     pub registry: Registry,
+    /// The embedded interpreter, or why it is not available.
+    pub core: Result<PythonCore, String>,
+    /// Plugins whose `AIGIS.core` is in the central core, in load order: what
+    /// an internal-local plugin copies into its own process.
+    pub cores: Mutex<Vec<CorePlugin>>,
+    pub entries: Vec<PluginEntry>,
+}
+
+impl LoadContext {
+    fn python(&self) -> Result<&PythonCore, String> {
+        self.core.as_ref().map_err(Clone::clone)
+    }
+
+    /// Stops the plugin, drops its skills, and loads it again from its
+    /// source: what `aigis.AIGISReload(name)` asks for.
+    pub async fn reload(&self, name: &str) {
+        let Some(entry) = self.entries.iter().find(|e| e.name == name) else {
+            tracing::warn!("reload of unknown plugin `{name}` ignored");
+            return;
+        };
+        self.registry.log().info(name, "reloading").await;
+        let _ = self
+            .agent
+            .request(Request::Stop {
+                plugin: name.to_string(),
+            })
+            .await;
+        let was_core = self
+            .cores
+            .lock()
+            .map(|mut c| {
+                let before = c.len();
+                c.retain(|p| p.name != name);
+                before != c.len()
+            })
+            .unwrap_or(false);
+        if was_core {
+            if let Ok(core) = self.python() {
+                if let Err(e) = core.unload(name).await {
+                    self.registry.log().error(name, e).await;
+                }
+            }
+        }
+        load(entry, self).await;
+    }
 }
 
 /// Fetches, configures, installs and starts one plugin. On error the plugin
@@ -221,7 +270,20 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
     for w in &spec.warnings {
         log.warn(name, w.clone()).await;
     }
-    let argv = launch_argv(&spec)?;
+    if spec.host.is_some() {
+        return Err(format!(
+            "HOST {} is another machine; remote hosts are not available in this build",
+            spec.host
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ));
+    }
+    if spec.kind == PluginKind::InternalRemote {
+        return Err(
+            "internal-remote plugins (the AigisProxy) are not available in this build".into(),
+        );
+    }
 
     let wanted: Vec<_> = spec
         .secrets
@@ -245,10 +307,42 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
         .map_err(|e| format!("install failed: {e}"))?;
 
     ctx.registry.set(name, State::Starting, None).await;
+    let core_file = core_file(&root);
+    if spec.kind == PluginKind::Core || core_file.is_some() {
+        let file = core_file
+            .ok_or_else(|| format!("{} is missing", root.join("AIGIS/AIGIS.core").display()))?;
+        let skills = ctx.python()?.load(name, &spec.entrypoint, &file).await?;
+        if let Ok(mut cores) = ctx.cores.lock() {
+            cores.push(CorePlugin {
+                name: name.clone(),
+                entrypoint: spec.entrypoint.clone(),
+                core_file: file,
+            });
+        }
+        let exposed = skills
+            .iter()
+            .map(|s| format!("aigis.{s}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        log.info(name, format!("skills: {exposed}")).await;
+    }
+    let program = match &spec.launch {
+        Launch::None => {
+            ctx.registry
+                .set(name, State::Running, Some("core skills loaded".into()))
+                .await;
+            return Ok(());
+        }
+        Launch::Command(argv) => Program::Command(argv.clone()),
+        Launch::Python(launch) => Program::Python {
+            launch: launch.clone(),
+            core_plugins: ctx.cores.lock().map(|c| c.clone()).unwrap_or_default(),
+        },
+    };
     ctx.agent
         .request(Request::Start(LaunchSpec {
             plugin: name.clone(),
-            argv,
+            program,
             cwd: spec.entrypoint.clone(),
             env: vec![
                 ("AIGIS_PLUGIN".into(), name.clone()),
@@ -260,24 +354,4 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
         .await
         .map_err(|e| format!("start failed: {e}"))?;
     Ok(())
-}
-
-/// The command line the agent runs for this plugin.
-fn launch_argv(spec: &PluginSpec) -> Result<Vec<String>, String> {
-    if spec.host.is_some() {
-        return Err(format!(
-            "HOST {} is another machine; remote hosts are not available in this build",
-            spec.host
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        ));
-    }
-    match (&spec.kind, &spec.launch) {
-        (PluginKind::External, Launch::Command(argv)) => Ok(argv.clone()),
-        (kind, _) => Err(format!(
-            "{} plugins need the embedded Python core, which this build does not have",
-            kind.as_str()
-        )),
-    }
 }

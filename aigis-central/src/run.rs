@@ -1,6 +1,7 @@
 //! `aigis run`: the daemon. Loads every plugin in order, then waits for
 //! SIGINT/SIGTERM and stops everything: one signal, fanned out, awaited.
 
+use crate::core::{Control, PythonCore};
 use crate::home::Home;
 use crate::link::AgentLink;
 use crate::logs::LogSink;
@@ -30,43 +31,66 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
 
     let (log, log_task) = LogSink::start(home.log());
     let registry = Registry::new(log.clone());
-    let agent = Arc::new(AgentLink::spawn_local(&agent_binary()?, registry.clone()).await?);
-    let ctx = LoadContext {
-        home,
-        agent: agent.clone(),
-        registry: registry.clone(),
-    };
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
+    let agent = Arc::new(
+        AgentLink::spawn_local(&agent_binary()?, registry.clone(), control_tx.clone()).await?,
+    );
+    let core = PythonCore::start(log.clone(), control_tx).map_err(|e| format!("{e:#}"));
+    if let Err(e) = &core {
+        tracing::error!("{e}; core and internal plugins will fail to load");
+    }
     for entry in &config.plugins {
         registry.add(entry);
     }
-    let plugins = config.plugins.clone();
+    let ctx = Arc::new(LoadContext {
+        home,
+        agent: agent.clone(),
+        registry: registry.clone(),
+        core: core.clone(),
+        cores: Default::default(),
+        entries: config.plugins.clone(),
+    });
+    let reloads = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(Control::Reload(name)) = control_rx.recv().await {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { ctx.reload(&name).await });
+            }
+        })
+    };
     let summary = registry.clone();
     let loader = tokio::spawn(async move {
-        for entry in &plugins {
+        for entry in &ctx.entries {
             load(entry, &ctx).await;
         }
         let table = summary.snapshot();
+        let states = table
+            .iter()
+            .map(|(n, s)| {
+                format!(
+                    "{n} ({} on {}): {}",
+                    s.kind.as_str(),
+                    s.host,
+                    s.state.as_str()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let log = summary.log();
+        log.info(
+            "aigis",
+            format!("{} plugin(s) loaded: {states}", table.len()),
+        )
+        .await;
         let failed: Vec<&str> = table
             .iter()
             .filter(|(_, s)| s.state == State::Failed)
             .map(|(n, _)| n.as_str())
             .collect();
-        tracing::info!(
-            "all {} plugin(s) loaded: {}",
-            table.len(),
-            table
-                .iter()
-                .map(|(n, s)| format!(
-                    "{n} ({} on {}): {}",
-                    s.kind.as_str(),
-                    s.host,
-                    s.state.as_str()
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
         if !failed.is_empty() {
-            tracing::warn!("failed to load: {}", failed.join(", "));
+            log.warn("aigis", format!("failed to load: {}", failed.join(", ")))
+                .await;
         }
     });
 
@@ -76,11 +100,24 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     };
     tracing::info!("{signal_name} received: stopping every plugin");
     loader.abort();
+    reloads.abort();
     agent.shutdown(AGENT_SHUTDOWN).await;
+    if let Ok(core) = &core {
+        // cleanup() of every core plugin, bounded: a hung cleanup must not
+        // keep the daemon from exiting.
+        match tokio::time::timeout(Duration::from_secs(5), core.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("core shutdown: {e}"),
+            Err(_) => tracing::error!("core plugins' cleanup() did not finish within 5 s"),
+        }
+    }
     drop(agent);
     drop(registry);
+    // The Python thread keeps a sink of its own: flush rather than wait for
+    // every sender to go away.
+    let _ = tokio::time::timeout(Duration::from_secs(1), log.flush()).await;
     drop(log);
-    let _ = tokio::time::timeout(Duration::from_secs(1), log_task).await;
+    drop(log_task);
     tracing::info!("aigis stopped");
     Ok(())
 }

@@ -18,6 +18,11 @@ pub enum ToAgent {
         id: u64,
         request: Request,
     },
+    /// Central's answer to a plugin's control message (`Event::Control`).
+    ControlReply {
+        plugin: String,
+        payload: Vec<u8>,
+    },
     /// Stop every plugin (SIGTERM, grace, SIGKILL), answer `Bye`, exit.
     Shutdown,
 }
@@ -122,11 +127,33 @@ impl fmt::Debug for SecretFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchSpec {
     pub plugin: String,
-    pub argv: Vec<String>,
+    pub program: Program,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
     /// Restarts allowed after unexpected exits; `None` means never restart.
     pub restart: Option<u32>,
+}
+
+/// What the agent runs for a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Program {
+    /// An external plugin's command line.
+    Command(Vec<String>),
+    /// An internal plugin: `python3` running the shim, which loads
+    /// `core_plugins` into a local `aigis` (the copied core) and calls
+    /// `launch(log)` from the file `launch`.
+    Python {
+        launch: PathBuf,
+        core_plugins: Vec<CorePlugin>,
+    },
+}
+
+/// A core plugin as the copied core needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorePlugin {
+    pub name: String,
+    pub entrypoint: PathBuf,
+    pub core_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +184,12 @@ pub enum Event {
     State {
         plugin: String,
         state: ProcessState,
+    },
+    /// A control message from a plugin's shim (e.g. `aigis.AIGISReload`),
+    /// passed through unread; central answers with `ToAgent::ControlReply`.
+    Control {
+        plugin: String,
+        payload: Vec<u8>,
     },
 }
 

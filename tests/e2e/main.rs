@@ -2,3 +2,4 @@
 //! repositories served over file:// and http://127.0.0.1, real processes.
 
 mod external;
+mod python;

@@ -1,0 +1,108 @@
+//! Internal plugins: the shim that runs them and the copied core it loads.
+//!
+//! The shim and the SKILLS loader are plain Python files kept in the repo's
+//! `python/` directory and compiled into this binary, so an agent on any host
+//! carries the exact code central uses. They are written once per agent
+//! process into a private directory and run with the host's `python3`.
+
+use crate::install::find_on_path;
+use proto::CorePlugin;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const LOADER: &str = include_str!("../../python/loader.py");
+const SHIM: &str = include_str!("../../python/shim.py");
+
+/// The fd number the control socket has in the plugin process.
+pub const CONTROL_FD: i32 = 3;
+
+static SHIM_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The directory holding `shim.py` and `loader.py`, written on first use.
+fn shim_dir() -> Result<&'static Path, String> {
+    SHIM_DIR
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("aigis-agent-{}", std::process::id()));
+            write_files(&dir)
+                .map_err(|e| format!("cannot write the Python shim into {}: {e}", dir.display()))?;
+            Ok(dir)
+        })
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(Clone::clone)
+}
+
+fn write_files(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for (name, text) in [("loader.py", LOADER), ("shim.py", SHIM)] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+        f.write_all(text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Removes the shim directory (at agent exit).
+pub fn remove_shim_dir() {
+    if let Some(Ok(dir)) = SHIM_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// How to run an internal plugin: argv and the extra environment.
+pub struct ShimCommand {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The command that runs `launch` under the shim.
+pub fn command(
+    plugin: &str,
+    launch: &Path,
+    cwd: &Path,
+    core_plugins: &[CorePlugin],
+) -> Result<ShimCommand, String> {
+    let python = find_on_path("python3").ok_or_else(|| {
+        "python3 is not installed on this host (internal plugins need Python 3.8 or newer)"
+            .to_string()
+    })?;
+    let shim = shim_dir()?.join("shim.py");
+    let cores: Vec<serde_json::Value> = core_plugins
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "entrypoint": c.entrypoint.to_string_lossy(),
+                "core_file": c.core_file.to_string_lossy(),
+            })
+        })
+        .collect();
+    let argv = vec![
+        python.to_string_lossy().into_owned(),
+        "-u".into(),
+        shim.to_string_lossy().into_owned(),
+    ];
+    let env = vec![
+        ("AIGIS_PLUGIN".into(), plugin.to_string()),
+        ("AIGIS_LAUNCH".into(), launch.to_string_lossy().into_owned()),
+        (
+            "AIGIS_ENTRYPOINT".into(),
+            cwd.to_string_lossy().into_owned(),
+        ),
+        (
+            "AIGIS_CORE_PLUGINS".into(),
+            serde_json::Value::Array(cores).to_string(),
+        ),
+        ("AIGIS_CONTROL_FD".into(), CONTROL_FD.to_string()),
+    ];
+    Ok(ShimCommand { argv, env })
+}

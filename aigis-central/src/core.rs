@@ -1,0 +1,216 @@
+//! The embedded CPython core: one interpreter, one `aigis` module in
+//! `sys.modules`, filled by the shared SKILLS loader (`python/loader.py`).
+//!
+//! Invariants:
+//! - Python runs only on its own thread ("aigis-python"), never on a tokio
+//!   worker: async code sends it jobs and awaits the answers, so a slow skill
+//!   or import cannot stall log relaying or the agent links.
+//! - Between jobs the thread holds no GIL, so threads a plugin starts can run.
+//! - Records from a plugin's logger go to the central log through
+//!   [`LogSink::blocking_send`], tagged with the plugin's name.
+
+use crate::logs::{Level, LogSink, Record};
+use pyo3::prelude::*;
+use pyo3::types::{PyCFunction, PyTuple};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
+
+const LOADER: &str = include_str!("../../python/loader.py");
+const CENTRAL: &str = include_str!("../../python/central.py");
+
+/// What Python code asks the daemon to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Reload(String),
+}
+
+type Job = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
+
+/// A handle to the Python thread; cheap to clone.
+#[derive(Clone)]
+pub struct PythonCore {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl PythonCore {
+    /// Starts the interpreter thread and builds the `aigis` module.
+    pub fn start(log: LogSink, control: mpsc::Sender<Control>) -> anyhow::Result<PythonCore> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("aigis-python".into())
+            .spawn(move || {
+                Python::initialize();
+                let core = Python::attach(|py| {
+                    setup(py, log, control)
+                        .map(Bound::unbind)
+                        .map_err(|e| describe(py, &e))
+                });
+                let core = match core {
+                    Ok(core) => {
+                        let _ = ready_tx.send(Ok(()));
+                        core
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    Python::attach(|py| job(py, core.bind(py)));
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(PythonCore { jobs }),
+            Ok(Err(e)) => anyhow::bail!("the embedded Python core failed to start: {e}"),
+            Err(_) => anyhow::bail!("the embedded Python core failed to start"),
+        }
+    }
+
+    /// Runs `f` on the Python thread with the loader's `Core` object.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, String>
+    where
+        R: Send + 'static,
+        F: FnOnce(Python<'_>, &Bound<'_, PyAny>) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |py, core| {
+                let _ = tx.send(f(py, core));
+            }))
+            .map_err(|_| "the Python core has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the Python core has stopped".to_string())
+    }
+
+    /// Loads a plugin's `AIGIS.core` and exposes its SKILLS; returns their names.
+    pub async fn load(
+        &self,
+        plugin: &str,
+        entrypoint: &Path,
+        core_file: &Path,
+    ) -> Result<Vec<String>, String> {
+        let args = (
+            plugin.to_string(),
+            entrypoint.to_string_lossy().into_owned(),
+            core_file.to_string_lossy().into_owned(),
+        );
+        self.run(move |py, core| {
+            core.call_method1("load", args)
+                .and_then(|names| names.extract::<Vec<String>>())
+                .map_err(|e| describe(py, &e))
+        })
+        .await?
+    }
+
+    /// Runs the plugin's `cleanup()` and removes its skills.
+    pub async fn unload(&self, plugin: &str) -> Result<(), String> {
+        let plugin = plugin.to_string();
+        self.run(move |py, core| {
+            core.call_method1("unload", (plugin,))
+                .map(|_| ())
+                .map_err(|e| describe(py, &e))
+        })
+        .await?
+    }
+
+    /// Runs every plugin's `cleanup()`, last loaded first.
+    pub async fn shutdown(&self) -> Result<(), String> {
+        self.run(|py, core| {
+            core.call_method0("shutdown")
+                .map(|_| ())
+                .map_err(|e| describe(py, &e))
+        })
+        .await?
+    }
+}
+
+fn setup<'py>(
+    py: Python<'py>,
+    log: LogSink,
+    control: mpsc::Sender<Control>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let sys = py.import("sys")?;
+    sys.setattr("argv", vec!["aigis"])?;
+    module(py, LOADER, c"<aigis>/loader.py", c"aigis_loader")?;
+    let central = module(py, CENTRAL, c"<aigis>/central.py", c"aigis_central")?;
+
+    let emit = PyCFunction::new_closure(
+        py,
+        Some(c"emit"),
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw| -> PyResult<()> {
+            let (plugin, level, text): (String, i32, String) = args.extract()?;
+            let level = match level {
+                l if l >= 40 => Level::Error,
+                l if l >= 30 => Level::Warn,
+                _ => Level::Info,
+            };
+            log.blocking_send(Record {
+                plugin,
+                level,
+                source: "python",
+                text,
+            });
+            Ok(())
+        },
+    )?;
+    let control = PyCFunction::new_closure(
+        py,
+        Some(c"control"),
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw| -> PyResult<bool> {
+            let (op, plugin): (String, String) = args.extract()?;
+            match op.as_str() {
+                "reload" => Ok(control.try_send(Control::Reload(plugin)).is_ok()),
+                _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown control operation {op:?}"
+                ))),
+            }
+        },
+    )?;
+    central.getattr("start")?.call1((emit, control))
+}
+
+fn module<'py>(
+    py: Python<'py>,
+    source: &str,
+    file: &std::ffi::CStr,
+    name: &std::ffi::CStr,
+) -> PyResult<Bound<'py, PyModule>> {
+    let code =
+        CString::new(source).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    PyModule::from_code(py, &code, file, name)
+}
+
+/// An exception as an operator should see it: a `SkillError`'s own message
+/// (which carries the plugin's traceback when there is one), otherwise the
+/// full Python traceback.
+pub fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let is_skill_error = py
+        .import("aigis_loader")
+        .and_then(|m| m.getattr("SkillError"))
+        .map(|t| err.get_type(py).is(&t))
+        .unwrap_or(false);
+    if is_skill_error {
+        return err.value(py).to_string().trim_end().to_string();
+    }
+    let formatted = py.import("traceback").and_then(|tb| {
+        tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )
+        .and_then(|lines| lines.extract::<Vec<String>>())
+    });
+    match formatted {
+        Ok(lines) => lines.concat().trim_end().to_string(),
+        Err(_) => err.to_string(),
+    }
+}
+
+/// `{root}/AIGIS/AIGIS.core`, if the plugin ships one.
+pub fn core_file(root: &Path) -> Option<PathBuf> {
+    let path = root.join("AIGIS").join("AIGIS.core");
+    path.is_file().then_some(path)
+}

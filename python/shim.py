@@ -1,0 +1,150 @@
+"""The process an internal plugin runs in: builds ``aigis``, then calls launch(log).
+
+The agent starts ``python3 -u shim.py`` with ``loader.py`` beside it and
+these environment variables:
+
+- ``AIGIS_PLUGIN``: the plugin's name.
+- ``AIGIS_LAUNCH``: the Python file that defines ``launch(log)``.
+- ``AIGIS_ENTRYPOINT``: the working directory, also put on ``sys.path``.
+- ``AIGIS_CORE_PLUGINS``: JSON list of ``{"name", "entrypoint", "core_file"}``,
+  the core plugins in load order. They are loaded here, in this process: the
+  copy of the core the spec describes, so skill calls never leave it.
+- ``AIGIS_CONTROL_FD`` (optional): a socket to the agent for control calls
+  such as ``aigis.AIGISReload``. Messages are a 4-byte big-endian length and
+  a UTF-8 JSON object: ``{"id", "op", "plugin"}`` out, ``{"id", "ok",
+  "result"|"error"}`` back.
+
+Log records and anything printed go to stdout/stderr, which the agent relays
+line by line to the central log. Exit codes: 0 launch returned, 1 launch
+raised, 2 no usable launch function, 3 Python too old.
+"""
+
+import sys
+
+if sys.version_info < (3, 8):
+    sys.stderr.write(
+        "AIGIS internal plugins need Python 3.8 or newer; this is %s\n" % sys.version.split()[0])
+    sys.exit(3)
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import threading  # noqa: E402
+import types  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import aigis_loader  # registered by an embedding host
+except ImportError:
+    import loader as aigis_loader  # type: ignore[no-redef]
+
+
+def _stderr_handler(fmt: str) -> logging.Handler:
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter(fmt))
+    return h
+
+
+class ControlLink:
+    """Lock-step request/response over the agent's control socket."""
+
+    def __init__(self, fd: Optional[int]) -> None:
+        self._sock = socket.socket(fileno=fd) if fd is not None else None
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def call(self, op: str, **args: Any) -> Any:
+        if self._sock is None:
+            raise RuntimeError("no link to central (AIGIS_CONTROL_FD is not set)")
+        with self._lock:
+            self._next += 1
+            req = dict(args, id=self._next, op=op)
+            data = json.dumps(req).encode()
+            self._sock.sendall(struct.pack(">I", len(data)) + data)
+            reply = json.loads(self._recv(struct.unpack(">I", self._recv(4))[0]))
+        if reply.get("ok"):
+            return reply.get("result")
+        raise RuntimeError("central refused %s: %s" % (op, reply.get("error", "unknown error")))
+
+    def _recv(self, n: int) -> bytes:
+        assert self._sock is not None
+        buf = b""
+        while len(buf) < n:
+            chunk = self._sock.recv(n - len(buf))
+            if not chunk:
+                raise RuntimeError("the link to central closed")
+            buf += chunk
+        return buf
+
+
+def build_core(plugin: str, control: ControlLink) -> types.ModuleType:
+    root = types.ModuleType("aigis")
+    sys.modules["aigis"] = root
+
+    def AIGISReload(name: str) -> Any:
+        """Asks central to reload plugin `name`."""
+        return control.call("reload", plugin=str(name))
+
+    root.AIGISReload = AIGISReload
+    core = aigis_loader.Core(
+        root,
+        lambda name: aigis_loader.plugin_logger(
+            name, _stderr_handler("%(levelname)s [core " + name + "] %(message)s")))
+    log = aigis_loader.plugin_logger("shim." + plugin, _stderr_handler("%(levelname)s %(message)s"))
+    for spec in json.loads(os.environ.get("AIGIS_CORE_PLUGINS") or "[]"):
+        try:
+            core.load(spec["name"], spec["entrypoint"], spec["core_file"])
+        except aigis_loader.SkillError as e:
+            log.error("core plugin %s is not available here: %s", spec.get("name"), e)
+    return root
+
+
+def main() -> int:
+    plugin = os.environ.get("AIGIS_PLUGIN", "plugin")
+    launch_file = os.environ.get("AIGIS_LAUNCH", "")
+    entrypoint = os.environ.get("AIGIS_ENTRYPOINT") or os.getcwd()
+    fd = os.environ.get("AIGIS_CONTROL_FD")
+    control = ControlLink(int(fd) if fd else None)
+    build_core(plugin, control)
+
+    log = aigis_loader.plugin_logger(plugin, _stderr_handler("%(levelname)s %(message)s"))
+    for path in (entrypoint, os.path.dirname(os.path.abspath(launch_file))):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        spec = importlib.util.spec_from_file_location("aigis_launch_" + plugin.replace("-", "_"),
+                                                      launch_file)
+        if spec is None or spec.loader is None:
+            raise ImportError("not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    except FileNotFoundError:
+        sys.stderr.write("LAUNCH file %s does not exist\n" % launch_file)
+        return 2
+    except Exception:  # noqa: BLE001 - reported with its traceback
+        log.exception("importing LAUNCH file %s failed", launch_file)
+        return 1
+    launch = getattr(module, "launch", None)
+    if not callable(launch):
+        sys.stderr.write("LAUNCH file %s defines no launch(log) function\n" % launch_file)
+        return 2
+    try:
+        launch(log)
+    except KeyboardInterrupt:
+        return 1
+    except Exception:  # noqa: BLE001 - reported with its traceback
+        log.exception("launch(log) raised")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
