@@ -131,7 +131,15 @@ fn parse_aigis(
     for (key, value) in table {
         match key.get_ref().as_ref() {
             "home" => match value.get_ref() {
-                DeValue::String(s) if !s.is_empty() => settings.home = Some(local_path(s, base)),
+                DeValue::String(s) if !s.trim().is_empty() => {
+                    settings.home = Some(local_path(s.trim(), base))
+                }
+                DeValue::String(_) => {
+                    return Err(err(
+                        value.span().start,
+                        "[aigis] home: must not be empty (it names a directory)".into(),
+                    ))
+                }
                 other => {
                     return Err(err(
                         value.span().start,

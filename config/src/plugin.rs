@@ -85,8 +85,13 @@ pub fn parse_plugin(
 ) -> Result<PluginSpec, ConfigError> {
     let name = entry.name.as_str();
     let fail = |msg: String| ConfigError::new(config_file, msg).plugin(name);
-    let assignments =
-        pylit::parse(text).map_err(|e| fail(e.message.clone()).at((e.line, e.column)))?;
+    let assignments = pylit::parse(text).map_err(|e| {
+        let err = fail(e.message).at((e.line, e.column));
+        match e.option {
+            Some(o) => err.option(o),
+            None => err,
+        }
+    })?;
 
     let mut warnings = Vec::new();
     let mut options: Vec<&Assignment> = Vec::new();
@@ -133,7 +138,16 @@ pub fn parse_plugin(
     let entrypoint = opts.path("ENTRYPOINT", true)?.unwrap_or_default();
     let entrypoint = absolute(root, entrypoint);
     let launch = match kind {
-        PluginKind::Core => Launch::None,
+        PluginKind::Core => {
+            if let Some(a) = opts.get("LAUNCH") {
+                warnings.push(format!(
+                    "{}:{}: option `LAUNCH` ignored: core plugins run no process",
+                    config_file.display(),
+                    a.line
+                ));
+            }
+            Launch::None
+        }
         PluginKind::External => Launch::Command(opts.launch_command()?),
         PluginKind::InternalLocal | PluginKind::InternalRemote => {
             let a = opts.require("LAUNCH")?;
@@ -239,7 +253,7 @@ fn resolve_kind(
         return Err(contradiction(""));
     }
     match kind {
-        PluginKind::InternalRemote if host.is_none() => Err(opts.missing("HOST").option("HOST")),
+        PluginKind::InternalRemote if host.is_none() => Err(opts.missing("HOST")),
         PluginKind::Core | PluginKind::InternalLocal if remote => {
             let h = opts.get("HOST").unwrap_or(a);
             Err(opts.err(
@@ -293,8 +307,12 @@ impl<'a> Options<'a> {
     }
 
     fn missing(&self, name: &str) -> ConfigError {
-        ConfigError::new(self.file, format!("required option `{name}` is missing"))
-            .plugin(self.plugin)
+        ConfigError::new(
+            self.file,
+            format!("required option `{name}` is missing (or None)"),
+        )
+        .plugin(self.plugin)
+        .option(name)
     }
 
     fn require(&self, name: &str) -> Result<&'a Assignment, ConfigError> {

@@ -58,6 +58,8 @@ pub struct Assignment {
 pub struct SyntaxError {
     pub line: usize,
     pub column: usize,
+    /// The option whose value could not be read, once its name is known.
+    pub option: Option<String>,
     pub message: String,
 }
 
@@ -70,8 +72,16 @@ impl fmt::Display for SyntaxError {
 const ONLY_LITERALS: &str =
     "only literal values are allowed (AIGIS.config is read, never executed)";
 
+const PY_KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
+];
+
 /// Parses every assignment of `text`, in order.
 pub fn parse(text: &str) -> Result<Vec<Assignment>, SyntaxError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut p = Parser {
         chars: text.chars().collect(),
         pos: 0,
@@ -87,16 +97,19 @@ pub fn parse(text: &str) -> Result<Vec<Assignment>, SyntaxError> {
                 p.bump();
             }
             Some(_) => {
-                out.push(p.assignment()?);
+                let a = p.assignment()?;
                 p.skip_blank(false);
                 match p.peek() {
                     None | Some('\n') | Some(';') => {}
                     Some(c) => {
-                        return Err(p.error(format!(
+                        let mut e = p.error(format!(
                             "unexpected `{c}` after the value; {ONLY_LITERALS}, one assignment per line"
-                        )))
+                        ));
+                        e.option = Some(a.name);
+                        return Err(e);
                     }
                 }
+                out.push(a);
             }
         }
     }
@@ -142,6 +155,7 @@ impl Parser {
         SyntaxError {
             line,
             column,
+            option: None,
             message: message.into(),
         }
     }
@@ -176,6 +190,49 @@ impl Parser {
         }
     }
 
+    /// An error at an opening bracket that is never closed.
+    fn unclosed(&self, open: (usize, usize), close: char) -> SyntaxError {
+        let opening = match close {
+            ']' => '[',
+            ')' => '(',
+            _ => '{',
+        };
+        let found = match self.peek() {
+            None => "the end of the file".to_string(),
+            Some(_) => format!("line {}, column {}", self.line, self.column),
+        };
+        self.error_at(
+            open,
+            format!("this `{opening}` is never closed (expected `{close}` before {found})"),
+        )
+    }
+
+    /// Whether the next tokens are `NAME =` (not `==`) on a new line: a new
+    /// statement, so an open bracket before it was never closed.
+    fn starts_assignment(&self) -> bool {
+        let mut n = 0;
+        while self
+            .peek_at(n)
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            n += 1;
+        }
+        if n == 0 || self.peek_at(0).is_some_and(|c| c.is_ascii_digit()) {
+            return false;
+        }
+        let back = self.pos.checked_sub(1).and_then(|i| self.chars.get(..=i));
+        let after_newline = back.is_some_and(|b| {
+            b.iter()
+                .rev()
+                .find(|c| !matches!(c, ' ' | '\t' | '\r' | '\x0c'))
+                .is_some_and(|c| *c == '\n')
+        });
+        while matches!(self.peek_at(n), Some(' ') | Some('\t')) {
+            n += 1;
+        }
+        after_newline && self.peek_at(n) == Some('=') && self.peek_at(n + 1) != Some('=')
+    }
+
     fn identifier(&mut self) -> Option<String> {
         let c = self.peek()?;
         if !(c.is_alphabetic() || c == '_') {
@@ -201,6 +258,12 @@ impl Parser {
                 "expected an option name, found `{c}`; each line is `NAME = value`"
             )));
         };
+        if PY_KEYWORDS.contains(&name.as_str()) {
+            return Err(self.error_at(
+                (line, column),
+                format!("`{name}` is a Python keyword, not an option name; {ONLY_LITERALS}, as `NAME = value`"),
+            ));
+        }
         self.skip_blank(false);
         if self.peek() != Some('=') || self.peek_at(1) == Some('=') {
             return Err(self.error(format!(
@@ -212,13 +275,42 @@ impl Parser {
         if matches!(self.peek(), None | Some('\n') | Some(';')) {
             return Err(self.error(format!("missing value after `{name} =`")));
         }
-        let value = self.value(false)?;
+        let value = self.assigned_value().map_err(|mut e| {
+            e.option = Some(name.clone());
+            e
+        })?;
         Ok(Assignment {
             name,
             line,
             column,
             value,
         })
+    }
+
+    /// The value of `NAME = value`: a literal, or a tuple without parentheses.
+    fn assigned_value(&mut self) -> Result<Spanned, SyntaxError> {
+        let mut value = self.value(false)?;
+        // `NAME = a, b` is a tuple without parentheses.
+        if self.peek() == Some(',') {
+            let mut items = vec![value.clone()];
+            loop {
+                self.bump();
+                self.skip_blank(false);
+                if matches!(self.peek(), None | Some('\n') | Some(';') | Some('#')) {
+                    break;
+                }
+                items.push(self.value(false)?);
+                if self.peek() != Some(',') {
+                    break;
+                }
+            }
+            value = Spanned {
+                value: Value::Tuple(items),
+                line: value.line,
+                column: value.column,
+            };
+        }
+        Ok(value)
     }
 
     fn value(&mut self, in_brackets: bool) -> Result<Spanned, SyntaxError> {
@@ -249,11 +341,11 @@ impl Parser {
             '0'..='9' | '.' if c != '.' || self.peek_at(1).is_some_and(|d| d.is_ascii_digit()) => {
                 self.number(false)?
             }
-            '-' | '+' => {
+            '-' => {
                 self.bump();
                 self.skip_blank(in_brackets);
                 match self.peek() {
-                    Some(d) if d.is_ascii_digit() || d == '.' => self.number(c == '-')?,
+                    Some(d) if d.is_ascii_digit() || d == '.' => self.number(true)?,
                     _ => {
                         return Err(self.error_at(
                             start,
@@ -282,7 +374,11 @@ impl Parser {
                     }
                 }
             }
-            other => return Err(self.error(format!("unexpected `{other}`; expected a value"))),
+            other => {
+                return Err(self.error(format!(
+                    "unexpected `{other}`; expected a value: {ONLY_LITERALS}"
+                )))
+            }
         };
         // Anything but a separator after a value means an expression.
         self.skip_blank(in_brackets);
@@ -305,12 +401,8 @@ impl Parser {
         loop {
             self.skip_blank(true);
             match self.peek() {
-                None => {
-                    return Err(self.error_at(
-                        open,
-                        format!("this bracket is never closed (expected `{close}`)"),
-                    ))
-                }
+                None => return Err(self.unclosed(open, close)),
+                Some(_) if self.starts_assignment() => return Err(self.unclosed(open, close)),
                 Some(c) if c == close => {
                     self.bump();
                     return Ok((items, trailing));
@@ -325,7 +417,10 @@ impl Parser {
                             trailing = true;
                         }
                         Some(c) if c == close => {}
-                        None => return Err(self.error_at(open, format!("this bracket is never closed (expected `{close}`)"))),
+                        None => return Err(self.unclosed(open, close)),
+                        Some(_) if self.starts_assignment() => {
+                            return Err(self.unclosed(open, close))
+                        }
                         Some(c) => {
                             return Err(self.error(format!(
                                 "expected `,` or `{close}`, found `{c}` (the bracket on line {}, column {} is still open)",
@@ -345,11 +440,12 @@ impl Parser {
         loop {
             self.skip_blank(true);
             match self.peek() {
-                None => return Err(self.error_at(open, "this `{` is never closed (expected `}`)")),
+                None => return Err(self.unclosed(open, '}')),
                 Some('}') => {
                     self.bump();
                     return Ok(Value::Dict(items));
                 }
+                Some(_) if self.starts_assignment() => return Err(self.unclosed(open, '}')),
                 Some(_) => {
                     let key = self.value(true)?;
                     self.skip_blank(true);
@@ -366,11 +462,8 @@ impl Parser {
                             self.bump();
                         }
                         Some('}') => {}
-                        None => {
-                            return Err(
-                                self.error_at(open, "this `{` is never closed (expected `}`)")
-                            )
-                        }
+                        None => return Err(self.unclosed(open, '}')),
+                        Some(_) if self.starts_assignment() => return Err(self.unclosed(open, '}')),
                         Some(c) => {
                             return Err(self.error(format!("expected `,` or `}}`, found `{c}`")))
                         }
@@ -413,9 +506,12 @@ impl Parser {
                 'r' => raw = true,
                 'u' => {}
                 'b' => {
-                    return Err(
-                        self.error_at(start, "bytes literals are not allowed; use a plain string")
-                    )
+                    return Err(self.error_at(
+                        start,
+                        format!(
+                            "bytes literals are not allowed, use a plain string; {ONLY_LITERALS}"
+                        ),
+                    ))
                 }
                 'f' => {
                     return Err(
@@ -456,6 +552,11 @@ impl Parser {
                     "this string is never closed (it reaches the end of the line)",
                 ));
             }
+            if c == '\r' && self.peek_at(1) == Some('\n') {
+                // CRLF inside a (triple-quoted) string reads as `\n`, as in Python.
+                self.bump();
+                continue;
+            }
             let char_at = self.here();
             self.bump();
             if c != '\\' {
@@ -476,6 +577,9 @@ impl Parser {
             self.bump();
             match e {
                 '\n' => {}
+                '\r' if self.peek() == Some('\n') => {
+                    self.bump();
+                }
                 '\\' => s.push('\\'),
                 '\'' => s.push('\''),
                 '"' => s.push('"'),
@@ -553,7 +657,8 @@ impl Parser {
             _ => None,
         };
         let int = match radix {
-            Some(r) => i64::from_str_radix(&clean[2..], r).ok(),
+            Some(_) if clean.len() == 2 => return Err(bad()),
+            Some(r) => i64::from_str_radix(clean.get(2..).unwrap_or_default(), r).ok(),
             None if lower.contains(['.', 'e']) => {
                 let f: f64 = lower.parse().map_err(|_| bad())?;
                 return Ok(Value::Float(if negative { -f } else { f }));
@@ -669,6 +774,69 @@ mod tests {
     }
 
     #[test]
+    fn more_literal_forms() {
+        assert_eq!(one(r"'\0\r\u00e9\x7e'"), s("\0\r\u{e9}~"));
+        assert_eq!(one(r"R'\d'"), s(r"\d"));
+        assert_eq!(one("U'x' r'y'"), s("xy"));
+        assert_eq!(one(r#"'''it's "ok"'''"#), s("it's \"ok\""));
+        assert_eq!(one(r#""""""""#), s(""));
+        assert_eq!(one("''"), s(""));
+        assert_eq!(one(r"'\''"), s("'"));
+        assert_eq!(one("-1.5"), Value::Float(-1.5));
+        assert_eq!(one("- 3"), Value::Int(-3));
+        assert_eq!(one(".5"), Value::Float(0.5));
+        assert_eq!(one("1."), Value::Float(1.0));
+        assert_eq!(one("1e-2"), Value::Float(0.01));
+        assert_eq!(one("0x_FF"), Value::Int(255));
+        assert_eq!(one("0_0"), Value::Int(0));
+        assert_eq!(one("-0b11"), Value::Int(-3));
+        assert_eq!(one("[]"), Value::List(vec![]));
+        assert_eq!(one("{}"), Value::Dict(vec![]));
+        assert_eq!(one("()"), Value::Tuple(vec![]));
+        assert!(matches!(one("[1, 2,]"), Value::List(v) if v.len() == 2));
+        assert!(matches!(one("{'a': 1,}"), Value::Dict(v) if v.len() == 1));
+        assert!(matches!(one("1, 2"), Value::Tuple(v) if v.len() == 2));
+        assert!(matches!(one("'a',"), Value::Tuple(v) if v.len() == 1));
+        assert!(matches!(one("[[1, (2,)], {None: True}]"), Value::List(v) if v.len() == 2));
+        let Value::Dict(d) = one("{1: 'a', (1, 2): 'b', False: None, -2.5: []}") else {
+            panic!()
+        };
+        let keys: Vec<_> = d.iter().map(|(k, _)| k.value.type_name()).collect();
+        assert_eq!(keys, ["an int", "a tuple", "a bool", "a float"]);
+    }
+
+    #[test]
+    fn crlf_bom_and_positions() {
+        let a = parse("\u{feff}A = 1\r\nB = '''x\r\ny'''\r\nC = 'a\\\r\nb'\r\n").unwrap();
+        assert_eq!(a[0].value.value, Value::Int(1));
+        assert_eq!(a[1].value.value, s("x\ny"));
+        assert_eq!(a[2].value.value, s("ab"));
+        assert_eq!((a[2].line, a[2].column), (4, 1));
+        let a = parse("X = '''one\ntwo'''; Y = \\\n   (  'p'\n  'q' ) ; Z = -7\n").unwrap();
+        assert_eq!((a[1].line, a[1].column), (2, 9));
+        assert_eq!((a[1].value.line, a[1].value.column), (3, 7));
+        assert_eq!(a[1].value.value, s("pq"));
+        assert_eq!((a[2].value.line, a[2].value.column), (4, 15));
+        assert_eq!(a[2].value.value, Value::Int(-7));
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("# only a comment\n\n;\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_panic_on_any_truncation() {
+        let text = "\u{feff}A = [1, -2.5e3, 0x_1F, (3,), {'k': r'\\d', \"é\": None}]\r\n\
+                    B = '''x\\\ny''' u'\\u00e9\\x41\\101' ; C = \\\n True, 'a',\n\
+                    # c\nD = {(1, 'a'): [\"\"\"q\"\"\", b'x', f'y', 1_0, 0o7, 0b1, .5]}\n";
+        let chars: Vec<char> = text.chars().collect();
+        for n in 0..=chars.len() {
+            let prefix: String = chars[..n].iter().collect();
+            let _ = parse(&prefix);
+            let skipped: String = chars[n..].iter().collect();
+            let _ = parse(&skipped);
+        }
+    }
+
+    #[test]
     fn statements_comments_semicolons_continuations() {
         let a = parse("# header\n\nA = 1; B = 2  # trailing\nC = \\\n  3\n").unwrap();
         let names: Vec<_> = a.iter().map(|x| x.name.as_str()).collect();
@@ -683,14 +851,49 @@ mod tests {
             ("A = 1 + 2\n", (1, 7), "expressions are not evaluated"),
             ("A = f'{x}'\n", (1, 5), "f-strings"),
             ("A = b'x'\n", (1, 5), "bytes"),
-            ("import os\n", (1, 8), "expected `=` after `import`"),
+            ("import os\n", (1, 1), "`import` is a Python keyword"),
+            (
+                "from os import path\n",
+                (1, 1),
+                "`from` is a Python keyword",
+            ),
+            ("A = +3\n", (1, 5), "unexpected `+`"),
+            ("A = ~3\n", (1, 5), "only literal values are allowed"),
+            ("A = not True\n", (1, 5), "`not` is a name"),
+            (
+                "A = 1 if True else 2\n",
+                (1, 7),
+                "unexpected `i` after the value",
+            ),
+            ("A = {**B}\n", (1, 6), "unexpected `*`"),
+            ("A = [x for x in 'ab']\n", (1, 6), "`x` is a name"),
+            ("A = B = 1\n", (1, 5), "`B` is a name"),
+            ("A = print('x')\n", (1, 5), "`print` is a name"),
+            ("A = 'a'.upper()\n", (1, 8), "expressions are not evaluated"),
+            ("A = [1][0]\n", (1, 8), "expressions are not evaluated"),
+            ("A = 0x\n", (1, 5), "not a number"),
+            ("A = 1j\n", (1, 5), "not a number"),
+            ("A = 1__0\n", (1, 5), "not a number"),
+            ("A = rb'x'\n", (1, 5), "bytes"),
+            ("A = 'a' f'b'\n", (1, 9), "f-strings"),
+            ("A = \"x\ny\"\n", (1, 5), "never closed"),
+            ("A = r'x\\'\n", (1, 5), "never closed"),
+            ("A = (1, 2\n", (1, 5), "never closed"),
+            ("A = {'a': 1,\nB = 2\n", (1, 5), "`{` is never closed"),
+            (
+                "A = [\n  'x',\nB = 2\n",
+                (1, 5),
+                "`[` is never closed (expected `]` before line 3, column 1)",
+            ),
+            ("A = [,]\n", (1, 6), "unexpected `,`"),
+            ("A = ()\nB = (,)\n", (2, 6), "unexpected `,`"),
+            ("A.b = 1\n", (1, 2), "expected `=` after `A`"),
+            ("A: int = 1\n", (1, 2), "expected `=`"),
+            ("A = 1,, 2\n", (1, 7), "unexpected `,`"),
             ("A += 1\n", (1, 3), "expected `=`"),
             ("A == 1\n", (1, 3), "expected `=`"),
-            (
-                "A = [1, 2\nB = 3\n",
-                (2, 1),
-                "line 1, column 5 is still open",
-            ),
+            ("A = [1, 2\nB = 3\n", (1, 5), "`[` is never closed"),
+            ("A = [1, 2\n 3]\n", (2, 2), "line 1, column 5 is still open"),
             ("A = 'abc\n", (1, 5), "never closed"),
             ("A = '''abc\n", (1, 5), "never closed"),
             ("A = {'k' 1}\n", (1, 10), "expected `:`"),

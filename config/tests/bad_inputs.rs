@@ -1,10 +1,14 @@
 //! A corpus of bad inputs, each with the message an operator must see: the
-//! file, the line (and column), the option, and what was expected.
+//! file, the line and column, the option, and what was expected.
+//!
+//! Every row states the exact prefix of the message (`plugin `web`: FILE:LINE:COL:
+//! option `OPT`: `) and substrings of what follows.
 
-use config::{parse_central, parse_plugin, Launch, PluginEntry, PluginKind, Source};
+use config::{parse_central, parse_plugin, PluginEntry, PluginKind, Source};
 use std::path::Path;
 
 const CENTRAL: &str = "/etc/aigis/aigis.toml";
+const ROOT: &str = "/srv/home/ext/web";
 const PLUGIN_FILE: &str = "/srv/home/ext/web/AIGIS/AIGIS.config";
 
 fn entry(section: PluginKind) -> PluginEntry {
@@ -19,7 +23,7 @@ fn entry(section: PluginKind) -> PluginEntry {
 fn plugin_err(section: PluginKind, text: &str) -> String {
     match parse_plugin(
         &entry(section),
-        Path::new("/srv/home/ext/web"),
+        Path::new(ROOT),
         Path::new(PLUGIN_FILE),
         text,
     ) {
@@ -35,216 +39,296 @@ fn central_err(text: &str) -> String {
     }
 }
 
-const EXT: &str = "PLUGIN_TYPE = \"external\"\nENTRYPOINT = \"{root}\"\nLAUNCH = [\"./run\"]\n";
+fn check(text: &str, msg: &str, prefix: &str, needles: &[&str]) {
+    assert!(
+        msg.starts_with(prefix),
+        "for {text:?}\nmessage: {msg}\nexpected prefix: {prefix}"
+    );
+    for n in needles {
+        assert!(
+            msg.contains(n),
+            "for {text:?}\nmessage: {msg}\nmissing: {n}"
+        );
+    }
+}
+
+/// (input, line, column, expected substrings)
+type CentralCase = (&'static str, usize, Option<usize>, &'static [&'static str]);
+
+const BAD_CENTRAL: &[CentralCase] = &[
+    // TOML syntax
+    ("[external\nx = \"a\"\n", 1, Some(10), &["invalid TOML"]),
+    ("[external]\nx = \n", 2, Some(5), &["invalid TOML"]),
+    ("[external]\nx = \"a\n", 2, Some(7), &["invalid TOML"]),
+    (
+        "[external]\nx \"a\"\n",
+        2,
+        Some(3),
+        &["invalid TOML", "expected"],
+    ),
+    // duplicate key inside one section is a TOML error
+    (
+        "[external]\nx = 'a'\nx = 'b'\n",
+        3,
+        Some(1),
+        &["invalid TOML", "duplicate key"],
+    ),
+    // sections
+    (
+        "[extrenal]\nx = \"a\"\n",
+        1,
+        Some(2),
+        &[
+            "unknown section [extrenal]",
+            "[external]",
+            "[internal-remote]",
+        ],
+    ),
+    (
+        "external = \"x\"\n",
+        1,
+        Some(1),
+        &["`external` must be a section"],
+    ),
+    ("[[core]]\nx = \"a\"\n", 1, Some(3), &["must be a section"]),
+    // plugin values
+    (
+        "[external]\nx = 3\n",
+        2,
+        Some(5),
+        &[
+            "plugin `x`",
+            "expected a string (a git URL or a directory)",
+            "found an integer",
+        ],
+    ),
+    (
+        "[external]\nx = [\"a\"]\n",
+        2,
+        Some(5),
+        &["plugin `x`", "found an array"],
+    ),
+    ("[core]\nx = true\n", 2, Some(5), &["found a boolean"]),
+    (
+        "[core]\nx = { path = \"/a\" }\n",
+        2,
+        Some(5),
+        &["found a table"],
+    ),
+    (
+        "[external]\nx = \"\"\n",
+        2,
+        Some(5),
+        &["plugin `x`", "empty source"],
+    ),
+    (
+        "[external]\nx = \"https://h/x.git#\"\n",
+        2,
+        Some(5),
+        &["plugin `x`", "empty reference after `#`"],
+    ),
+    // names
+    (
+        "[core]\nx = \"a\"\n[external]\nx = \"b\"\n",
+        4,
+        Some(1),
+        &["duplicate plugin name `x` (first defined on line 2)"],
+    ),
+    (
+        "[internal]\nweb = \"a\"\n[internal-local]\nweb = \"b\"\n",
+        4,
+        Some(1),
+        &["duplicate plugin name `web` (first defined on line 2)"],
+    ),
+    (
+        "[external]\naigis = \"a\"\n",
+        2,
+        Some(1),
+        &["`aigis` is reserved"],
+    ),
+    (
+        "[core]\nAIGIS = \"a\"\n",
+        2,
+        Some(1),
+        &["`aigis` is reserved"],
+    ),
+    (
+        "[external]\n\"bad name\" = \"a\"\n",
+        2,
+        Some(1),
+        &["invalid plugin name `bad name`", "letters, digits"],
+    ),
+    (
+        "[external]\n\"a.b\" = \"a\"\n",
+        2,
+        Some(1),
+        &["invalid plugin name `a.b`"],
+    ),
+    (
+        "[external]\n\"\" = \"a\"\n",
+        2,
+        Some(1),
+        &["invalid plugin name ``"],
+    ),
+    // [aigis]
+    (
+        "[aigis]\nhom = \"/x\"\n",
+        2,
+        Some(1),
+        &["unknown setting `hom` in [aigis]", "home"],
+    ),
+    (
+        "[aigis]\nhome = 5\n",
+        2,
+        Some(8),
+        &[
+            "[aigis] home",
+            "expected a non-empty string",
+            "found an integer",
+        ],
+    ),
+    (
+        "[aigis]\nhome = \"\"\n",
+        2,
+        Some(8),
+        &["[aigis] home: must not be empty"],
+    ),
+];
 
 #[test]
 fn bad_central_configs() {
-    let cases: &[(&str, &[&str])] = &[
-        ("[external\nx = \"a\"\n", &["aigis.toml:1:", "invalid TOML"]),
-        ("[external]\nx = \n", &["aigis.toml:2:", "invalid TOML"]),
-        (
-            "[external]\nx = 'a'\nx = 'b'\n",
-            &["aigis.toml:3", "invalid TOML"],
-        ),
-        (
-            "[extrenal]\nx = \"a\"\n",
-            &["aigis.toml:1:2", "unknown section [extrenal]", "[external]"],
-        ),
-        (
-            "[external]\nx = 3\n",
-            &[
-                "aigis.toml:2:5",
-                "plugin `x`",
-                "expected a string",
-                "an integer",
-            ],
-        ),
-        (
-            "[external]\nx = [\"a\"]\n",
-            &["aigis.toml:2:5", "found an array"],
-        ),
-        (
-            "[core]\nx = \"a\"\n[external]\nx = \"b\"\n",
-            &["aigis.toml:4:1", "duplicate plugin name `x`", "line 2"],
-        ),
-        (
-            "[external]\naigis = \"a\"\n",
-            &["aigis.toml:2:1", "`aigis` is reserved"],
-        ),
-        (
-            "[external]\n\"bad name\" = \"a\"\n",
-            &["aigis.toml:2:1", "invalid plugin name `bad name`"],
-        ),
-        (
-            "[external]\n\"a.b\" = \"a\"\n",
-            &["aigis.toml:2", "invalid plugin name `a.b`"],
-        ),
-        (
-            "[external]\nx = \"\"\n",
-            &["aigis.toml:2:5", "empty source"],
-        ),
-        (
-            "[external]\nx = \"https://h/x.git#\"\n",
-            &["aigis.toml:2:5", "empty reference"],
-        ),
-        (
-            "[aigis]\nhom = \"/x\"\n",
-            &["aigis.toml:2:1", "unknown setting `hom`", "home"],
-        ),
-        (
-            "[aigis]\nhome = 5\n",
-            &[
-                "aigis.toml:2:8",
-                "[aigis] home",
-                "expected a non-empty string",
-            ],
-        ),
-        (
-            "external = \"x\"\n",
-            &["aigis.toml:1:1", "must be a section"],
-        ),
-    ];
-    for (text, needles) in cases {
+    for (text, line, col, needles) in BAD_CENTRAL {
         let msg = central_err(text);
-        for n in *needles {
-            assert!(
-                msg.contains(n),
-                "for {text:?}\nmessage: {msg}\nmissing: {n}"
-            );
-        }
+        let prefix = match col {
+            Some(c) => format!("{CENTRAL}:{line}:{c}: "),
+            None => format!("{CENTRAL}:{line}: "),
+        };
+        check(text, &msg, &prefix, needles);
     }
+}
+
+#[test]
+fn unreadable_central_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("missing.toml");
+    let msg = config::load_central(&path)
+        .expect_err("missing file")
+        .to_string();
+    check(
+        "",
+        &msg,
+        &format!("{}: ", path.display()),
+        &["cannot read the config file"],
+    );
+}
+
+const EXT: &str = "PLUGIN_TYPE = \"external\"\nENTRYPOINT = \"{root}\"\nLAUNCH = [\"./run\"]\n";
+const INT: &str = "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n";
+
+/// (section, input, (line, column), option, expected substrings)
+type PluginCase = (
+    PluginKind,
+    String,
+    Option<(usize, usize)>,
+    Option<&'static str>,
+    &'static [&'static str],
+);
+
+fn bad_plugins() -> Vec<PluginCase> {
+    use PluginKind::*;
+    let ext = |extra: &str| format!("{EXT}{extra}");
+    let int = |extra: &str| format!("{INT}{extra}");
+    vec![
+        // required options
+        (External, "ENTRYPOINT = '{root}'\nLAUNCH = ['x']\n".into(), None, Some("PLUGIN_TYPE"), &["required option `PLUGIN_TYPE` is missing"]),
+        (External, "PLUGIN_TYPE = None\nENTRYPOINT = '{root}'\n".into(), None, Some("PLUGIN_TYPE"), &["is missing (or None)"]),
+        (External, "PLUGIN_TYPE = 'external'\nLAUNCH = ['x']\n".into(), None, Some("ENTRYPOINT"), &["required option `ENTRYPOINT` is missing"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\n".into(), None, Some("LAUNCH"), &["required option `LAUNCH` is missing"]),
+        (InternalLocal, "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\n".into(), None, Some("LAUNCH"), &["required option `LAUNCH` is missing"]),
+        (InternalRemote, INT.into(), None, Some("HOST"), &["required option `HOST` is missing"]),
+        // PLUGIN_TYPE
+        (External, "PLUGIN_TYPE = 'extern'\n".into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["unknown plugin type \"extern\"", "\"core\", \"internal\", \"internal-local\", \"internal-remote\", \"external\""]),
+        (External, "PLUGIN_TYPE = 3\n".into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["expected a string", "found an int"]),
+        (External, "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n".into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["PLUGIN_TYPE \"core\" contradicts", "section [external]"]),
+        (Core, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\n".into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["PLUGIN_TYPE \"external\" contradicts", "[core]"]),
+        (External, INT.into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["PLUGIN_TYPE \"internal\" contradicts", "[external]"]),
+        (InternalRemote, "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'm.py'\n".into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["PLUGIN_TYPE \"internal-local\" contradicts", "[internal-remote]"]),
+        (InternalLocal, "PLUGIN_TYPE = 'internal-remote'\nENTRYPOINT = '{root}'\nLAUNCH = 'm.py'\nHOST = 'nas'\n".into(), Some((1, 15)), Some("PLUGIN_TYPE"), &["PLUGIN_TYPE \"internal-remote\" contradicts", "[internal-local]"]),
+        (InternalLocal, int("HOST = 'pi@nas'\n"), Some((1, 15)), Some("PLUGIN_TYPE"), &["contradicts", "HOST pi@nas is another machine", "[internal-remote]"]),
+        // HOST
+        (Core, "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\nHOST = 'nas'\n".into(), Some((3, 8)), Some("HOST"), &["core plugins run on the central host"]),
+        (InternalLocal, "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'm.py'\nHOST = '127.0.0.2'\n".into(), Some((4, 8)), Some("HOST"), &["internal-local plugins run on the central host"]),
+        (External, ext("HOST = 'nas:99999'\n"), Some((4, 8)), Some("HOST"), &["port `99999`", "1 to 65535"]),
+        (External, ext("HOST = ''\n"), Some((4, 8)), Some("HOST"), &["HOST is empty"]),
+        (External, ext("HOST = '[::1'\n"), Some((4, 8)), Some("HOST"), &["without a closing `]`"]),
+        (External, ext("HOST = ['nas']\n"), Some((4, 8)), Some("HOST"), &["expected a string like \"user@host:port\"", "found a list"]),
+        // LAUNCH
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = './run'\n".into(), Some((3, 10)), Some("LAUNCH"), &["expected a list of strings", "found a string"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = []\n".into(), Some((3, 10)), Some("LAUNCH"), &["the command line is empty"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x', 3]\n".into(), Some((3, 16)), Some("LAUNCH"), &["expected a list of strings", "found an int in it"]),
+        (InternalLocal, "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = ['main.py']\n".into(), Some((3, 10)), Some("LAUNCH"), &["expected a string (the path of the Python file", "found a list"]),
+        (InternalLocal, "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = ''\n".into(), Some((3, 10)), Some("LAUNCH"), &["must not be empty"]),
+        // ENTRYPOINT
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = 5\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["expected a string", "found an int"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = ''\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["must not be empty"]),
+        // RESTART
+        (External, ext("RESTART = 'twice'\n"), Some((4, 11)), Some("RESTART"), &["expected an int", "found a string"]),
+        (External, ext("RESTART = -1\n"), Some((4, 11)), Some("RESTART"), &["expected an int >= 0, found -1"]),
+        (External, ext("RESTART = 1.5\n"), Some((4, 11)), Some("RESTART"), &["expected an int", "found a float"]),
+        (External, ext("RESTART = True\n"), Some((4, 11)), Some("RESTART"), &["found a bool"]),
+        (External, ext("RESTART = 5000000000\n"), Some((4, 11)), Some("RESTART"), &["too large"]),
+        // SYSTEM_REQUIREMENTS
+        (External, ext("SYSTEM_REQUIREMENTS = 'git'\n"), Some((4, 23)), Some("SYSTEM_REQUIREMENTS"), &["expected a list of strings", "found a string"]),
+        (External, ext("SYSTEM_REQUIREMENTS = ['git', None]\n"), Some((4, 31)), Some("SYSTEM_REQUIREMENTS"), &["found None in it"]),
+        (External, ext("SYSTEM_REQUIREMENTS = {'git': 1}\n"), Some((4, 23)), Some("SYSTEM_REQUIREMENTS"), &["found a dict"]),
+        // SECRETS
+        (External, ext("SECRETS = ['a']\n"), Some((4, 11)), Some("SECRETS"), &["expected a dict", "found a list"]),
+        (External, ext("SECRETS = {1: '{root}/'}\n"), Some((4, 12)), Some("SECRETS"), &["expected string keys", "found an int"]),
+        (External, ext("SECRETS = {'a': 2}\n"), Some((4, 17)), Some("SECRETS"), &["expected a string destination for `a`", "found an int"]),
+        (External, ext("SECRETS = {'a': ''}\n"), Some((4, 17)), Some("SECRETS"), &["the destination of `a` is empty"]),
+        // REQUIREMENTS_*
+        (External, ext("REQUIREMENTS_FILE = '{root}/r.txt'\n"), Some((4, 21)), Some("REQUIREMENTS_FILE"), &["REQUIREMENTS_COMMAND is not"]),
+        (External, ext("REQUIREMENT_FILE = 'r.txt'\nREQUIREMENT_COMMAND = None\n"), Some((4, 20)), Some("REQUIREMENT_FILE"), &["REQUIREMENTS_COMMAND is not"]),
+        (External, ext("REQUIREMENTS_COMMAND = 'pip'\nREQUIREMENT_COMMAND = 'pip'\n"), Some((5, 23)), Some("REQUIREMENT_COMMAND"), &["`REQUIREMENTS_COMMAND` and `REQUIREMENT_COMMAND` are the same option"]),
+        (External, ext("REQUIREMENT_COMMAND = 'pip'\nREQUIREMENTS_FILE = 'a'\nREQUIREMENT_FILE = 'b'\n"), Some((6, 20)), Some("REQUIREMENT_FILE"), &["are the same option; set only one"]),
+        (External, ext("REQUIREMENTS_COMMAND = ['pip']\n"), Some((4, 24)), Some("REQUIREMENTS_COMMAND"), &["expected a string", "found a list"]),
+        (External, ext("REQUIREMENTS_COMMAND = '  '\n"), Some((4, 24)), Some("REQUIREMENTS_COMMAND"), &["must not be empty"]),
+        (External, ext("REQUIREMENTS_COMMAND = 'pip'\nREQUIREMENTS_FILE = 3\n"), Some((5, 21)), Some("REQUIREMENTS_FILE"), &["expected a string", "found an int"]),
+        // syntax: only literals, positions of the offending token
+        (External, ext("ENTRYPOINT = os.getcwd()\n"), Some((4, 14)), Some("ENTRYPOINT"), &["`os` is a name", "only literal values are allowed", "never executed"]),
+        (External, ext("RESTART = 1 + 1\n"), Some((4, 13)), Some("RESTART"), &["expressions are not evaluated", "only literal values are allowed"]),
+        (External, ext("RESTART = 1 2\n"), Some((4, 13)), Some("RESTART"), &["unexpected `2` after the value", "one assignment per line"]),
+        (External, ext("import os\n"), Some((4, 1)), None, &["`import` is a Python keyword", "only literal values are allowed"]),
+        (External, ext("RESTART += 1\n"), Some((4, 9)), None, &["expected `=` after `RESTART`", "only literal values are allowed"]),
+        (External, ext("HOST = f'{x}'\n"), Some((4, 8)), Some("HOST"), &["f-strings are not allowed"]),
+        (External, ext("HOST = b'nas'\n"), Some((4, 8)), Some("HOST"), &["bytes literals are not allowed"]),
+        (External, ext("RESTART = +1\n"), Some((4, 11)), Some("RESTART"), &["unexpected `+`", "only literal values are allowed"]),
+        (External, ext("SECRETS = {\n  'a': '{root}/',\n"), Some((4, 11)), Some("SECRETS"), &["this `{` is never closed"]),
+        (External, ext("LAUNCH = ['a',\n 'b'\nRESTART = 1\n"), Some((4, 10)), Some("LAUNCH"), &["this `[` is never closed", "before line 6, column 1"]),
+        (External, ext("HOST = \"nas\n"), Some((4, 8)), Some("HOST"), &["this string is never closed"]),
+        (External, ext("HOST = '''nas\n\n"), Some((4, 8)), Some("HOST"), &["this string is never closed"]),
+        (External, ext("HOST = 'nas' 'x\n"), Some((4, 14)), Some("HOST"), &["this string is never closed"]),
+        (External, ext("RESTART = 0x\n"), Some((4, 11)), Some("RESTART"), &["`0x` is not a number"]),
+        (External, ext("HOST = '\\xZZ'\n"), Some((4, 9)), Some("HOST"), &["`\\x` needs 2 hex digits"]),
+        (External, ext("LAUNCH = ['a' 'b' 3]\n"), Some((4, 19)), Some("LAUNCH"), &["expected `,` or `]`, found `3`"]),
+        (External, ext("SECRETS = {'a' '/x'}\n"), Some((4, 20)), Some("SECRETS"), &["expected `:` between a dict key and its value"]),
+    ]
 }
 
 #[test]
 fn bad_plugin_configs() {
-    use PluginKind::*;
-    let cases: &[(PluginKind, &str, &[&str])] = &[
-        (External, "ENTRYPOINT = '{root}'\nLAUNCH = ['x']\n", &["plugin `web`", "AIGIS.config", "required option `PLUGIN_TYPE` is missing"]),
-        (External, "PLUGIN_TYPE = 'external'\nLAUNCH = ['x']\n", &["required option `ENTRYPOINT` is missing"]),
-        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\n", &["required option `LAUNCH` is missing"]),
-        (External, "PLUGIN_TYPE = 'extern'\n", &["AIGIS.config:1:15", "option `PLUGIN_TYPE`", "unknown plugin type \"extern\"", "\"internal-remote\""]),
-        (External, "PLUGIN_TYPE = 3\n", &[":1:15", "option `PLUGIN_TYPE`", "expected a string", "found an int"]),
-        (External, "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n", &[":1:15", "contradicts", "[external]"]),
-        (Core, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\n", &["contradicts", "[core]"]),
-        (InternalLocal, "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\nHOST = 'pi@nas'\n", &["contradicts", "[internal-remote]", "pi@nas"]),
-        (InternalRemote, "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n", &["required option `HOST` is missing"]),
-        (Core, "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\nHOST = 'nas'\n", &[":3:8", "option `HOST`", "run on the central host"]),
-        (External, &format!("{EXT}HOST = 'nas:99999'\n"), &[":4:8", "option `HOST`", "port `99999`"]),
-        (External, &format!("{EXT}HOST = ['nas']\n"), &[":4:8", "option `HOST`", "found a list"]),
-        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = './run'\n", &[":3:10", "option `LAUNCH`", "list of strings", "found a string"]),
-        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = []\n", &[":3:10", "option `LAUNCH`", "command line is empty"]),
-        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x', 3]\n", &[":3:16", "option `LAUNCH`", "found an int in it"]),
-        (InternalLocal, "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = ['main.py']\n", &[":3:10", "option `LAUNCH`", "the path of the Python file"]),
-        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = 5\nLAUNCH = ['x']\n", &[":2:14", "option `ENTRYPOINT`", "expected a string"]),
-        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = ''\nLAUNCH = ['x']\n", &[":2:14", "option `ENTRYPOINT`", "must not be empty"]),
-        (External, &format!("{EXT}RESTART = 'twice'\n"), &["AIGIS.config:4:11", "option `RESTART`", "expected an int", "found a string"]),
-        (External, &format!("{EXT}RESTART = -1\n"), &[":4:11", "option `RESTART`", "expected an int >= 0"]),
-        (External, &format!("{EXT}RESTART = 1.5\n"), &[":4:11", "option `RESTART`", "found a float"]),
-        (External, &format!("{EXT}SYSTEM_REQUIREMENTS = 'git'\n"), &[":4:23", "option `SYSTEM_REQUIREMENTS`", "list of strings"]),
-        (External, &format!("{EXT}SYSTEM_REQUIREMENTS = ['git', None]\n"), &[":4:31", "found None in it"]),
-        (External, &format!("{EXT}SECRETS = ['a']\n"), &[":4:11", "option `SECRETS`", "expected a dict"]),
-        (External, &format!("{EXT}SECRETS = {{1: '{{root}}/'}}\n"), &[":4:12", "option `SECRETS`", "string keys"]),
-        (External, &format!("{EXT}SECRETS = {{'a': 2}}\n"), &[":4:17", "option `SECRETS`", "string destination for `a`"]),
-        (External, &format!("{EXT}REQUIREMENTS_FILE = '{{root}}/r.txt'\n"), &[":4:21", "option `REQUIREMENTS_FILE`", "REQUIREMENTS_COMMAND is not"]),
-        (External, &format!("{EXT}REQUIREMENTS_COMMAND = 'pip'\nREQUIREMENT_COMMAND = 'pip'\n"), &[":5:23", "are the same option"]),
-        (External, &format!("{EXT}REQUIREMENTS_COMMAND = ['pip']\n"), &[":4:24", "option `REQUIREMENTS_COMMAND`", "expected a string"]),
-        (External, &format!("{EXT}ENTRYPOINT = os.getcwd()\n"), &["plugin `web`", "AIGIS.config:4:14", "`os` is a name", "never executed"]),
-        (External, &format!("{EXT}RESTART = 1 + 1\n"), &[":4:13", "expressions are not evaluated"]),
-        (External, &format!("{EXT}import os\n"), &[":4:8", "expected `=` after `import`"]),
-        (External, &format!("{EXT}SECRETS = {{\n  'a': '{{root}}/',\n"), &[":4:11", "never closed"]),
-        (External, &format!("{EXT}HOST = \"nas\n"), &[":4:8", "string is never closed"]),
-        (External, &format!("{EXT}HOST = f'{{x}}'\n"), &[":4:8", "f-strings"]),
-    ];
-    assert!(cases.len() >= 30);
-    for (section, text, needles) in cases {
+    let cases = bad_plugins();
+    assert!(cases.len() + BAD_CENTRAL.len() >= 35);
+    for (section, text, pos, option, needles) in &cases {
         let msg = plugin_err(*section, text);
-        for n in *needles {
-            assert!(
-                msg.contains(n),
-                "for {text:?}\nmessage: {msg}\nmissing: {n}"
-            );
+        let mut prefix = format!("plugin `web`: {PLUGIN_FILE}");
+        if let Some((l, c)) = pos {
+            prefix.push_str(&format!(":{l}:{c}"));
         }
+        prefix.push_str(": ");
+        if let Some(o) = option {
+            prefix.push_str(&format!("option `{o}`: "));
+        }
+        check(text, &msg, &prefix, needles);
     }
-}
-
-#[test]
-fn the_spec_examples_parse() {
-    let root = Path::new("/srv/home/ext/db");
-    let core = "PLUGIN_TYPE = \"core\"\nENTRYPOINT = \"{root}\"\n\nSYSTEM_REQUIREMENTS = [\"pip3.7\"]\n\n\
-                REQUIREMENT_COMMAND = \"pip3.7 install --user --index-url https://pypi.python.org/simple -r\"\n\
-                REQUIREMENT_FILE = \"{root}/requirements.txt\"\n\nSECRETS = {}\n";
-    let spec = parse_plugin(
-        &entry(PluginKind::Core),
-        root,
-        &root.join("AIGIS/AIGIS.config"),
-        core,
-    )
-    .unwrap();
-    assert_eq!(spec.kind, PluginKind::Core);
-    assert_eq!(spec.entrypoint, root);
-    assert_eq!(spec.launch, Launch::None);
-    let req = spec.requirements.unwrap();
-    assert_eq!(
-        req.shell_line(),
-        "pip3.7 install --user --index-url https://pypi.python.org/simple -r '/srv/home/ext/db/requirements.txt'"
-    );
-
-    let external = r#"PLUGIN_TYPE = "external"
-ENTRYPOINT = "{root}"
-LAUNCH = ["python36", "main.py"]
-
-SYSTEM_REQUIREMENTS = ["python36", "pip3.6"]
-
-REQUIREMENT_COMMAND = "pip3.6 install -r"
-REQUIREMENT_FILE = "{root}/requirements.txt"
-
-SECRETS = {
-    "my_app_key.secret": "{root}/src/db/",
-    "ip.config": "{root}/src/db/",
-    "connection_token.secret": "{root}/src/db/"
-}
-"#;
-    let spec = parse_plugin(
-        &entry(PluginKind::External),
-        root,
-        &root.join("AIGIS/AIGIS.config"),
-        external,
-    )
-    .unwrap();
-    assert_eq!(
-        spec.launch,
-        Launch::Command(vec!["python36".into(), "main.py".into()])
-    );
-    assert_eq!(spec.system_requirements, ["python36", "pip3.6"]);
-    assert_eq!(spec.secrets.len(), 3);
-    assert_eq!(spec.secrets[1].key, "ip.config");
-    assert_eq!(spec.secrets[1].dest, Path::new("/srv/home/ext/db/src/db/"));
-    assert_eq!(spec.restart, None);
-    assert!(spec.host.is_none());
-}
-
-#[test]
-fn kinds_hosts_launch_paths_and_warnings() {
-    let root = Path::new("/r");
-    let file = root.join("AIGIS/AIGIS.config");
-    let text = "PLUGIN_TYPE = 'internal'\nENTRYPOINT = 'src'\nLAUNCH = 'main.py'\nHOST = 'pi@127.0.0.2:2222'\nCOLOR = 'blue'\nRESTART = 1\nRESTART = 2\n";
-    let spec = parse_plugin(&entry(PluginKind::InternalRemote), root, &file, text).unwrap();
-    assert_eq!(spec.kind, PluginKind::InternalRemote);
-    assert_eq!(spec.entrypoint, Path::new("/r/src"));
-    assert_eq!(spec.launch, Launch::Python("/r/src/main.py".into()));
-    assert_eq!(
-        spec.host.as_ref().map(|h| h.to_string()).as_deref(),
-        Some("pi@127.0.0.2:2222")
-    );
-    assert_eq!(spec.restart, Some(2));
-    assert_eq!(spec.warnings.len(), 2, "{:?}", spec.warnings);
-    assert!(spec.warnings[0].contains("AIGIS.config:5: unknown option `COLOR`"));
-    assert!(spec.warnings[1].contains("set again (first on line 6)"));
-
-    // "internal" under [internal-local] with a local HOST stays local.
-    let text = "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = '{root}/m.py'\nHOST = 'localhost'\n";
-    let spec = parse_plugin(&entry(PluginKind::InternalLocal), root, &file, text).unwrap();
-    assert_eq!(spec.kind, PluginKind::InternalLocal);
-    assert!(spec.host.is_none());
-    assert_eq!(spec.launch, Launch::Python("/r/m.py".into()));
 }
