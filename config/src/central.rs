@@ -18,6 +18,10 @@ pub enum Source {
 #[derive(Debug, Clone, Default)]
 pub struct AigisSettings {
     pub home: Option<PathBuf>,
+    /// A plugin's log file is rotated when it grows past this many bytes.
+    pub log_max_bytes: Option<u64>,
+    /// How many rotated files (`<plugin>.log.1` …) are kept.
+    pub log_keep: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,10 +154,27 @@ fn parse_aigis(
                     ))
                 }
             },
+            name @ ("log_max_bytes" | "log_keep") => {
+                let n = match value.get_ref() {
+                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+                    _ => None,
+                };
+                let Some(n) = n.filter(|n| *n > 0) else {
+                    return Err(err(
+                        value.span().start,
+                        format!("[aigis] {name}: expected a positive integer, found {}", type_name(value.get_ref())),
+                    ));
+                };
+                if name == "log_keep" {
+                    settings.log_keep = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                } else {
+                    settings.log_max_bytes = Some(n as u64);
+                }
+            }
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep"),
                 ))
             }
         }
