@@ -16,6 +16,68 @@ use tokio::task::JoinHandle;
 
 const QUEUE: usize = 4096;
 
+/// When a plugin's log file is rotated: past `max_bytes` it becomes
+/// `<plugin>.log.1` (older ones shift up), and at most `keep` are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Rotation {
+        Rotation {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// An open log file and how much is in it.
+struct LogFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf) -> std::io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            path,
+            out: BufWriter::new(file),
+            size,
+        })
+    }
+
+    fn write_line(&mut self, line: &str, rotation: Rotation) -> std::io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 + 1 > rotation.max_bytes {
+            self.rotate(rotation)?;
+        }
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.size += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    fn rotate(&mut self, rotation: Rotation) -> std::io::Result<()> {
+        self.out.flush()?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(numbered(rotation.keep));
+        for n in (1..rotation.keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        if rotation.keep > 0 {
+            std::fs::rename(&self.path, numbered(1))?;
+        } else {
+            std::fs::remove_file(&self.path)?;
+        }
+        *self = LogFile::open(self.path.clone())?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Info,
@@ -46,9 +108,9 @@ pub struct LogSink {
 
 impl LogSink {
     /// Starts the writer task for log files under `dir`.
-    pub fn start(dir: PathBuf) -> (LogSink, JoinHandle<()>) {
+    pub fn start(dir: PathBuf, rotation: Rotation) -> (LogSink, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || write_loop(dir, rx));
+        let task = tokio::task::spawn_blocking(move || write_loop(dir, rotation, rx));
         (LogSink { tx }, task)
     }
 
@@ -103,8 +165,8 @@ impl LogSink {
     }
 }
 
-fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Msg>) {
-    let mut files: HashMap<String, Option<BufWriter<File>>> = HashMap::new();
+fn write_loop(dir: PathBuf, rotation: Rotation, mut rx: mpsc::Receiver<Msg>) {
+    let mut files: HashMap<String, Option<LogFile>> = HashMap::new();
     let mut dirty: Vec<String> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -124,8 +186,8 @@ fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Msg>) {
             }
             let file = files.entry(record.plugin.clone()).or_insert_with(|| {
                 let path = dir.join(format!("{}.log", record.plugin));
-                match OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(f) => Some(BufWriter::new(f)),
+                match LogFile::open(path.clone()) {
+                    Ok(f) => Some(f),
                     Err(e) => {
                         tracing::error!(plugin = %record.plugin, "cannot open {}: {e}", path.display());
                         None
@@ -135,7 +197,10 @@ fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Msg>) {
             if let Some(f) = file {
                 let now = rfc3339(SystemTime::now());
                 for line in record.text.lines() {
-                    let _ = writeln!(f, "{now} {:<7} {line}", record.source);
+                    let line = format!("{now} {:<7} {line}", record.source);
+                    if let Err(e) = f.write_line(&line, rotation) {
+                        tracing::error!(plugin = %record.plugin, "cannot write {}: {e}", f.path.display());
+                    }
                 }
                 if !dirty.contains(&record.plugin) {
                     dirty.push(record.plugin.clone());
@@ -148,10 +213,10 @@ fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-fn flush(files: &mut HashMap<String, Option<BufWriter<File>>>, dirty: &mut Vec<String>) {
+fn flush(files: &mut HashMap<String, Option<LogFile>>, dirty: &mut Vec<String>) {
     for name in dirty.drain(..) {
         if let Some(Some(f)) = files.get_mut(&name) {
-            let _ = f.flush();
+            let _ = f.out.flush();
         }
     }
 }
@@ -193,20 +258,30 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// `2026-11-24T12:53:08.123Z  INFO [plugin] message` (the plugin's name in
 /// brackets whenever the record is about a plugin; `stderr`/`install`
 /// output is marked after it).
-pub fn init_console() {
+pub fn init_console(format: Format) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AIGIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = format == Format::Text
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .event_format(ConsoleFormat { color })
+        .event_format(ConsoleFormat { color, format })
         .try_init();
+}
+
+/// `--log-format`: lines for people, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 struct ConsoleFormat {
     color: bool,
+    format: Format,
 }
 
 #[derive(Default)]
@@ -246,6 +321,23 @@ where
         let mut f = ConsoleFields::default();
         event.record(&mut f);
         let level = *event.metadata().level();
+        if self.format == Format::Json {
+            let mut obj = serde_json::json!({
+                "ts": rfc3339(SystemTime::now()),
+                "level": level.as_str(),
+                "message": f.message,
+            });
+            if let Some(p) = f.plugin {
+                obj["plugin"] = p.into();
+            }
+            if let Some(s) = f.source {
+                obj["source"] = s.into();
+            }
+            if !f.rest.is_empty() {
+                obj["fields"] = f.rest.trim().into();
+            }
+            return writeln!(w, "{obj}");
+        }
         let (on, off) = match (self.color, level) {
             (false, _) => ("", ""),
             (true, tracing::Level::ERROR) => ("\x1b[31m", "\x1b[0m"),
@@ -270,6 +362,39 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[tokio::test]
+    async fn files_rotate_by_size_and_keep_a_bounded_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 2000,
+            keep: 2,
+        };
+        let (sink, task) = LogSink::start(dir.path().to_path_buf(), rotation);
+        for i in 0..200 {
+            sink.output("web", "stdout", format!("line {i:04} {}", "x".repeat(20)))
+                .await;
+        }
+        drop(sink);
+        task.await.unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        assert!(read("web.log").len() <= 2000);
+        assert!(read("web.log.1").len() <= 2000 && !read("web.log.1").is_empty());
+        assert!(!read("web.log.2").is_empty());
+        assert!(
+            !dir.path().join("web.log.3").exists(),
+            "keep = 2 was not honoured"
+        );
+        assert!(read("web.log").contains("line 0199"));
+        // Nothing lost between the kept files: their lines are consecutive.
+        let all = read("web.log.2") + &read("web.log.1") + &read("web.log");
+        let nums: Vec<u32> = all
+            .lines()
+            .map(|l| l.split("line ").nth(1).unwrap()[..4].parse().unwrap())
+            .collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        assert_eq!(*nums.last().unwrap(), 199);
+    }
+
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
@@ -282,7 +407,7 @@ mod tests {
     #[tokio::test]
     async fn records_reach_the_plugin_file_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, task) = LogSink::start(dir.path().to_path_buf());
+        let (sink, task) = LogSink::start(dir.path().to_path_buf(), Rotation::default());
         for i in 0..1000 {
             sink.output("web", "stdout", format!("line {i}")).await;
         }

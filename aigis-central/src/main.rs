@@ -1,13 +1,17 @@
-//! `aigis`: the central daemon and its command line.
+//! `aigis`: the central daemon and the operator's command line.
 
+mod check;
+mod client;
+mod control;
 mod core;
 mod home;
 mod link;
 mod logs;
+mod new;
 mod plugins;
 mod run;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +20,18 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which daemon a client command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// Home directory of the daemon. Default: $AIGIS_HOME, `[aigis] home`
+    /// of --config, or the current directory.
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The daemon's config file (only used to find its home).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -29,12 +45,79 @@ enum Command {
         /// `[aigis] home`, or the current directory.
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
+        /// Console log format.
+        #[arg(long, value_enum, default_value_t = logs::Format::Text)]
+        log_format: logs::Format,
+    },
+    /// Validate the config, every plugin's AIGIS.config, sources and secrets,
+    /// without starting anything. Exits non-zero when there is a problem.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+    },
+    /// Show every plugin: type, host, state, pid, restarts left, uptime.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a plugin's log.
+    Logs {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Re-fetch a plugin, re-read its config and restart it.
+    Reload {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop one plugin; the others keep running.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start a stopped or failed plugin.
+    Start {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write a new plugin skeleton that `aigis check` accepts.
+    New {
+        #[arg(long = "type", value_enum)]
+        kind: new::NewType,
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs::init_console();
+    let format = match &cli.command {
+        Command::Run { log_format, .. } => *log_format,
+        _ => logs::Format::Text,
+    };
+    logs::init_console(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -42,18 +125,50 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run { config, home } => run::run(&config, home.as_deref()).await,
-        }
-    });
+    let result = runtime.block_on(dispatch(cli.command));
     // Leave blocking tasks (e.g. a fetch in flight) behind rather than wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            eprintln!("aigis: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    use control::Request;
+    let home = |t: &Target| client::home(t.home.as_deref(), t.config.as_deref());
+    match command {
+        Command::Run { config, home, .. } => run::run(&config, home.as_deref()).await?,
+        Command::Check { config, home } => {
+            if check::check(&config, home.as_deref())? > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Status { target, json } => client::status(&home(&target)?, json).await?,
+        Command::Logs {
+            name,
+            target,
+            follow,
+            lines,
+        } => client::logs(&home(&target)?, &name, lines, follow).await?,
+        Command::Reload { name, target } => {
+            client::act(&home(&target)?, Request::Reload { plugin: name }).await?
+        }
+        Command::Stop { name, target } => {
+            client::act(&home(&target)?, Request::Stop { plugin: name }).await?
+        }
+        Command::Start { name, target } => {
+            client::act(&home(&target)?, Request::Start { plugin: name }).await?
+        }
+        Command::New { kind, name, dir } => {
+            new::create(kind, &name, &dir)?;
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "aigis", &mut std::io::stdout());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -82,6 +82,15 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// The plugin's state as a word (`"unknown"` for a name not configured).
+    pub fn state_of(&self, plugin: &str) -> &'static str {
+        self.table
+            .lock()
+            .ok()
+            .and_then(|t| t.get(plugin).map(|s| s.state.as_str()))
+            .unwrap_or("unknown")
+    }
+
     pub fn add(&self, entry: &PluginEntry) {
         if let Ok(mut t) = self.table.lock() {
             t.insert(
@@ -183,14 +192,13 @@ impl LoadContext {
         self.core.as_ref().map_err(Clone::clone)
     }
 
-    /// Stops the plugin, drops its skills, and loads it again from its
-    /// source: what `aigis.AIGISReload(name)` asks for.
-    pub async fn reload(&self, name: &str) {
-        let Some(entry) = self.entries.iter().find(|e| e.name == name) else {
-            tracing::warn!("reload of unknown plugin `{name}` ignored");
-            return;
-        };
-        self.registry.log().info(name, "reloading").await;
+    fn entry(&self, name: &str) -> Option<&PluginEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// Stops the plugin's process, or for a core plugin runs its `cleanup()`
+    /// and removes its skills. Other plugins are untouched.
+    pub async fn stop(&self, name: &str) {
         let _ = self
             .agent
             .request(Request::Stop {
@@ -213,6 +221,34 @@ impl LoadContext {
                 }
             }
         }
+        if self.registry.state_of(name) != State::Stopped.as_str() {
+            self.registry.set(name, State::Stopped, None).await;
+        }
+    }
+
+    /// Loads a plugin that is not running (stopped or failed).
+    pub async fn start(&self, name: &str) -> Result<&'static str, String> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| format!("no plugin named `{name}`"))?;
+        let state = self.registry.state_of(name);
+        if !matches!(state, "stopped" | "failed" | "pending") {
+            return Err(format!("{name} is {state}; stop it first or use reload"));
+        }
+        load(entry, self).await;
+        Ok(self.registry.state_of(name))
+    }
+
+    /// Stops the plugin, drops its skills, and loads it again from its
+    /// source (re-fetch, re-read its config): `aigis reload` and
+    /// `aigis.AIGISReload(name)`.
+    pub async fn reload(&self, name: &str) {
+        let Some(entry) = self.entry(name) else {
+            tracing::warn!("reload of unknown plugin `{name}` ignored");
+            return;
+        };
+        self.registry.log().info(name, "reloading").await;
+        self.stop(name).await;
         load(entry, self).await;
     }
 }

@@ -1,10 +1,11 @@
 //! `aigis run`: the daemon. Loads every plugin in order, then waits for
 //! SIGINT/SIGTERM and stops everything: one signal, fanned out, awaited.
 
+use crate::control;
 use crate::core::{Control, PythonCore};
 use crate::home::Home;
 use crate::link::AgentLink;
-use crate::logs::LogSink;
+use crate::logs::{LogSink, Rotation};
 use crate::plugins::{load, LoadContext, Registry, State};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     let config = config::load_central(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
     home.prepare()?;
+    let _lock = control::lock_home(&home)?;
     tracing::info!(
         "aigis {} starting: config {}, home {}, {} plugin(s)",
         env!("CARGO_PKG_VERSION"),
@@ -29,7 +31,12 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let (log, log_task) = LogSink::start(home.log());
+    let defaults = Rotation::default();
+    let rotation = Rotation {
+        max_bytes: config.aigis.log_max_bytes.unwrap_or(defaults.max_bytes),
+        keep: config.aigis.log_keep.unwrap_or(defaults.keep),
+    };
+    let (log, log_task) = LogSink::start(home.log(), rotation);
     let registry = Registry::new(log.clone());
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
     let agent = Arc::new(
@@ -43,7 +50,7 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         registry.add(entry);
     }
     let ctx = Arc::new(LoadContext {
-        home,
+        home: home.clone(),
         agent: agent.clone(),
         registry: registry.clone(),
         core: core.clone(),
@@ -59,6 +66,7 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
             }
         })
     };
+    let server = control::serve(&home, ctx.clone())?;
     let summary = registry.clone();
     let loader = tokio::spawn(async move {
         for entry in &ctx.entries {
@@ -101,6 +109,8 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     tracing::info!("{signal_name} received: stopping every plugin");
     loader.abort();
     reloads.abort();
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(&home));
     agent.shutdown(AGENT_SHUTDOWN).await;
     if let Ok(core) = &core {
         // cleanup() of every core plugin, bounded: a hung cleanup must not

@@ -2,4 +2,5 @@
 //! repositories served over file:// and http://127.0.0.1, real processes.
 
 mod external;
+mod operate;
 mod python;

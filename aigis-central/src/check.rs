@@ -1,0 +1,222 @@
+//! `aigis check -c FILE`: everything `aigis run` would trip over, found
+//! without starting a plugin. One line per problem; the caller exits
+//! non-zero when there is any.
+//!
+//! It reads what would run: the existing `ext/<name>` when there is one (as
+//! `run` keeps it), else the source itself (a git source is cloned into a
+//! temporary directory, then removed).
+
+use crate::home::Home;
+use aigis_agent::fetch::fetch_git;
+use aigis_agent::install::find_on_path;
+use config::{Launch, PluginEntry, PluginKind, PluginSpec, Source};
+use std::path::{Path, PathBuf};
+
+/// Returns the number of problems found (each already printed).
+pub fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result<usize> {
+    let mut problems = Vec::new();
+    let config = match config::load_central(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("problem: {e}");
+            return Ok(1);
+        }
+    };
+    let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
+    let scratch = std::env::temp_dir().join(format!("aigis-check-{}", std::process::id()));
+    let mut python_checked = false;
+    for entry in &config.plugins {
+        let before = problems.len();
+        if let Some(spec) = check_plugin(entry, &home, &scratch, &mut problems) {
+            if matches!(spec.launch, Launch::Python(_)) && !python_checked {
+                python_checked = true;
+                if let Err(e) = python3_usable() {
+                    problems.push(format!("plugin `{}`: {e}", entry.name));
+                }
+            }
+            if problems.len() == before {
+                println!("ok: {} ({})", entry.name, spec.kind.as_str());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: {} plugin(s) checked, no problems",
+            config_path.display(),
+            config.plugins.len()
+        );
+    } else {
+        println!(
+            "{}: {} problem(s) in {} plugin(s)",
+            config_path.display(),
+            problems.len(),
+            config.plugins.len()
+        );
+    }
+    Ok(problems.len())
+}
+
+/// Checks one plugin; returns its spec when its config could be read.
+fn check_plugin(
+    entry: &PluginEntry,
+    home: &Home,
+    scratch: &Path,
+    problems: &mut Vec<String>,
+) -> Option<PluginSpec> {
+    let name = &entry.name;
+    let root = home.ext().join(name);
+    let mut problem = |p: String| problems.push(format!("plugin `{name}`: {p}"));
+
+    // Where the plugin's files can be read now.
+    let files: PathBuf = match &entry.source {
+        _ if root.is_dir() => root.clone(),
+        Source::LocalDir(dir) if dir.is_dir() => dir.clone(),
+        Source::LocalDir(dir) => {
+            problem(format!("source directory {} does not exist", dir.display()));
+            return None;
+        }
+        Source::Git { url, reference } => {
+            let into = scratch.join(name);
+            match fetch_git(url, reference.as_deref(), &into) {
+                Ok(_) => into,
+                Err(e) => {
+                    problem(format!("source unreachable: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    if let (Source::Git { url, .. }, true) = (&entry.source, files == root) {
+        if let Err(e) = reachable(url) {
+            problem(format!(
+                "source {url} is unreachable (the clone on disk would be used): {e}"
+            ));
+        }
+    }
+    let config_file = root.join("AIGIS").join("AIGIS.config");
+    let text = match std::fs::read_to_string(files.join("AIGIS").join("AIGIS.config")) {
+        Ok(t) => t,
+        Err(e) => {
+            problem(format!(
+                "cannot read {}: {e}",
+                files.join("AIGIS/AIGIS.config").display()
+            ));
+            return None;
+        }
+    };
+    let spec = match config::parse_plugin(entry, &root, &config_file, &text) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(e.to_string());
+            return None;
+        }
+    };
+    for w in &spec.warnings {
+        println!("warning: plugin `{name}`: {w}");
+    }
+    // Paths in the spec point under `root`; read them where the files are now.
+    let here = |p: &Path| match p.strip_prefix(&root) {
+        Ok(rel) => files.join(rel),
+        Err(_) => p.to_path_buf(),
+    };
+    let wanted: Vec<_> = spec
+        .secrets
+        .iter()
+        .map(|s| (s.key.clone(), s.dest.clone()))
+        .collect();
+    if let Err(e) = secrets::collect(name, &home.secrets().join(name), &root, &wanted) {
+        problems.push(e.to_string());
+    }
+    let mut problem = |p: String| problems.push(format!("plugin `{name}`: {p}"));
+    if let Some(host) = spec.host.as_ref() {
+        problem(format!(
+            "HOST {host} is another machine; remote hosts are not available in this build"
+        ));
+    }
+    if spec.kind == PluginKind::InternalRemote {
+        problem("internal-remote plugins (the AigisProxy) are not available in this build".into());
+    }
+    if !here(&spec.entrypoint).is_dir() {
+        problem(format!(
+            "ENTRYPOINT {} is not a directory",
+            spec.entrypoint.display()
+        ));
+    }
+    let missing: Vec<&str> = spec
+        .system_requirements
+        .iter()
+        .filter(|r| find_on_path(r).is_none())
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        problem(format!(
+            "missing system requirement(s) on PATH: {}",
+            missing.join(", ")
+        ));
+    }
+    if let Some(file) = spec.requirements.as_ref().and_then(|r| r.file.as_ref()) {
+        if !here(file).is_file() {
+            problem(format!(
+                "REQUIREMENTS_FILE {} does not exist",
+                file.display()
+            ));
+        }
+    }
+    match &spec.launch {
+        Launch::None => {
+            if !files.join("AIGIS").join("AIGIS.core").is_file() {
+                problem(format!(
+                    "{} is missing",
+                    root.join("AIGIS/AIGIS.core").display()
+                ));
+            }
+        }
+        Launch::Python(file) => {
+            if !here(file).is_file() {
+                problem(format!("LAUNCH file {} does not exist", file.display()));
+            }
+        }
+        Launch::Command(argv) => {
+            let program = &argv[0];
+            let found = if program.contains('/') {
+                here(&spec.entrypoint.join(program)).is_file()
+            } else {
+                find_on_path(program).is_some()
+            };
+            if !found {
+                problem(format!("LAUNCH program `{program}` is not found"));
+            }
+        }
+    }
+    Some(spec)
+}
+
+/// Connects to a git remote without fetching anything.
+fn reachable(url: &str) -> Result<(), String> {
+    let mut remote = git2::Remote::create_detached(url).map_err(|e| e.message().to_string())?;
+    remote
+        .connect(git2::Direction::Fetch)
+        .map_err(|e| e.message().to_string())?;
+    let _ = remote.disconnect();
+    Ok(())
+}
+
+/// `python3` exists and is 3.8 or newer.
+fn python3_usable() -> Result<(), String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2]); sys.exit(sys.version_info < (3, 8))"])
+        .output()
+        .map_err(|e| format!("python3 is not available ({e}); internal plugins need Python 3.8 or newer"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "python3 is {}; internal plugins need Python 3.8 or newer",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    }
+}

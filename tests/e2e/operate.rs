@@ -1,0 +1,312 @@
+//! Operating a running daemon: the control socket and the CLI around it
+//! (status, logs, stop, start, reload), `check`, and `new`.
+
+use aigis_e2e::git::TestRepo;
+use aigis_e2e::process::{bin, wait_until, write, Daemon};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `aigis ARGS...` to completion; returns (success, stdout + stderr).
+fn aigis(cwd: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("aigis"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("AIGIS_HOME")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run aigis");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn status(base: &Path, home: &str) -> Vec<(String, String, Option<u64>)> {
+    let (ok, out) = aigis(base, &["status", "--json", "--home", home]);
+    assert!(ok, "{out}");
+    // A tiny reader for the fields we need; the output is pretty JSON.
+    let mut rows = Vec::new();
+    let (mut name, mut state, mut pid) = (String::new(), String::new(), None);
+    for line in out.lines().map(str::trim) {
+        let value = |l: &str| {
+            l.split_once(": ")
+                .map(|(_, v)| v.trim_end_matches(',').trim_matches('"').to_string())
+        };
+        if line.starts_with("\"name\"") {
+            name = value(line).unwrap_or_default();
+        } else if line.starts_with("\"state\"") {
+            state = value(line).unwrap_or_default();
+        } else if line.starts_with("\"pid\"") {
+            pid = value(line).and_then(|v| v.parse().ok());
+        } else if line.starts_with('}') {
+            rows.push((
+                std::mem::take(&mut name),
+                std::mem::take(&mut state),
+                pid.take(),
+            ));
+        }
+    }
+    rows
+}
+
+fn state_of(base: &Path, home: &str, plugin: &str) -> (String, Option<u64>) {
+    status(base, home)
+        .into_iter()
+        .find(|(n, _, _)| n == plugin)
+        .map(|(_, s, p)| (s, p))
+        .unwrap_or_default()
+}
+
+fn looping(dir: &Path, word: &str) {
+    write(
+        dir,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+    );
+    write(
+        dir,
+        "run.sh",
+        &format!("i=0\nwhile true; do i=$((i+1)); echo \"{word} $i $(cat version 2>/dev/null)\"; sleep 0.05; done\n"),
+    );
+}
+
+#[test]
+fn status_stop_start_reload_and_logs_through_the_control_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+
+    looping(&base.join("src/one"), "one-says");
+    looping(&base.join("src/two"), "two-says");
+    let repo = TestRepo::new(&base.join("repos"), "gitplug");
+    looping(&repo.dir, "git-says");
+    repo.write("version", "v1");
+    repo.commit("v1");
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[external]\none = \"src/one\"\ntwo = \"src/two\"\ngitplug = \"{}\"\n",
+            repo.file_url()
+        ),
+    );
+
+    // No daemon yet: a clear message.
+    let (ok, out) = aigis(base, &["status", "--home", home_s]);
+    assert!(!ok);
+    assert!(out.contains("no aigis daemon is running"), "{out}");
+
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("git-says 1 v1", PATIENCE);
+    daemon.expect_output("two-says 1", PATIENCE);
+    assert!(wait_until(PATIENCE, || status(base, home_s)
+        .iter()
+        .all(|(_, s, _)| s == "running")));
+    let rows = status(base, home_s);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+
+    // A second daemon on the same home is refused.
+    let (ok, out) = aigis(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    assert!(!ok);
+    assert!(out.contains("already owns the home"), "{out}");
+
+    // The socket is for the daemon's user only.
+    let mode = std::fs::metadata(home.join("run/aigis.sock")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+
+    // stop then start one plugin; the other keeps its process.
+    let (_, two_pid) = state_of(base, home_s, "two");
+    let (ok, out) = aigis(base, &["stop", "one", "--home", home_s]);
+    assert!(ok, "{out}");
+    assert_eq!(state_of(base, home_s, "one").0, "stopped");
+    assert_eq!(
+        state_of(base, home_s, "two"),
+        ("running".to_string(), two_pid)
+    );
+    let (ok, out) = aigis(base, &["start", "one", "--home", home_s]);
+    assert!(ok, "{out}");
+    assert!(wait_until(PATIENCE, || state_of(base, home_s, "one").0 == "running"));
+    assert_eq!(
+        state_of(base, home_s, "two"),
+        ("running".to_string(), two_pid)
+    );
+    let (ok, out) = aigis(base, &["start", "two", "--home", home_s]);
+    assert!(!ok && out.contains("two is running"), "{out}");
+    let (ok, out) = aigis(base, &["stop", "nosuch", "--home", home_s]);
+    assert!(!ok && out.contains("no plugin named `nosuch`"), "{out}");
+
+    // reload picks up a new commit of the git plugin.
+    repo.write("version", "v2");
+    repo.commit("v2");
+    let (ok, out) = aigis(base, &["reload", "gitplug", "--home", home_s]);
+    assert!(ok, "{out}");
+    daemon.expect_output("git-says 1 v2", PATIENCE);
+
+    // logs -n: the last lines of the plugin's log, nothing else.
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = aigis(base, &["logs", "two", "-n", "3", "--home", home_s]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines.iter().all(|l| l.contains("two-says")), "{out}");
+    let file = std::fs::read_to_string(home.join("log/two.log")).unwrap();
+    let pos = file.find(lines[0]).expect("line is from the log file");
+    assert!(file[pos..].lines().count() >= 3);
+}
+
+#[test]
+fn check_reports_each_problem_and_passes_a_good_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/good"), "good");
+    write(
+        &base.join("src/needs"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nSECRETS = {'db.token': '{root}/'}\n",
+    );
+    write(
+        &base.join("src/typo"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'externl'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\n",
+    );
+    write(base, "good.toml", "[external]\ngood = \"src/good\"\n");
+    write(
+        base,
+        "bad.toml",
+        "[external]\ngood = \"src/good\"\nneeds = \"src/needs\"\ntypo = \"src/typo\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+
+    let (ok, out) = aigis(base, &["check", "-c", "good.toml", "--home", home_s]);
+    assert!(ok, "{out}");
+    assert!(out.contains("no problems"), "{out}");
+
+    let (ok, out) = aigis(base, &["check", "-c", "bad.toml", "--home", home_s]);
+    assert!(!ok, "{out}");
+    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("problem:")).collect();
+    assert_eq!(problems.len(), 2, "{out}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("plugin `needs`") && p.contains("db.token")),
+        "{out}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("plugin `typo`")
+            && p.contains("AIGIS.config:1:15")
+            && p.contains("unknown plugin type \"externl\"")),
+        "{out}"
+    );
+    // Nothing was started or fetched into the home.
+    assert!(!home.join("ext").exists());
+
+    // Once the secret is there, only the type problem is left.
+    write(&home, "secrets/needs/db.token", "t");
+    let (ok, out) = aigis(base, &["check", "-c", "bad.toml", "--home", home_s]);
+    assert!(!ok);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("problem:")).count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn new_writes_plugins_that_check_accepts_and_that_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    for (kind, name) in [
+        ("core", "greet"),
+        ("internal-local", "watcher"),
+        ("external", "tool"),
+    ] {
+        let (ok, out) = aigis(base, &["new", "--type", kind, name, "--dir", "plugins"]);
+        assert!(ok, "{out}");
+        assert!(out.contains(&format!("[{kind}]")), "{out}");
+    }
+    let (ok, out) = aigis(
+        base,
+        &["new", "--type", "external", "tool", "--dir", "plugins"],
+    );
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = aigis(
+        base,
+        &[
+            "new",
+            "--type",
+            "internal-remote",
+            "remote",
+            "--dir",
+            "plugins",
+        ],
+    );
+    assert!(ok, "{out}");
+    let remote = std::fs::read_to_string(base.join("plugins/remote/AIGIS/AIGIS.config")).unwrap();
+    assert!(remote.contains("HOST = "), "{remote}");
+
+    write(
+        base,
+        "aigis.toml",
+        "[core]\ngreet = \"plugins/greet\"\n[internal-local]\nwatcher = \"plugins/watcher\"\n[external]\ntool = \"plugins/tool\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let (ok, out) = aigis(base, &["check", "-c", "aigis.toml", "--home", home_s]);
+    assert!(ok, "{out}");
+
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("skills: aigis.greet.hello, aigis.greet.GREETING", PATIENCE);
+    daemon.expect_output("[watcher] (stderr) INFO started", PATIENCE);
+    daemon.expect_output("tool started in", PATIENCE);
+    assert!(wait_until(PATIENCE, || {
+        status(base, home_s).iter().all(|(_, s, _)| s == "running")
+    }));
+}
+
+#[test]
+fn json_log_format_and_completions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/one"), "json-says");
+    write(base, "aigis.toml", "[external]\none = \"src/one\"\n");
+    let home = base.join("home");
+    let daemon = Daemon::start(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            home.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    daemon.expect_output("json-says 2", PATIENCE);
+    let out = daemon.output();
+    let line = out.lines().find(|l| l.contains("json-says 2")).unwrap();
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(line.contains("\"plugin\":\"one\""), "{line}");
+    assert!(line.contains("\"message\":\"json-says 2 \""), "{line}");
+    assert!(
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.starts_with('{')),
+        "{out}"
+    );
+
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, out) = aigis(base, &["completions", shell]);
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("reload") && out.contains("status"),
+            "{shell}: {out}"
+        );
+    }
+}
