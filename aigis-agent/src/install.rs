@@ -18,18 +18,7 @@ pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Resu
             spec.entrypoint.display()
         ));
     }
-    let missing: Vec<&str> = spec
-        .system_requirements
-        .iter()
-        .filter(|r| find_on_path(r).is_none())
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "missing system requirement(s) on PATH: {}",
-            missing.join(", ")
-        ));
-    }
+    check_system_requirements(&spec.system_requirements)?;
     let root = spec.root.clone();
     let secrets = spec.secrets;
     tokio::task::spawn_blocking(move || {
@@ -83,6 +72,24 @@ async fn run_requirements(
         Ok(())
     } else {
         Err(format!("requirements command `{line}` failed ({status})"))
+    }
+}
+
+/// `SYSTEM_REQUIREMENTS`: every one must be on this host's `PATH`; the
+/// error lists all that are missing.
+pub fn check_system_requirements(wanted: &[String]) -> Result<(), String> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|r| find_on_path(r).is_none())
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "missing system requirement(s) on PATH: {}",
+            missing.join(", ")
+        ))
     }
 }
 

@@ -8,7 +8,7 @@
 
 use crate::home::Home;
 use aigis_agent::fetch::fetch_git;
-use aigis_agent::install::find_on_path;
+use aigis_agent::install::{check_system_requirements, find_on_path};
 use config::{Launch, PluginEntry, PluginKind, PluginSpec, Source};
 use std::path::{Path, PathBuf};
 
@@ -146,17 +146,8 @@ fn check_plugin(
             spec.entrypoint.display()
         ));
     }
-    let missing: Vec<&str> = spec
-        .system_requirements
-        .iter()
-        .filter(|r| find_on_path(r).is_none())
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        problem(format!(
-            "missing system requirement(s) on PATH: {}",
-            missing.join(", ")
-        ));
+    if let Err(e) = check_system_requirements(&spec.system_requirements) {
+        problem(e);
     }
     if let Some(file) = spec.requirements.as_ref().and_then(|r| r.file.as_ref()) {
         if !here(file).is_file() {
