@@ -13,7 +13,7 @@ use config::{Launch, PluginEntry, PluginKind, PluginSpec, Source};
 use std::path::{Path, PathBuf};
 
 /// Returns the number of problems found (each already printed).
-pub fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result<usize> {
+pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result<usize> {
     let mut problems = Vec::new();
     let config = match config::load_central(config_path) {
         Ok(c) => c,
@@ -28,6 +28,12 @@ pub fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result<usi
     for entry in &config.plugins {
         let before = problems.len();
         if let Some(spec) = check_plugin(entry, &home, &scratch, &mut problems) {
+            if let Some(host) = &spec.host {
+                // Reachable, with the host key we know, and we can log in.
+                if let Err(e) = crate::ssh::probe(host).await {
+                    problems.push(format!("plugin `{}`: {e}", entry.name));
+                }
+            }
             if matches!(spec.launch, Launch::Python(_)) && !python_checked {
                 python_checked = true;
                 if let Err(e) = python3_usable() {

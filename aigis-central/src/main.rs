@@ -10,6 +10,7 @@ mod logs;
 mod new;
 mod plugins;
 mod run;
+mod ssh;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -143,7 +144,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config, home, .. } => run::run(&config, home.as_deref()).await?,
         Command::Check { config, home } => {
-            if check::check(&config, home.as_deref())? > 0 {
+            if check::check(&config, home.as_deref()).await? > 0 {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -310,3 +310,77 @@ fn json_log_format_and_completions() {
         );
     }
 }
+
+#[test]
+fn check_verifies_ssh_host_keys_against_known_hosts() {
+    use aigis_e2e::sshd::Sshd;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let sshd = Sshd::start(&base.join("sshd"), "127.0.0.2");
+    let user_home = base.join("user");
+    write(
+        &user_home,
+        ".ssh/config",
+        &format!(
+            "Host lanbox\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
+            sshd.addr,
+            sshd.port,
+            sshd.client_key.display()
+        ),
+    );
+    write(
+        &base.join("src/remote"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lanbox'\n",
+    );
+    write(base, "aigis.toml", "[external]\nremote = \"src/remote\"\n");
+    let check = || {
+        let out = Command::new(bin("aigis"))
+            .args([
+                "check",
+                "-c",
+                "aigis.toml",
+                "--home",
+                base.join("home").to_str().unwrap(),
+            ])
+            .current_dir(base)
+            .env("HOME", &user_home)
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .expect("run aigis check");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Unknown host key: refused, and the message says how to add it.
+    let out = check();
+    let fix = format!("ssh-keyscan -p {} {}", sshd.port, sshd.addr);
+    assert!(
+        out.contains("host key of lanbox is unknown") && out.contains(&fix),
+        "{out}"
+    );
+
+    // A different key on record: refused as changed.
+    let other = Sshd::start(&base.join("other"), "127.0.0.3");
+    let wrong = other.known_hosts_line.replace(
+        &format!("[{}]:{}", other.addr, other.port),
+        &format!("[{}]:{}", sshd.addr, sshd.port),
+    );
+    write(&user_home, ".ssh/known_hosts", &wrong);
+    let out = check();
+    assert!(out.contains("host key of lanbox has CHANGED"), "{out}");
+    drop(other);
+
+    // The right key: connected and logged in; only this build's lack of
+    // remote hosts is left to report.
+    write(&user_home, ".ssh/known_hosts", &sshd.known_hosts_line);
+    let out = check();
+    assert!(!out.contains("host key"), "{out}");
+    assert!(!out.contains("cannot connect"), "{out}");
+    assert!(!out.contains("no key was accepted"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("problem:")).count(),
+        1,
+        "{out}"
+    );
+}

@@ -1,0 +1,108 @@
+//! A real OpenSSH `sshd` as a LAN host for tests: own host key, own
+//! authorized_keys, listening on a loopback address of our choosing
+//! (127.0.0.2, 127.0.0.3, …, so "remote" is really remote to AIGIS).
+//! Stopped (by its PID) when dropped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sshd {
+    pub addr: String,
+    pub port: u16,
+    /// The client's private key (authorized on this server).
+    pub client_key: PathBuf,
+    /// The server's public host key, as a known_hosts line for `addr:port`.
+    pub known_hosts_line: String,
+    child: Child,
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed");
+    assert!(status.success(), "ssh-keygen failed");
+}
+
+/// The sshd binary (Debian's openssh-server puts it in /usr/sbin).
+pub fn sshd_binary() -> PathBuf {
+    ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("sshd is needed for these tests: apt-get install openssh-server")
+}
+
+fn free_port(addr: &str) -> u16 {
+    TcpListener::bind((addr, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Sshd {
+    /// Starts sshd on `addr` (a loopback address) with keys under `dir`.
+    pub fn start(dir: &Path, addr: &str) -> Sshd {
+        std::fs::create_dir_all(dir).expect("sshd dir");
+        let host_key = dir.join("host_key");
+        let client_key = dir.join("client_key");
+        keygen(&host_key);
+        keygen(&client_key);
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
+            .expect("authorized_keys");
+        // sshd wants its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port(addr);
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile {}\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nPermitRootLogin yes\nPubkeyAuthentication yes\nLogLevel ERROR\n\
+                 ClientAliveInterval 5\n",
+                host_key.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .expect("sshd_config");
+        let child = Command::new(sshd_binary())
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let target: SocketAddr = format!("{addr}:{port}").parse().expect("address");
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sshd did not start on {target}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let public = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");
+        let key: Vec<&str> = public.split_whitespace().take(2).collect();
+        Sshd {
+            addr: addr.to_string(),
+            port,
+            client_key,
+            known_hosts_line: format!("[{addr}]:{port} {}\n", key.join(" ")),
+            child,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
