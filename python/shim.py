@@ -9,10 +9,15 @@ these environment variables:
 - ``AIGIS_CORE_PLUGINS``: JSON list of ``{"name", "entrypoint", "core_file"}``,
   the core plugins in load order. They are loaded here, in this process: the
   copy of the core the spec describes, so skill calls never leave it.
-- ``AIGIS_CONTROL_FD`` (optional): a socket to the agent for control calls
-  such as ``aigis.AIGISReload``. Messages are a 4-byte big-endian length and
-  a UTF-8 JSON object: ``{"id", "op", "plugin"}`` out, ``{"id", "ok",
-  "result"|"error"}`` back.
+- ``AIGIS_MODE``: ``copy`` (internal-local, the default) or ``proxy``
+  (internal-remote: ``import aigis`` gives the AigisProxy of ``proxy.py``,
+  every call goes to the real core in central; no core plugin is loaded).
+- ``AIGIS_CONTROL_FD`` (optional): a socket to the agent. Frames are a
+  4-byte big-endian length and a payload: a UTF-8 JSON object for control
+  calls such as ``aigis.AIGISReload`` (``{"id", "op", "plugin"}`` out,
+  ``{"id", "ok", "result"|"error"}`` back), or a proxy call/reply frame
+  (see ``proxy.py``). One reader thread hands each reply to its caller, so
+  many threads may call at once.
 
 Log records and anything printed go to stdout/stderr, which the agent relays
 line by line to the central log. Exit codes: 0 launch returned, 1 launch
@@ -41,6 +46,7 @@ try:
     import aigis_loader  # registered by an embedding host
 except ImportError:
     import loader as aigis_loader  # type: ignore[no-redef]
+import proxy  # noqa: E402
 
 
 def _stderr_handler(fmt: str) -> logging.Handler:
@@ -50,35 +56,52 @@ def _stderr_handler(fmt: str) -> logging.Handler:
 
 
 class ControlLink:
-    """Lock-step request/response over the agent's control socket."""
+    """The plugin's end of the agent's control socket (see the module doc)."""
 
     def __init__(self, fd: Optional[int]) -> None:
-        self._sock = socket.socket(fileno=fd) if fd is not None else None
-        self._lock = threading.Lock()
-        self._next = 0
+        self.link: Optional[proxy.Link] = None
+        if fd is None:
+            return
+        self._sock = socket.socket(fileno=fd)
+        self._write = threading.Lock()
+        self.link = proxy.Link(self._send)
+        threading.Thread(target=self._read, name="aigis-control", daemon=True).start()
 
-    def call(self, op: str, **args: Any) -> Any:
-        if self._sock is None:
-            raise RuntimeError("no link to central (AIGIS_CONTROL_FD is not set)")
-        with self._lock:
-            self._next += 1
-            req = dict(args, id=self._next, op=op)
-            data = json.dumps(req).encode()
-            self._sock.sendall(struct.pack(">I", len(data)) + data)
-            reply = json.loads(self._recv(struct.unpack(">I", self._recv(4))[0]))
-        if reply.get("ok"):
-            return reply.get("result")
-        raise RuntimeError("central refused %s: %s" % (op, reply.get("error", "unknown error")))
+    def _send(self, frame: bytes) -> None:
+        with self._write:
+            self._sock.sendall(struct.pack(">I", len(frame)) + frame)
 
     def _recv(self, n: int) -> bytes:
-        assert self._sock is not None
         buf = b""
         while len(buf) < n:
             chunk = self._sock.recv(n - len(buf))
             if not chunk:
-                raise RuntimeError("the link to central closed")
+                raise ConnectionError("the link to central closed")
             buf += chunk
         return buf
+
+    def _read(self) -> None:
+        assert self.link is not None
+        try:
+            while True:
+                frame = self._recv(struct.unpack(">I", self._recv(4))[0])
+                if frame[:1] == b"R":
+                    self.link.deliver(struct.unpack(">Q", frame[1:9])[0], frame)
+                elif frame[:1] == b"{":
+                    self.link.deliver(int(json.loads(frame.decode()).get("id", 0)), frame)
+        except Exception as e:  # noqa: BLE001 - every waiting caller learns why
+            self.link.close("the link to central closed: %s" % e)
+
+    def call(self, op: str, **args: Any) -> Any:
+        """A JSON control call (e.g. reload), answered by central itself."""
+        if self.link is None:
+            raise RuntimeError("no link to central (AIGIS_CONTROL_FD is not set)")
+        call_id = self.link.next_id()
+        request = json.dumps(dict(args, id=call_id, op=op)).encode()
+        reply = json.loads(self.link.request(call_id, request).decode())
+        if reply.get("ok"):
+            return reply.get("result")
+        raise RuntimeError("central refused %s: %s" % (op, reply.get("error", "unknown error")))
 
 
 def build_core(plugin: str, control: ControlLink) -> types.ModuleType:
@@ -109,7 +132,13 @@ def main() -> int:
     entrypoint = os.environ.get("AIGIS_ENTRYPOINT") or os.getcwd()
     fd = os.environ.get("AIGIS_CONTROL_FD")
     control = ControlLink(int(fd) if fd else None)
-    build_core(plugin, control)
+    if os.environ.get("AIGIS_MODE") == "proxy":
+        if control.link is None:
+            sys.stderr.write("internal-remote plugins need AIGIS_CONTROL_FD (a link to central)\n")
+            return 2
+        sys.modules["aigis"] = proxy.AigisProxy(control.link)
+    else:
+        build_core(plugin, control)
 
     log = aigis_loader.plugin_logger(plugin, _stderr_handler("%(levelname)s %(message)s"))
     for path in (entrypoint, os.path.dirname(os.path.abspath(launch_file))):

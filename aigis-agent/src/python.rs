@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 const LOADER: &str = include_str!("../../python/loader.py");
 const SHIM: &str = include_str!("../../python/shim.py");
+const PROXY: &str = include_str!("../../python/proxy.py");
 
 /// The fd number the control socket has in the plugin process.
 pub const CONTROL_FD: i32 = 3;
@@ -39,7 +40,11 @@ fn write_files(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    for (name, text) in [("loader.py", LOADER), ("shim.py", SHIM)] {
+    for (name, text) in [
+        ("loader.py", LOADER),
+        ("shim.py", SHIM),
+        ("proxy.py", PROXY),
+    ] {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -70,6 +75,7 @@ pub fn command(
     launch: &Path,
     cwd: &Path,
     core_plugins: &[CorePlugin],
+    proxy: bool,
 ) -> Result<ShimCommand, String> {
     let python = find_on_path("python3").ok_or_else(|| {
         "python3 is not installed on this host (internal plugins need Python 3.8 or newer)"
@@ -103,6 +109,10 @@ pub fn command(
             serde_json::Value::Array(cores).to_string(),
         ),
         ("AIGIS_CONTROL_FD".into(), CONTROL_FD.to_string()),
+        (
+            "AIGIS_MODE".into(),
+            if proxy { "proxy" } else { "copy" }.to_string(),
+        ),
     ];
     Ok(ShimCommand { argv, env })
 }

@@ -182,9 +182,10 @@ fn spawn(
         Program::Python {
             launch,
             core_plugins,
+            proxy,
         } => {
             let python::ShimCommand { argv, env } =
-                python::command(&spec.plugin, launch, &spec.cwd, core_plugins)?;
+                python::command(&spec.plugin, launch, &spec.cwd, core_plugins, *proxy)?;
             let pair = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("cannot make the control socket: {e}"))?;
             (argv, env, Some(pair))

@@ -9,7 +9,7 @@
 use crate::home::Home;
 use aigis_agent::fetch::fetch_git;
 use aigis_agent::install::{check_system_requirements, find_on_path};
-use config::{Launch, PluginEntry, PluginKind, PluginSpec, Source};
+use config::{Launch, PluginEntry, PluginSpec, Source};
 use std::path::{Path, PathBuf};
 
 /// Returns the number of problems found (each already printed).
@@ -28,7 +28,7 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
     for entry in &config.plugins {
         let before = problems.len();
         if let Some(spec) = check_plugin(entry, &home, &scratch, &mut problems) {
-            if let Some(host) = &spec.host {
+            if let Some(host) = spec.remote_host() {
                 // Reachable, with the host key we know, and we can log in.
                 if let Err(e) = crate::ssh::probe(host).await {
                     problems.push(format!("plugin `{}`: {e}", entry.name));
@@ -138,13 +138,10 @@ fn check_plugin(
         problems.push(e.to_string());
     }
     let mut problem = |p: String| problems.push(format!("plugin `{name}`: {p}"));
-    if let Some(host) = spec.host.as_ref() {
+    if let Some(host) = spec.remote_host() {
         problem(format!(
             "HOST {host} is another machine; remote hosts are not available in this build"
         ));
-    }
-    if spec.kind == PluginKind::InternalRemote {
-        problem("internal-remote plugins (the AigisProxy) are not available in this build".into());
     }
     if !here(&spec.entrypoint).is_dir() {
         problem(format!(

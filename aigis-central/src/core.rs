@@ -11,13 +11,15 @@
 
 use crate::logs::{Level, LogSink, Record};
 use pyo3::prelude::*;
-use pyo3::types::{PyCFunction, PyTuple};
+use pyo3::types::{PyBytes, PyCFunction, PyTuple};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 const LOADER: &str = include_str!("../../python/loader.py");
 const CENTRAL: &str = include_str!("../../python/central.py");
+const PROXY: &str = include_str!("../../python/proxy.py");
 
 /// What Python code asks the daemon to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,25 +33,28 @@ type Job = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
 #[derive(Clone)]
 pub struct PythonCore {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// `proxy.serve` bound to the `aigis` namespace: answers one call frame
+    /// of an internal-remote plugin.
+    serve: Arc<Py<PyAny>>,
 }
 
 impl PythonCore {
     /// Starts the interpreter thread and builds the `aigis` module.
     pub fn start(log: LogSink, control: mpsc::Sender<Control>) -> anyhow::Result<PythonCore> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Py<PyAny>, String>>();
         std::thread::Builder::new()
             .name("aigis-python".into())
             .spawn(move || {
                 Python::initialize();
                 let core = Python::attach(|py| {
                     setup(py, log, control)
-                        .map(Bound::unbind)
+                        .map(|(core, serve)| (core.unbind(), serve.unbind()))
                         .map_err(|e| describe(py, &e))
                 });
                 let core = match core {
-                    Ok(core) => {
-                        let _ = ready_tx.send(Ok(()));
+                    Ok((core, serve)) => {
+                        let _ = ready_tx.send(Ok(serve));
                         core
                     }
                     Err(e) => {
@@ -62,7 +67,10 @@ impl PythonCore {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(PythonCore { jobs }),
+            Ok(Ok(serve)) => Ok(PythonCore {
+                jobs,
+                serve: Arc::new(serve),
+            }),
             Ok(Err(e)) => anyhow::bail!("the embedded Python core failed to start: {e}"),
             Err(_) => anyhow::bail!("the embedded Python core failed to start"),
         }
@@ -115,6 +123,28 @@ impl PythonCore {
         .await?
     }
 
+    /// Answers one AigisProxy call frame (see `python/proxy.py`). Calls run
+    /// on blocking-pool threads, not the core's own thread, so many can be
+    /// in flight: a skill that waits on I/O releases the GIL to the others.
+    pub async fn serve_call(&self, payload: Vec<u8>) -> Vec<u8> {
+        let serve = self.serve.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            Python::attach(|py| {
+                serve
+                    .bind(py)
+                    .call1((PyBytes::new(py, &payload),))
+                    .and_then(|r| Ok(r.cast_into::<PyBytes>()?.as_bytes().to_vec()))
+                    .map_err(|e| describe(py, &e))
+            })
+        })
+        .await;
+        match answer {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => internal_error(&e),
+            Err(e) => internal_error(&e.to_string()),
+        }
+    }
+
     /// Runs every plugin's `cleanup()`, last loaded first.
     pub async fn shutdown(&self) -> Result<(), String> {
         self.run(|py, core| {
@@ -126,14 +156,29 @@ impl PythonCore {
     }
 }
 
+/// A reply frame for a call that failed inside central itself (id 0: the
+/// shim matches it to no caller, but the text reaches whoever reads it).
+fn internal_error(e: &str) -> Vec<u8> {
+    let body = serde_json::json!({"type": "RuntimeError", "message": e, "traceback": ""});
+    let mut out = b"R".to_vec();
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out.push(1);
+    out.extend_from_slice(body.to_string().as_bytes());
+    out
+}
+
+/// The loader's `Core`, and `proxy.serve` bound to its namespace.
+type Started<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+
 fn setup<'py>(
     py: Python<'py>,
     log: LogSink,
     control: mpsc::Sender<Control>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Started<'py>> {
     let sys = py.import("sys")?;
     sys.setattr("argv", vec!["aigis"])?;
     module(py, LOADER, c"<aigis>/loader.py", c"aigis_loader")?;
+    let proxy = module(py, PROXY, c"<aigis>/proxy.py", c"aigis_proxy")?;
     let central = module(py, CENTRAL, c"<aigis>/central.py", c"aigis_central")?;
 
     let emit = PyCFunction::new_closure(
@@ -170,7 +215,12 @@ fn setup<'py>(
             }
         },
     )?;
-    central.getattr("start")?.call1((emit, control))
+    let core = central.getattr("start")?.call1((emit, control))?;
+    let serve = py
+        .import("functools")?
+        .getattr("partial")?
+        .call1((proxy.getattr("serve")?, core.getattr("root")?))?;
+    Ok((core, serve))
 }
 
 fn module<'py>(

@@ -5,7 +5,7 @@
 //! driven by the same code. Requests carry ids and are answered out of order;
 //! events (plugin output, state changes) are handed to the [`Registry`].
 
-use crate::core::Control;
+use crate::core::{Control, PythonCore};
 use crate::plugins::Registry;
 use proto::{
     Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
@@ -21,6 +21,15 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
+
+/// Where a link sends what plugins' shims ask for.
+#[derive(Clone)]
+pub struct Controls {
+    /// Requests for the daemon (reload).
+    pub daemon: mpsc::Sender<Control>,
+    /// The core that answers AigisProxy calls, when it runs.
+    pub core: Option<PythonCore>,
+}
 
 pub struct AgentLink {
     /// Where the agent runs, for messages ("local", later a host name).
@@ -38,7 +47,7 @@ impl AgentLink {
     pub async fn spawn_local(
         agent: &Path,
         registry: Registry,
-        control: mpsc::Sender<Control>,
+        control: Controls,
     ) -> anyhow::Result<AgentLink> {
         let mut child = Command::new(agent)
             .stdin(Stdio::piped())
@@ -72,7 +81,7 @@ impl AgentLink {
         input: R,
         output: W,
         registry: Registry,
-        control: mpsc::Sender<Control>,
+        control: Controls,
     ) -> anyhow::Result<AgentLink>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -122,10 +131,25 @@ impl AgentLink {
                         }
                     }
                     Ok(Some(FromAgent::Event(Event::Control { plugin, payload }))) => {
-                        let payload = answer_control(&payload, &control);
-                        let _ = replies
-                            .send(ToAgent::ControlReply { plugin, payload })
-                            .await;
+                        if payload.first() == Some(&b'C') {
+                            // An AigisProxy call: answered concurrently.
+                            let replies = replies.clone();
+                            let core = control.core.clone();
+                            tokio::spawn(async move {
+                                let payload = match core {
+                                    Some(core) => core.serve_call(payload).await,
+                                    None => no_core_reply(&payload),
+                                };
+                                let _ = replies
+                                    .send(ToAgent::ControlReply { plugin, payload })
+                                    .await;
+                            });
+                        } else {
+                            let payload = answer_control(&payload, &control.daemon);
+                            let _ = replies
+                                .send(ToAgent::ControlReply { plugin, payload })
+                                .await;
+                        }
                     }
                     Ok(Some(FromAgent::Event(event))) => registry.agent_event(event).await,
                     Ok(Some(FromAgent::Bye)) | Ok(None) => break,
@@ -196,6 +220,16 @@ impl AgentLink {
             }
         }
     }
+}
+
+/// The answer to a proxy call when central has no Python core.
+fn no_core_reply(call: &[u8]) -> Vec<u8> {
+    let mut out = b"R".to_vec();
+    out.extend_from_slice(call.get(1..9).unwrap_or(&[0; 8]));
+    out.push(1);
+    let body = serde_json::json!({"type": "RuntimeError", "message": "the AIGIS core is not running in central", "traceback": ""});
+    out.extend_from_slice(body.to_string().as_bytes());
+    out
 }
 
 /// Answers one control message of a plugin's shim (JSON, see

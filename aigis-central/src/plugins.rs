@@ -306,19 +306,10 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
     for w in &spec.warnings {
         log.warn(name, w.clone()).await;
     }
-    if spec.host.is_some() {
+    if let Some(host) = spec.remote_host() {
         return Err(format!(
-            "HOST {} is another machine; remote hosts are not available in this build",
-            spec.host
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
+            "HOST {host} is another machine; remote hosts are not available in this build"
         ));
-    }
-    if spec.kind == PluginKind::InternalRemote {
-        return Err(
-            "internal-remote plugins (the AigisProxy) are not available in this build".into(),
-        );
     }
 
     let wanted: Vec<_> = spec
@@ -370,9 +361,15 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
             return Ok(());
         }
         Launch::Command(argv) => Program::Command(argv.clone()),
+        Launch::Python(launch) if spec.kind == PluginKind::InternalRemote => Program::Python {
+            launch: launch.clone(),
+            core_plugins: Vec::new(),
+            proxy: true,
+        },
         Launch::Python(launch) => Program::Python {
             launch: launch.clone(),
             core_plugins: ctx.cores.lock().map(|c| c.clone()).unwrap_or_default(),
+            proxy: false,
         },
     };
     ctx.agent

@@ -4,7 +4,7 @@
 use crate::control;
 use crate::core::{Control, PythonCore};
 use crate::home::Home;
-use crate::link::AgentLink;
+use crate::link::{AgentLink, Controls};
 use crate::logs::{LogSink, Rotation};
 use crate::plugins::{load, LoadContext, Registry, State};
 use std::path::{Path, PathBuf};
@@ -39,13 +39,16 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     let (log, log_task) = LogSink::start(home.log(), rotation);
     let registry = Registry::new(log.clone());
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
-    let agent = Arc::new(
-        AgentLink::spawn_local(&agent_binary()?, registry.clone(), control_tx.clone()).await?,
-    );
-    let core = PythonCore::start(log.clone(), control_tx).map_err(|e| format!("{e:#}"));
+    let core = PythonCore::start(log.clone(), control_tx.clone()).map_err(|e| format!("{e:#}"));
     if let Err(e) = &core {
         tracing::error!("{e}; core and internal plugins will fail to load");
     }
+    let controls = Controls {
+        daemon: control_tx,
+        core: core.as_ref().ok().cloned(),
+    };
+    let agent =
+        Arc::new(AgentLink::spawn_local(&agent_binary()?, registry.clone(), controls).await?);
     for entry in &config.plugins {
         registry.add(entry);
     }

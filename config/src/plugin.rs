@@ -59,6 +59,14 @@ pub struct PluginSpec {
     pub warnings: Vec<String>,
 }
 
+impl PluginSpec {
+    /// The host to reach over SSH: `HOST` unless it is absent or local
+    /// (`localhost`, `127.0.0.1`, `::1`), which run under the local agent.
+    pub fn remote_host(&self) -> Option<&HostSpec> {
+        self.host.as_ref().filter(|h| !h.is_local())
+    }
+}
+
 const KNOWN: &[&str] = &[
     "PLUGIN_TYPE",
     "ENTRYPOINT",

@@ -139,12 +139,14 @@ pub struct LaunchSpec {
 pub enum Program {
     /// An external plugin's command line.
     Command(Vec<String>),
-    /// An internal plugin: `python3` running the shim, which loads
-    /// `core_plugins` into a local `aigis` (the copied core) and calls
-    /// `launch(log)` from the file `launch`.
+    /// An internal plugin: `python3` running the shim, which calls
+    /// `launch(log)` from the file `launch`. Internal-local: the shim loads
+    /// `core_plugins` into a local `aigis` (the copied core). Internal-remote
+    /// (`proxy`): `aigis` is the AigisProxy and every call goes to central.
     Python {
         launch: PathBuf,
         core_plugins: Vec<CorePlugin>,
+        proxy: bool,
     },
 }
 

@@ -3,4 +3,5 @@
 
 mod external;
 mod operate;
+mod proxy;
 mod python;
