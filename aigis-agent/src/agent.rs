@@ -8,7 +8,7 @@
 //! When the link ends (central closed it, or died) or the agent gets SIGTERM,
 //! every plugin is stopped before the agent exits: nothing is left running.
 
-use crate::fetch::{copy_local, fetch_git, FetchOutcome};
+use crate::fetch::{copy_local, fetch_git, unpack_files, FetchOutcome};
 use crate::install::install;
 use crate::supervisor::{Controls, Supervised};
 use proto::{
@@ -163,6 +163,13 @@ async fn fetch(source: FetchSource, dest: PathBuf) -> Result<Reply, String> {
             fetch_git(url, reference.as_deref(), &fetch_dest).map_err(|e| e.to_string())
         }
         FetchSource::LocalDir(src) => copy_local(src, &fetch_dest).map_err(|e| e.to_string()),
+        FetchSource::Files(files) => unpack_files(
+            files
+                .iter()
+                .map(|f| (f.path.as_str(), f.mode, f.contents.as_slice())),
+            &fetch_dest,
+        )
+        .map_err(|e| e.to_string()),
     })
     .await
     .map_err(|e| format!("fetch task failed: {e}"))??;

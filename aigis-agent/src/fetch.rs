@@ -316,6 +316,62 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
     fs::set_permissions(dest, fs::metadata(src)?.permissions())
 }
 
+/// Writes files sent by central (a local-directory plugin of central's host)
+/// into `dest`, with the same rules as [`copy_local`]: built beside `dest`
+/// and renamed in; an existing `dest` is kept. Paths that are absolute or
+/// contain `..` are refused.
+pub fn unpack_files<'a>(
+    files: impl IntoIterator<Item = (&'a str, u32, &'a [u8])>,
+    dest: &Path,
+) -> Result<FetchOutcome, FetchError> {
+    if dest.exists() {
+        return Ok(FetchOutcome::Kept {
+            reason: format!(
+                "{} already exists and a local source is never copied over it; remove it to take a fresh copy",
+                dest.display()
+            ),
+        });
+    }
+    let tmp = sibling(dest, "upload")?;
+    let io_err = |path: &Path, source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let result = (|| {
+        fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        for (rel, mode, contents) in files {
+            let rel_path = Path::new(rel);
+            if rel_path.is_absolute()
+                || rel_path
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(io_err(
+                    rel_path,
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "refused: path leaves the plugin",
+                    ),
+                ));
+            }
+            let path = tmp.join(rel_path);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+            }
+            fs::write(&path, contents).map_err(|e| io_err(&path, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(|e| io_err(&path, e))?;
+        }
+        fs::rename(&tmp, dest).map_err(|e| io_err(dest, e))
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    Ok(FetchOutcome::Copied)
+}
+
 /// A fresh temporary path beside `dest` (same filesystem, so rename works).
 fn sibling(dest: &Path, what: &str) -> Result<PathBuf, FetchError> {
     let parent = dest.parent().unwrap_or(Path::new("."));

@@ -179,6 +179,11 @@ impl AgentLink {
         })
     }
 
+    /// True once the agent said `Bye` or its stream ended.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
     /// Sends a request and waits for its reply.
     pub async fn request(&self, request: Request) -> Result<Reply, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +212,9 @@ impl AgentLink {
     pub async fn shutdown(&self, limit: Duration) {
         let _ = self.tx.send(ToAgent::Shutdown).await;
         let mut closed = self.closed.clone();
-        let done = tokio::time::timeout(limit, closed.wait_for(|c| *c)).await;
+        let done = tokio::time::timeout(limit, closed.wait_for(|c| *c))
+            .await
+            .map(|r| r.is_ok());
         if let Some(child) = self.child.lock().await.as_mut() {
             let remaining = if done.is_ok() {
                 Duration::from_secs(1)

@@ -9,6 +9,7 @@ mod link;
 mod logs;
 mod new;
 mod plugins;
+mod remote;
 mod run;
 mod ssh;
 

@@ -7,13 +7,15 @@
 
 use crate::core::{core_file, PythonCore};
 use crate::home::Home;
-use crate::link::AgentLink;
+use crate::link::{AgentLink, Controls};
 use crate::logs::LogSink;
-use config::{Launch, PluginEntry, PluginKind, Source};
+use crate::remote::{self, pack_dir, RemoteAgent, RemoteSettings};
+use config::{HostSpec, Launch, PluginEntry, PluginKind, Source};
 use proto::{
     CorePlugin, Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Program, Reply, Request,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -80,6 +82,10 @@ impl Registry {
             .lock()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
+    }
+
+    pub fn set_host(&self, plugin: &str, host: &str) {
+        self.update(plugin, |s| s.host = host.to_string());
     }
 
     /// The plugin's state as a word (`"unknown"` for a name not configured).
@@ -185,9 +191,46 @@ pub struct LoadContext {
     /// an internal-local plugin copies into its own process.
     pub cores: Mutex<Vec<CorePlugin>>,
     pub entries: Vec<PluginEntry>,
+    /// How LAN hosts are reached and set up.
+    pub remote: RemoteSettings,
+    pub agent_binary: PathBuf,
+    pub controls: Controls,
+    /// One agent per LAN host, by `HOST`.
+    pub remotes: tokio::sync::Mutex<HashMap<String, Arc<RemoteAgent>>>,
+    /// Which agent runs each plugin (`None`: the local one).
+    pub placements: Mutex<HashMap<String, Option<Arc<RemoteAgent>>>>,
 }
 
 impl LoadContext {
+    /// The agent on `host`: connected, deployed and started on first use,
+    /// then shared by every plugin there.
+    pub async fn remote_agent(&self, host: &HostSpec) -> Result<Arc<RemoteAgent>, String> {
+        let key = host.to_string();
+        let mut remotes = self.remotes.lock().await;
+        if let Some(r) = remotes.get(&key) {
+            if !r.link.is_closed() {
+                return Ok(r.clone());
+            }
+        }
+        let agent = Arc::new(
+            remote::start(
+                host,
+                &self.remote,
+                &self.agent_binary,
+                self.registry.clone(),
+                self.controls.clone(),
+            )
+            .await?,
+        );
+        remotes.insert(key, agent.clone());
+        Ok(agent)
+    }
+
+    /// Every remote agent (for shutdown).
+    pub async fn remote_agents(&self) -> Vec<Arc<RemoteAgent>> {
+        self.remotes.lock().await.values().cloned().collect()
+    }
+
     fn python(&self) -> Result<&PythonCore, String> {
         self.core.as_ref().map_err(Clone::clone)
     }
@@ -199,8 +242,17 @@ impl LoadContext {
     /// Stops the plugin's process, or for a core plugin runs its `cleanup()`
     /// and removes its skills. Other plugins are untouched.
     pub async fn stop(&self, name: &str) {
-        let _ = self
-            .agent
+        let remote = self
+            .placements
+            .lock()
+            .ok()
+            .and_then(|p| p.get(name).cloned())
+            .flatten();
+        let link = match &remote {
+            Some(r) => &r.link,
+            None => &*self.agent,
+        };
+        let _ = link
             .request(Request::Stop {
                 plugin: name.to_string(),
             })
@@ -263,11 +315,45 @@ pub async fn load(entry: &PluginEntry, ctx: &LoadContext) {
     }
 }
 
+/// Asks `link` to fetch `source` into `dest`; returns the plugin's config text.
+async fn fetch(
+    name: &str,
+    link: &AgentLink,
+    source: FetchSource,
+    dest: &Path,
+    log: &LogSink,
+) -> Result<String, String> {
+    let reply = link
+        .request(Request::Fetch {
+            plugin: name.to_string(),
+            source,
+            dest: dest.to_path_buf(),
+        })
+        .await
+        .map_err(|e| format!("fetch failed: {e}"))?;
+    let Reply::Fetched {
+        outcome,
+        warning,
+        config,
+    } = reply
+    else {
+        return Err(format!("unexpected reply to fetch: {reply:?}"));
+    };
+    log.info(name, format!("source {outcome} ({})", link.host))
+        .await;
+    if let Some(w) = warning {
+        log.warn(name, format!("not updated: {w}; loading what is on disk"))
+            .await;
+    }
+    config.map_err(|e| format!("cannot read the plugin config: {e}"))
+}
+
 async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> {
     let name = &entry.name;
     let log = ctx.registry.log();
     let root = ctx.home.ext().join(name);
 
+    // Always fetched here first: the plugin's own config says where it runs.
     ctx.registry.set(name, State::Fetching, None).await;
     let source = match &entry.source {
         Source::LocalDir(p) => FetchSource::LocalDir(p.clone()),
@@ -276,40 +362,40 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
             reference: reference.clone(),
         },
     };
-    let reply = ctx
-        .agent
-        .request(Request::Fetch {
-            plugin: name.clone(),
-            source,
-            dest: root.clone(),
-        })
-        .await
-        .map_err(|e| format!("fetch failed: {e}"))?;
-    let Reply::Fetched {
-        outcome,
-        warning,
-        config: config_text,
-    } = reply
-    else {
-        return Err(format!("unexpected reply to fetch: {reply:?}"));
-    };
-    log.info(name, format!("source {outcome}")).await;
-    if let Some(w) = warning {
-        log.warn(name, format!("not updated: {w}; loading what is on disk"))
-            .await;
-    }
-
+    let text = fetch(name, &ctx.agent, source, &root, log).await?;
     let config_file = root.join("AIGIS").join("AIGIS.config");
-    let text = config_text.map_err(|e| format!("cannot read the plugin config: {e}"))?;
-    let spec =
+    let local_spec =
         config::parse_plugin(entry, &root, &config_file, &text).map_err(|e| e.to_string())?;
-    for w in &spec.warnings {
+    for w in &local_spec.warnings {
         log.warn(name, w.clone()).await;
     }
-    if let Some(host) = spec.remote_host() {
-        return Err(format!(
-            "HOST {host} is another machine; remote hosts are not available in this build"
-        ));
+
+    // A LAN host fetches git sources itself and gets local directories sent.
+    let remote = match local_spec.remote_host() {
+        Some(host) => Some(ctx.remote_agent(host).await?),
+        None => None,
+    };
+    let (link, spec) = match &remote {
+        None => (&*ctx.agent, local_spec.clone()),
+        Some(remote) => {
+            let remote_root = remote.base.join("ext").join(name);
+            let source = match &entry.source {
+                Source::LocalDir(_) => FetchSource::Files(pack_dir(&root)?),
+                Source::Git { url, reference } => FetchSource::Git {
+                    url: url.clone(),
+                    reference: reference.clone(),
+                },
+            };
+            let text = fetch(name, &remote.link, source, &remote_root, log).await?;
+            let file = remote_root.join("AIGIS").join("AIGIS.config");
+            let spec = config::parse_plugin(entry, &remote_root, &file, &text)
+                .map_err(|e| e.to_string())?;
+            (&remote.link, spec)
+        }
+    };
+    ctx.registry.set_host(name, &link.host);
+    if let Ok(mut p) = ctx.placements.lock() {
+        p.insert(name.clone(), remote.clone());
     }
 
     let wanted: Vec<_> = spec
@@ -317,32 +403,34 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
         .iter()
         .map(|s| (s.key.clone(), s.dest.clone()))
         .collect();
-    let secret_files = secrets::collect(name, &ctx.home.secrets().join(name), &root, &wanted)
+    let secret_files = secrets::collect(name, &ctx.home.secrets().join(name), &spec.root, &wanted)
         .map_err(|e| e.to_string())?;
 
     ctx.registry.set(name, State::Installing, None).await;
-    ctx.agent
-        .request(Request::Install(InstallSpec {
-            plugin: name.clone(),
-            root: root.clone(),
-            entrypoint: spec.entrypoint.clone(),
-            system_requirements: spec.system_requirements.clone(),
-            requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
-            secrets: secret_files,
-        }))
-        .await
-        .map_err(|e| format!("install failed: {e}"))?;
+    link.request(Request::Install(InstallSpec {
+        plugin: name.clone(),
+        root: spec.root.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        system_requirements: spec.system_requirements.clone(),
+        requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
+        secrets: secret_files,
+    }))
+    .await
+    .map_err(|e| format!("install failed: {e}"))?;
 
     ctx.registry.set(name, State::Starting, None).await;
     let core_file = core_file(&root);
     if spec.kind == PluginKind::Core || core_file.is_some() {
         let file = core_file
             .ok_or_else(|| format!("{} is missing", root.join("AIGIS/AIGIS.core").display()))?;
-        let skills = ctx.python()?.load(name, &spec.entrypoint, &file).await?;
+        let skills = ctx
+            .python()?
+            .load(name, &local_spec.entrypoint, &file)
+            .await?;
         if let Ok(mut cores) = ctx.cores.lock() {
             cores.push(CorePlugin {
                 name: name.clone(),
-                entrypoint: spec.entrypoint.clone(),
+                entrypoint: local_spec.entrypoint.clone(),
                 core_file: file,
             });
         }
@@ -372,19 +460,18 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
             proxy: false,
         },
     };
-    ctx.agent
-        .request(Request::Start(LaunchSpec {
-            plugin: name.clone(),
-            program,
-            cwd: spec.entrypoint.clone(),
-            env: vec![
-                ("AIGIS_PLUGIN".into(), name.clone()),
-                ("AIGIS_ROOT".into(), root.display().to_string()),
-                ("PYTHONUNBUFFERED".into(), "1".into()),
-            ],
-            restart: spec.restart,
-        }))
-        .await
-        .map_err(|e| format!("start failed: {e}"))?;
+    link.request(Request::Start(LaunchSpec {
+        plugin: name.clone(),
+        program,
+        cwd: spec.entrypoint.clone(),
+        env: vec![
+            ("AIGIS_PLUGIN".into(), name.clone()),
+            ("AIGIS_ROOT".into(), spec.root.display().to_string()),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ],
+        restart: spec.restart,
+    }))
+    .await
+    .map_err(|e| format!("start failed: {e}"))?;
     Ok(())
 }

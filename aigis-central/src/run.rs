@@ -7,6 +7,7 @@ use crate::home::Home;
 use crate::link::{AgentLink, Controls};
 use crate::logs::{LogSink, Rotation};
 use crate::plugins::{load, LoadContext, Registry, State};
+use crate::remote::RemoteSettings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +48,9 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         daemon: control_tx,
         core: core.as_ref().ok().cloned(),
     };
+    let agent_binary = agent_binary()?;
     let agent =
-        Arc::new(AgentLink::spawn_local(&agent_binary()?, registry.clone(), controls).await?);
+        Arc::new(AgentLink::spawn_local(&agent_binary, registry.clone(), controls.clone()).await?);
     for entry in &config.plugins {
         registry.add(entry);
     }
@@ -59,6 +61,14 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         core: core.clone(),
         cores: Default::default(),
         entries: config.plugins.clone(),
+        remote: RemoteSettings {
+            remote_dir: config.aigis.remote_dir.clone(),
+            agents: config.aigis.agents.clone(),
+        },
+        agent_binary,
+        controls,
+        remotes: Default::default(),
+        placements: Default::default(),
     });
     let reloads = {
         let ctx = ctx.clone();
@@ -70,6 +80,7 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         })
     };
     let server = control::serve(&home, ctx.clone())?;
+    let ctx_for_shutdown = ctx.clone();
     let summary = registry.clone();
     let loader = tokio::spawn(async move {
         for entry in &ctx.entries {
@@ -114,7 +125,16 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     reloads.abort();
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(&home));
+    // Every agent, local and remote, stops its plugins at the same time.
+    let mut remote_stops = tokio::task::JoinSet::new();
+    for remote in ctx_for_shutdown.remote_agents().await {
+        remote_stops.spawn(async move {
+            remote.link.shutdown(AGENT_SHUTDOWN).await;
+            remote.close().await;
+        });
+    }
     agent.shutdown(AGENT_SHUTDOWN).await;
+    while remote_stops.join_next().await.is_some() {}
     if let Ok(core) = &core {
         // cleanup() of every core plugin, bounded: a hung cleanup must not
         // keep the daemon from exiting.

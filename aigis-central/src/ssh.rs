@@ -318,6 +318,59 @@ async fn authenticate(handle: &mut client::Handle<KnownHostsCheck>, target: &Tar
     false
 }
 
+impl Connection {
+    /// Runs `command` on the host, feeding it `input` (then EOF); returns
+    /// its exit status and what it printed on stdout.
+    pub async fn run(&self, command: &str, input: &[u8]) -> Result<(u32, Vec<u8>), String> {
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| format!("cannot open an SSH channel: {e}"))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| format!("cannot run a command over SSH: {e}"))?;
+        if !input.is_empty() {
+            channel
+                .data(input)
+                .await
+                .map_err(|e| format!("cannot send data over SSH: {e}"))?;
+        }
+        let _ = channel.eof().await;
+        let (mut out, mut status) = (Vec::new(), None);
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        Ok((status.unwrap_or(255), out))
+    }
+
+    /// Starts `command` and returns its stdin/stdout as one byte stream.
+    pub async fn stream(&self, command: &str) -> Result<russh::ChannelStream<client::Msg>, String> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| format!("cannot open an SSH channel: {e}"))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| format!("cannot start `{command}` over SSH: {e}"))?;
+        Ok(channel.into_stream())
+    }
+
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
 /// `aigis check`: connects, verifies the host key, logs in, disconnects.
 pub async fn probe(spec: &HostSpec) -> Result<(), SshError> {
     let target = resolve(spec);

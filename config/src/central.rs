@@ -22,6 +22,12 @@ pub struct AigisSettings {
     pub log_max_bytes: Option<u64>,
     /// How many rotated files (`<plugin>.log.1` …) are kept.
     pub log_keep: Option<u32>,
+    /// Where AIGIS keeps its files on LAN hosts (`~` is the remote user's
+    /// home; `{host}` is replaced by the HOST). Default `~/.aigis`.
+    pub remote_dir: Option<String>,
+    /// `aigis-agent` binaries for other hosts, by `<arch>-<os>` (e.g.
+    /// `aarch64-linux`); the one beside `aigis` serves its own kind.
+    pub agents: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +160,37 @@ fn parse_aigis(
                     ))
                 }
             },
+            "remote_dir" => match value.get_ref() {
+                DeValue::String(d) if !d.trim().is_empty() => {
+                    settings.remote_dir = Some(d.trim().to_string())
+                }
+                other => {
+                    return Err(err(
+                        value.span().start,
+                        format!("[aigis] remote_dir: expected a non-empty string, found {}", type_name(other)),
+                    ))
+                }
+            },
+            "agents" => {
+                let DeValue::Table(t) = value.get_ref() else {
+                    return Err(err(
+                        value.span().start,
+                        format!(
+                            "[aigis] agents: expected a table like {{ \"aarch64-linux\" = \"/path/to/aigis-agent\" }}, found {}",
+                            type_name(value.get_ref())
+                        ),
+                    ));
+                };
+                for (kind, path) in t {
+                    let DeValue::String(p) = path.get_ref() else {
+                        return Err(err(
+                            path.span().start,
+                            format!("[aigis] agents.{}: expected a path string", kind.get_ref()),
+                        ));
+                    };
+                    settings.agents.push((kind.get_ref().to_string(), local_path(p, base)));
+                }
+            }
             name @ ("log_max_bytes" | "log_keep") => {
                 let n = match value.get_ref() {
                     DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
@@ -174,7 +211,7 @@ fn parse_aigis(
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents"),
                 ))
             }
         }

@@ -67,6 +67,30 @@ pub enum FetchSource {
     },
     /// A directory on the agent's own host.
     LocalDir(PathBuf),
+    /// A directory of central's host, sent along (for a remote agent).
+    Files(Vec<UploadedFile>),
+}
+
+/// One file of a local-directory plugin streamed to a remote agent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedFile {
+    /// Relative, `/`-separated; never absolute, never `..`.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub contents: Vec<u8>,
+}
+
+impl fmt::Debug for UploadedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "UploadedFile({}, {:o}, {} bytes)",
+            self.path,
+            self.mode,
+            self.contents.len()
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

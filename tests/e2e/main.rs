@@ -5,3 +5,4 @@ mod external;
 mod operate;
 mod proxy;
 mod python;
+mod remote;

@@ -1,0 +1,235 @@
+//! LAN hosts: one SSH connection per host, the right `aigis-agent` put
+//! there (uploaded only when its content hash is not cached on the host),
+//! started over an exec channel, and driven by the same `AgentLink` as the
+//! local agent.
+//!
+//! On the host everything lives under the remote dir (`[aigis] remote_dir`,
+//! default `~/.aigis`): `bin/aigis-agent-<sha256>`, and `ext/<plugin>`.
+
+use crate::link::{AgentLink, Controls};
+use crate::plugins::Registry;
+use crate::ssh::{self, Connection};
+use config::HostSpec;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// How remote hosts are set up, from `[aigis]`.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSettings {
+    pub remote_dir: Option<String>,
+    pub agents: Vec<(String, PathBuf)>,
+}
+
+/// An agent running on a LAN host, and the connection it runs over.
+pub struct RemoteAgent {
+    pub link: AgentLink,
+    /// The remote dir on that host, absolute.
+    pub base: PathBuf,
+    connection: Connection,
+}
+
+impl RemoteAgent {
+    pub async fn close(&self) {
+        self.connection.close().await;
+    }
+}
+
+/// `uname -sm` as Rust names it: `x86_64-linux`, `aarch64-linux`, …
+fn platform(uname: &str) -> Option<String> {
+    let mut words = uname.split_whitespace();
+    let os = words.next()?.to_ascii_lowercase();
+    let arch = match words.next()? {
+        "arm64" => "aarch64",
+        "armv7l" | "armv6l" => "arm",
+        "i686" | "i386" => "x86",
+        other => other,
+    };
+    Some(format!("{arch}-{os}"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Single-quotes `s` for a POSIX shell.
+fn sh(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Connects to `host`, makes sure its agent is there, and starts it.
+pub async fn start(
+    host: &HostSpec,
+    settings: &RemoteSettings,
+    local_agent: &Path,
+    registry: Registry,
+    controls: Controls,
+) -> Result<RemoteAgent, String> {
+    let target = ssh::resolve(host);
+    let connection = ssh::connect(&target).await.map_err(|e| e.to_string())?;
+    let (status, out) = connection
+        .run("uname -sm; printf '%s\\n' \"$HOME\"", b"")
+        .await?;
+    let out = String::from_utf8_lossy(&out);
+    let mut lines = out.lines();
+    let (Some(uname), Some(remote_home), 0) = (lines.next(), lines.next(), status) else {
+        return Err(format!(
+            "{host}: cannot tell the host's platform (uname -sm failed)"
+        ));
+    };
+    let platform =
+        platform(uname).ok_or_else(|| format!("{host}: unexpected `uname -sm`: {uname}"))?;
+    let local = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    let binary = if platform == local {
+        local_agent.to_path_buf()
+    } else {
+        settings
+            .agents
+            .iter()
+            .find(|(k, _)| *k == platform)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                format!(
+                    "{host} is {platform} and there is no aigis-agent for {platform}: build one \
+                     (cargo build --release --target <{platform} target triple> -p aigis-agent) \
+                     and list it in [aigis] agents = {{ \"{platform}\" = \"/path/to/aigis-agent\" }}"
+                )
+            })?
+    };
+    let bytes = std::fs::read(&binary)
+        .map_err(|e| format!("cannot read the agent binary {}: {e}", binary.display()))?;
+    let hash = sha256_hex(&bytes);
+
+    let dir = settings
+        .remote_dir
+        .clone()
+        .unwrap_or_else(|| "~/.aigis".into())
+        .replace("{host}", &host.host);
+    let base = match dir.strip_prefix("~/") {
+        Some(rest) => Path::new(remote_home).join(rest),
+        None if dir == "~" => PathBuf::from(remote_home),
+        None => PathBuf::from(&dir),
+    };
+    let bin_dir = base.join("bin");
+    let agent = bin_dir.join(format!("aigis-agent-{}", &hash[..16]));
+    let agent_s = agent.to_string_lossy().into_owned();
+    let (present, _) = connection
+        .run(&format!("test -x {}", sh(&agent_s)), b"")
+        .await?;
+    if present == 0 {
+        registry
+            .log()
+            .info(
+                "aigis",
+                format!("{host}: agent {} is already there", &hash[..16]),
+            )
+            .await;
+    } else {
+        let tmp = format!("{agent_s}.tmp-upload");
+        let script = format!(
+            "umask 077 && mkdir -p {bin} && cat > {tmp} && chmod 700 {tmp} && mv -f {tmp} {agent}",
+            bin = sh(&bin_dir.to_string_lossy()),
+            tmp = sh(&tmp),
+            agent = sh(&agent_s)
+        );
+        let (status, _) = connection.run(&script, &bytes).await?;
+        if status != 0 {
+            return Err(format!(
+                "{host}: uploading the agent to {agent_s} failed (status {status})"
+            ));
+        }
+        registry
+            .log()
+            .info(
+                "aigis",
+                format!(
+                    "{host}: uploaded agent {} ({} bytes) to {agent_s}",
+                    &hash[..16],
+                    bytes.len()
+                ),
+            )
+            .await;
+    }
+    let stream = connection.stream(&sh(&agent_s)).await?;
+    let (rd, wr) = tokio::io::split(stream);
+    let link = AgentLink::start(host.to_string(), rd, wr, registry, controls)
+        .await
+        .map_err(|e| format!("{host}: {e:#}"))?;
+    Ok(RemoteAgent {
+        link,
+        base,
+        connection,
+    })
+}
+
+/// A local directory as files to send to a remote agent (symlinks
+/// followed, permission bits kept). Refuses plugins too big for one frame.
+pub fn pack_dir(dir: &Path) -> Result<Vec<proto::UploadedFile>, String> {
+    const LIMIT: usize = proto::MAX_FRAME - 64 * 1024;
+    fn walk(
+        dir: &Path,
+        prefix: &str,
+        out: &mut Vec<proto::UploadedFile>,
+        total: &mut usize,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = std::fs::metadata(entry.path())?;
+            if meta.is_dir() {
+                walk(&entry.path(), &rel, out, total)?;
+            } else {
+                let contents = std::fs::read(entry.path())?;
+                *total += contents.len() + rel.len();
+                out.push(proto::UploadedFile {
+                    path: rel,
+                    mode: meta.permissions().mode(),
+                    contents,
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    let mut total = 0;
+    walk(dir, "", &mut files, &mut total)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if total > LIMIT {
+        return Err(format!(
+            "{} holds {total} bytes, more than a local-directory plugin sent to a LAN host may ({LIMIT}); publish it as a git repository instead",
+            dir.display()
+        ));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms() {
+        assert_eq!(platform("Linux x86_64").as_deref(), Some("x86_64-linux"));
+        assert_eq!(platform("Linux aarch64").as_deref(), Some("aarch64-linux"));
+        assert_eq!(platform("Darwin arm64").as_deref(), Some("aarch64-darwin"));
+        assert_eq!(platform("Linux armv7l").as_deref(), Some("arm-linux"));
+        assert_eq!(platform("").as_deref(), None);
+    }
+
+    #[test]
+    fn quoting_and_hashes() {
+        assert_eq!(sh("a b'c"), r"'a b'\''c'");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! LAN hosts over SSH: two real `sshd`s on 127.0.0.2 and 127.0.0.3 play the
+//! hosts. The agent is uploaded once and reused; a remote external plugin
+//! (local-directory source, with a secret) and an internal-remote plugin
+//! (git source, calling the central core through the AigisProxy) run there;
+//! SIGTERM leaves nothing running on any host.
+
+use aigis_e2e::git::TestRepo;
+use aigis_e2e::process::{alive, read_pid, wait_until, write, Daemon};
+use aigis_e2e::sshd::Sshd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Processes whose executable lives under `dir` (the remote agents).
+fn running_from(dir: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            if exe.starts_with(dir) && alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+struct Lan {
+    _hosts: Vec<Sshd>,
+    user_home: PathBuf,
+}
+
+/// Two LAN hosts, `lan1` and `lan2`, in the user's ~/.ssh/config and known_hosts.
+fn lan(base: &Path) -> Lan {
+    let hosts = vec![
+        Sshd::start(&base.join("sshd1"), "127.0.0.2"),
+        Sshd::start(&base.join("sshd2"), "127.0.0.3"),
+    ];
+    let user_home = base.join("user");
+    let mut config = String::new();
+    let mut known = String::new();
+    for (i, h) in hosts.iter().enumerate() {
+        config.push_str(&format!(
+            "Host lan{}\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
+            i + 1,
+            h.addr,
+            h.port,
+            h.client_key.display()
+        ));
+        known.push_str(&h.known_hosts_line);
+    }
+    write(&user_home, ".ssh/config", &config);
+    write(&user_home, ".ssh/known_hosts", &known);
+    Lan {
+        _hosts: hosts,
+        user_home,
+    }
+}
+
+#[test]
+fn plugins_on_lan_hosts_run_with_their_secrets_and_reach_the_core() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    let home = base.join("home");
+    let hosts_dir = base.join("hosts");
+
+    let store = base.join("src/store");
+    write(
+        &store,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n",
+    );
+    write(
+        &store,
+        "AIGIS/AIGIS.core",
+        "import store_impl as store\nSKILLS = ['store.get', 'store.LIMIT', 'store.fail']\n",
+    );
+    write(
+        &store,
+        "store_impl.py",
+        "LIMIT = 10\n\ndef get(key):\n    return {'key': key}\n\ndef fail():\n    raise ValueError('no such record')\n",
+    );
+
+    // An external plugin from a local directory, on lan1, with a secret.
+    let ticker = base.join("src/ticker");
+    write(
+        &ticker,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\nHOST = 'lan1'\n\
+         SECRETS = {'token.secret': '{root}/conf/'}\n",
+    );
+    write(
+        &ticker,
+        "run.sh",
+        "echo $$ > pid.txt\npwd > cwd.txt\nstat -c %a conf/token.secret > mode.txt\n\
+         i=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done\n",
+    );
+    write(&home, "secrets/ticker/token.secret", "remote-secret-value");
+
+    // An internal-remote plugin from git, on lan2, calling the core.
+    let repo = TestRepo::new(&base.join("repos"), "caller");
+    repo.write(
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\nHOST = 'lan2'\n",
+    );
+    repo.write(
+        "main.py",
+        r#"import json
+import os
+import time
+
+import aigis
+
+
+def launch(log):
+    out = {"get": aigis.store.get("k1"), "limit": aigis.store.LIMIT(), "pid": os.getpid()}
+    try:
+        aigis.store.fail()
+    except ValueError as e:
+        out["fail"] = str(e)
+    with open("results.json", "w") as f:
+        json.dump(out, f)
+    log.info("caller-marker ok")
+    while True:
+        time.sleep(1)
+"#,
+    );
+    repo.commit("caller");
+
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[core]\nstore = \"src/store\"\n\
+             [internal-remote]\ncaller = \"{}\"\n[external]\nticker = \"src/ticker\"\n",
+            hosts_dir.display(),
+            repo.file_url()
+        ),
+    );
+    let home_s = home.to_str().unwrap();
+    let user_home = lan.user_home.to_str().unwrap();
+    let env = [("HOME", user_home)];
+
+    let mut daemon =
+        Daemon::start_with_env(base, &["run", "-c", "aigis.toml", "--home", home_s], &env);
+    daemon.expect_output("[ticker] tick 2", PATIENCE);
+    daemon.expect_output("caller-marker ok", PATIENCE);
+    let out = daemon.output();
+    assert!(out.contains("lan1: uploaded agent"), "{out}");
+    assert!(out.contains("lan2: uploaded agent"), "{out}");
+
+    // The plugins run in their roots on their hosts, the secret is 0600 there.
+    let ticker_root = hosts_dir.join("lan1/ext/ticker");
+    assert!(wait_until(PATIENCE, || ticker_root
+        .join("mode.txt")
+        .exists()));
+    assert_eq!(
+        std::fs::read_to_string(ticker_root.join("mode.txt"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ticker_root.join("cwd.txt"))
+            .unwrap()
+            .trim(),
+        ticker_root.to_str().unwrap()
+    );
+    let results = std::fs::read_to_string(hosts_dir.join("lan2/ext/caller/results.json")).unwrap();
+    assert!(results.contains("\"get\": {\"key\": \"k1\"}"), "{results}");
+    assert!(results.contains("\"limit\": 10"), "{results}");
+    assert!(
+        results.contains("no such record") && results.contains("Traceback in the AIGIS core"),
+        "{results}"
+    );
+    assert!(!out.contains("remote-secret-value"));
+    assert!(wait_until(PATIENCE, || {
+        std::fs::read_to_string(home.join("log/ticker.log"))
+            .unwrap_or_default()
+            .contains("tick 3")
+    }));
+
+    // SIGTERM: nothing left on either host.
+    let mut pids = vec![
+        read_pid(&ticker_root.join("pid.txt")).unwrap(),
+        results
+            .split("\"pid\": ")
+            .nth(1)
+            .and_then(|s| s.split([',', '}']).next())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap(),
+    ];
+    let agents = running_from(&hosts_dir);
+    assert_eq!(agents.len(), 2, "expected one agent per host: {agents:?}");
+    pids.extend(agents);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("aigis exits")
+        .success());
+    assert!(
+        wait_until(Duration::from_secs(3), || pids.iter().all(|&p| !alive(p))),
+        "left running: {pids:?}"
+    );
+
+    // The next start finds the agent already on the hosts.
+    let mut again =
+        Daemon::start_with_env(base, &["run", "-c", "aigis.toml", "--home", home_s], &env);
+    again.expect_output("[ticker] tick 2", PATIENCE);
+    let out = again.output();
+    assert!(
+        out.contains("lan1: agent") && out.contains("is already there"),
+        "{out}"
+    );
+    assert!(!out.contains("uploaded agent"), "{out}");
+    again.signal(libc::SIGTERM);
+    assert!(again.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(wait_until(Duration::from_secs(3), || running_from(
+        &hosts_dir
+    )
+    .is_empty()));
+}
+
+#[test]
+fn a_wrong_host_key_refuses_the_plugin_and_the_others_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    // lan1's recorded key is lan2's: a changed key.
+    let known = std::fs::read_to_string(lan.user_home.join(".ssh/known_hosts")).unwrap();
+    let lines: Vec<&str> = known.lines().collect();
+    let lan1_addr = lines[0].split_whitespace().next().unwrap();
+    let lan2_key: Vec<&str> = lines[1].split_whitespace().skip(1).collect();
+    write(
+        &lan.user_home,
+        ".ssh/known_hosts",
+        &format!("{lan1_addr} {}\n{}\n", lan2_key.join(" "), lines[1]),
+    );
+    write(
+        &base.join("src/far"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lan1'\n",
+    );
+    write(
+        &base.join("src/near"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo near-ok; sleep 100']\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
+            base.join("hosts").display()
+        ),
+    );
+    let daemon = Daemon::start_with_env(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("near-ok", PATIENCE);
+    daemon.expect_output("host key of lan1 has CHANGED", PATIENCE);
+    assert!(
+        !base.join("hosts/lan1").exists(),
+        "something was uploaded to a host with a wrong key"
+    );
+}
