@@ -1,15 +1,20 @@
 //! The agent's link loop: read requests from central, do the work on this
 //! host, send replies and events back.
 //!
-//! One writer task owns the output stream; everything else sends it messages
-//! over a bounded channel, so a slow link slows the plugins' output readers
-//! (and so the plugins) instead of growing memory or dropping lines.
+//! [`AgentState`] (the supervised plugins) outlives any one link. Everything
+//! the agent says goes through its [`Outbox`]: to the current link while
+//! there is one (a bounded queue, so a slow link slows the plugins' output
+//! readers instead of growing memory), into a bounded buffer while there is
+//! none, replayed when central comes back.
 //!
-//! When the link ends (central closed it, or died) or the agent gets SIGTERM,
-//! every plugin is stopped before the agent exits: nothing is left running.
+//! A link ends with `Shutdown` (stop everything, `Bye`), or by going away.
+//! Stdio mode (the local agent, [`serve`]) treats going away as central's
+//! death and stops every plugin; the daemon of a LAN host
+//! (`crate::daemon`) keeps them running for the next link.
 
 use crate::fetch::{copy_local, fetch_git, unpack_files, FetchOutcome};
 use crate::install::install;
+use crate::outbox::Outbox;
 use crate::supervisor::{Controls, Supervised};
 use proto::{
     FetchSource, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
@@ -21,73 +26,141 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, Mutex};
 
-const EVENT_QUEUE: usize = 1024;
+const LINK_QUEUE: usize = 1024;
 
 type Plugins = Arc<Mutex<HashMap<String, Supervised>>>;
 
-/// Serves one link until it ends; returns once every plugin has stopped.
-pub async fn serve<R, W>(input: R, output: W) -> anyhow::Result<()>
+/// What an agent keeps across links.
+#[derive(Clone)]
+pub struct AgentState {
+    plugins: Plugins,
+    controls: Controls,
+    pub outbox: Outbox,
+    /// The central run these plugins belong to.
+    session: Arc<std::sync::Mutex<Option<u64>>>,
+}
+
+impl AgentState {
+    pub fn new() -> AgentState {
+        AgentState {
+            plugins: Arc::default(),
+            controls: Arc::default(),
+            outbox: Outbox::start(),
+            session: Arc::default(),
+        }
+    }
+
+    pub async fn stop_all(&self) {
+        stop_all(&self.plugins).await;
+    }
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        AgentState::new()
+    }
+}
+
+/// How a link ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// Central asked to stop everything; `Bye` has been queued.
+    Shutdown,
+    /// The stream ended or broke.
+    Gone,
+    /// This process got SIGTERM.
+    Terminated,
+}
+
+/// Serves one link until it ends. Does not stop plugins (the caller decides).
+pub async fn serve_link<R, W>(state: &AgentState, input: R, output: W) -> anyhow::Result<LinkEnd>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut reader = FrameReader::new(input);
-    let (tx, rx) = mpsc::channel::<FromAgent>(EVENT_QUEUE);
-    let writer = tokio::spawn(write_loop(FrameWriter::new(output), rx));
+    let (link_tx, link_rx) = mpsc::channel::<FromAgent>(LINK_QUEUE);
+    let writer = tokio::spawn(write_loop(FrameWriter::new(output), link_rx));
 
-    match reader.next::<ToAgent>().await? {
-        Some(ToAgent::Hello { version }) if version == PROTOCOL_VERSION => {}
-        Some(ToAgent::Hello { version }) => anyhow::bail!(
+    let session = match reader.next::<ToAgent>().await? {
+        Some(ToAgent::Hello { version, session }) if version == PROTOCOL_VERSION => session,
+        Some(ToAgent::Hello { version, .. }) => anyhow::bail!(
             "central speaks protocol version {version}, this agent speaks {PROTOCOL_VERSION}"
         ),
         other => anyhow::bail!("expected Hello from central, got {other:?}"),
+    };
+    let previous = state
+        .session
+        .lock()
+        .ok()
+        .and_then(|mut s| s.replace(session));
+    if previous.is_some_and(|p| p != session) {
+        // A new central run: what the old one started is stale.
+        state.stop_all().await;
+        state.outbox.clear().await;
     }
-    tx.send(FromAgent::Hello {
-        version: PROTOCOL_VERSION,
-        os: std::env::consts::OS.to_string(),
-        arch: std::env::consts::ARCH.to_string(),
-    })
-    .await?;
+    link_tx
+        .send(FromAgent::Hello {
+            version: PROTOCOL_VERSION,
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+        })
+        .await?;
+    state.outbox.attach(link_tx).await;
 
-    let plugins: Plugins = Arc::default();
-    let controls: Controls = Arc::default();
+    let tx = state.outbox.sender();
     let mut term = signal(SignalKind::terminate())?;
-    let result = loop {
+    let end = loop {
         let msg = tokio::select! {
             msg = reader.next::<ToAgent>() => msg,
-            _ = term.recv() => break Ok(false),
+            _ = term.recv() => break Ok(LinkEnd::Terminated),
         };
         match msg {
             Ok(Some(ToAgent::Request { id, request })) => {
+                let state = state.clone();
                 let tx = tx.clone();
-                let plugins = plugins.clone();
-                let controls = controls.clone();
                 tokio::spawn(async move {
-                    let result = handle(request, &tx, &plugins, controls).await;
+                    let result = handle(request, &tx, &state.plugins, state.controls.clone()).await;
                     let _ = tx.send(FromAgent::Reply { id, result }).await;
                 });
             }
             Ok(Some(ToAgent::ControlReply { plugin, payload })) => {
-                let to = controls.lock().ok().and_then(|m| m.get(&plugin).cloned());
+                let to = state
+                    .controls
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&plugin).cloned());
                 if let Some(to) = to {
                     let _ = to.try_send(payload);
                 }
             }
-            Ok(Some(ToAgent::Shutdown)) => break Ok(true),
+            Ok(Some(ToAgent::Shutdown)) => break Ok(LinkEnd::Shutdown),
             Ok(Some(ToAgent::Hello { .. })) => {}
-            Ok(None) => break Ok(false),
-            Err(e) => break Err(e),
+            Ok(None) => break Ok(LinkEnd::Gone),
+            Err(_) => break Ok(LinkEnd::Gone),
         }
     };
-
-    stop_all(&plugins).await;
-    crate::python::remove_shim_dir();
-    if matches!(result, Ok(true)) {
+    if end.as_ref().is_ok_and(|e| *e == LinkEnd::Shutdown) {
+        state.stop_all().await;
         let _ = tx.send(FromAgent::Bye).await;
+        state.outbox.drain().await;
     }
-    drop(tx);
+    state.outbox.detach().await;
     let _ = writer.await;
-    result.map(|_| ()).map_err(Into::into)
+    end
+}
+
+/// Stdio mode: one link, and when it ends for any reason every plugin stops.
+pub async fn serve<R, W>(input: R, output: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let state = AgentState::new();
+    let end = serve_link(&state, input, output).await;
+    state.stop_all().await;
+    crate::python::remove_shim_dir();
+    end.map(|_| ())
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(

@@ -3,8 +3,10 @@
 //! stdin/stdout: a local child of `aigis`, or an SSH exec channel.
 
 pub mod agent;
+pub mod daemon;
 pub mod fetch;
 pub mod install;
+pub mod outbox;
 pub mod output;
 pub mod python;
 pub mod supervisor;

@@ -1,17 +1,38 @@
-//! `aigis-agent`: started by `aigis`, never by hand. Protocol on stdin/stdout,
-//! its own diagnostics on stderr (central relays them into its log).
+//! `aigis-agent`: started by `aigis`, never by hand.
+//!
+//! - no arguments: serve one link on stdin/stdout (the local agent);
+//! - `attach --dir D`: relay stdin/stdout to the daemon of `D` (a LAN host);
+//! - `daemon --dir D`: the daemon itself, started by `attach`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    if std::env::args().any(|a| a == "--version") {
-        println!("aigis-agent {}", env!("CARGO_PKG_VERSION"));
-        return std::process::ExitCode::SUCCESS;
-    }
-    match aigis_agent::serve(tokio::io::stdin(), tokio::io::stdout()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = || {
+        args.iter()
+            .position(|a| a == "--dir")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let result = match (args.first().map(String::as_str), dir()) {
+        (Some("--version"), _) => {
+            println!("aigis-agent {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        (None, _) => aigis_agent::serve(tokio::io::stdin(), tokio::io::stdout()).await,
+        (Some("attach"), Some(dir)) => aigis_agent::daemon::attach(&dir).await,
+        (Some("daemon"), Some(dir)) => aigis_agent::daemon::daemon(&dir).await,
+        _ => Err(anyhow::anyhow!(
+            "usage: aigis-agent [attach --dir DIR | daemon --dir DIR] (started by aigis)"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("aigis-agent: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

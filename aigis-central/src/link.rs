@@ -92,6 +92,7 @@ impl AgentLink {
         writer
             .send(&ToAgent::Hello {
                 version: PROTOCOL_VERSION,
+                session: session_id(),
             })
             .await?;
         let hello = tokio::time::timeout(Duration::from_secs(30), reader.next::<FromAgent>())
@@ -179,9 +180,10 @@ impl AgentLink {
         })
     }
 
-    /// True once the agent said `Bye` or its stream ended.
-    pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
+    /// Resolves once the agent said `Bye` or its stream ended.
+    pub async fn closed(&self) {
+        let mut closed = self.closed.clone();
+        let _ = closed.wait_for(|c| *c).await;
     }
 
     /// Sends a request and waits for its reply.
@@ -227,6 +229,18 @@ impl AgentLink {
             }
         }
     }
+}
+
+/// This central run's identity for agents (see `ToAgent::Hello`).
+fn session_id() -> u64 {
+    static SESSION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SESSION.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 /// The answer to a proxy call when central has no Python core.

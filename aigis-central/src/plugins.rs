@@ -17,6 +17,7 @@ use proto::{
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::Instant;
 
 /// States a user can see.
@@ -197,6 +198,8 @@ pub struct LoadContext {
     pub controls: Controls,
     /// One agent per LAN host, by `HOST`.
     pub remotes: tokio::sync::Mutex<HashMap<String, Arc<RemoteAgent>>>,
+    /// Plugins waiting for their host to become reachable.
+    pub retries: Mutex<Vec<String>>,
     /// Which agent runs each plugin (`None`: the local one).
     pub placements: Mutex<HashMap<String, Option<Arc<RemoteAgent>>>>,
 }
@@ -208,20 +211,16 @@ impl LoadContext {
         let key = host.to_string();
         let mut remotes = self.remotes.lock().await;
         if let Some(r) = remotes.get(&key) {
-            if !r.link.is_closed() {
-                return Ok(r.clone());
-            }
+            return Ok(r.clone()); // it reconnects by itself after a drop
         }
-        let agent = Arc::new(
-            remote::start(
-                host,
-                &self.remote,
-                &self.agent_binary,
-                self.registry.clone(),
-                self.controls.clone(),
-            )
-            .await?,
-        );
+        let agent = remote::start(
+            host,
+            &self.remote,
+            &self.agent_binary,
+            self.registry.clone(),
+            self.controls.clone(),
+        )
+        .await?;
         remotes.insert(key, agent.clone());
         Ok(agent)
     }
@@ -249,8 +248,8 @@ impl LoadContext {
             .and_then(|p| p.get(name).cloned())
             .flatten();
         let link = match &remote {
-            Some(r) => &r.link,
-            None => &*self.agent,
+            Some(r) => r.link(),
+            None => self.agent.clone(),
         };
         let _ = link
             .request(Request::Stop {
@@ -309,9 +308,48 @@ impl LoadContext {
 /// is marked failed with the message; the caller continues with the next.
 pub async fn load(entry: &PluginEntry, ctx: &LoadContext) {
     if let Err(reason) = try_load(entry, ctx).await {
+        let unreachable = reason.starts_with(UNREACHABLE);
         ctx.registry
             .set(&entry.name, State::Failed, Some(reason))
             .await;
+        if unreachable {
+            if let Ok(mut r) = ctx.retries.lock() {
+                r.push(entry.name.clone());
+            }
+        }
+    }
+}
+
+/// Marks a failure to reach the plugin's host: the load is tried again.
+const UNREACHABLE: &str = "host unreachable";
+
+impl LoadContext {
+    /// Loads again every plugin whose host could not be reached, with a
+    /// growing pause between rounds; runs until the daemon stops.
+    pub async fn retry_unreachable(&self) {
+        let mut pause = Duration::from_secs(2);
+        loop {
+            tokio::time::sleep(pause).await;
+            let names: Vec<String> = self
+                .retries
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
+            if names.is_empty() {
+                pause = Duration::from_secs(2);
+                continue;
+            }
+            for name in names {
+                if let Some(entry) = self.entry(&name) {
+                    self.registry
+                        .log()
+                        .info(&name, "trying its host again")
+                        .await;
+                    load(entry, self).await;
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(60));
+        }
     }
 }
 
@@ -372,11 +410,13 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
 
     // A LAN host fetches git sources itself and gets local directories sent.
     let remote = match local_spec.remote_host() {
-        Some(host) => Some(ctx.remote_agent(host).await?),
+        Some(host) => Some(ctx.remote_agent(host).await.map_err(|e| {
+            format!("{UNREACHABLE}: {e}; the other plugins run, this one is retried")
+        })?),
         None => None,
     };
     let (link, spec) = match &remote {
-        None => (&*ctx.agent, local_spec.clone()),
+        None => (ctx.agent.clone(), local_spec.clone()),
         Some(remote) => {
             let remote_root = remote.base.join("ext").join(name);
             let source = match &entry.source {
@@ -386,11 +426,11 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
                     reference: reference.clone(),
                 },
             };
-            let text = fetch(name, &remote.link, source, &remote_root, log).await?;
+            let text = fetch(name, &remote.link(), source, &remote_root, log).await?;
             let file = remote_root.join("AIGIS").join("AIGIS.config");
             let spec = config::parse_plugin(entry, &remote_root, &file, &text)
                 .map_err(|e| e.to_string())?;
-            (&remote.link, spec)
+            (remote.link(), spec)
         }
     };
     ctx.registry.set_host(name, &link.host);

@@ -4,7 +4,10 @@
 //! local agent.
 //!
 //! On the host everything lives under the remote dir (`[aigis] remote_dir`,
-//! default `~/.aigis`): `bin/aigis-agent-<sha256>`, and `ext/<plugin>`.
+//! default `~/.aigis`): `bin/aigis-agent-<sha256>`, `ext/<plugin>`, and the
+//! agent daemon's socket. The daemon outlives the SSH connection: when the
+//! link drops, [`RemoteAgent`] reconnects with backoff and jitter and
+//! attaches to the same running plugins, whose output waited on the host.
 
 use crate::link::{AgentLink, Controls};
 use crate::plugins::Registry;
@@ -12,6 +15,9 @@ use crate::ssh::{self, Connection};
 use config::HostSpec;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How remote hosts are set up, from `[aigis]`.
 #[derive(Debug, Clone, Default)]
@@ -20,18 +26,146 @@ pub struct RemoteSettings {
     pub agents: Vec<(String, PathBuf)>,
 }
 
-/// An agent running on a LAN host, and the connection it runs over.
+/// An agent running on a LAN host, and the connection it runs over; both
+/// are replaced when the link drops and comes back.
 pub struct RemoteAgent {
-    pub link: AgentLink,
+    host: HostSpec,
     /// The remote dir on that host, absolute.
     pub base: PathBuf,
-    connection: Connection,
+    agent: PathBuf,
+    link: std::sync::RwLock<Arc<AgentLink>>,
+    connection: tokio::sync::Mutex<Connection>,
+    stopping: AtomicBool,
+    registry: Registry,
+    controls: Controls,
 }
 
 impl RemoteAgent {
-    pub async fn close(&self) {
-        self.connection.close().await;
+    /// The current link (requests fail while the host is away).
+    pub fn link(&self) -> Arc<AgentLink> {
+        match self.link.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
+
+    /// Stops every plugin there and the agent; no reconnection after this.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.link().shutdown(limit).await;
+        self.connection.lock().await.close().await;
+    }
+
+    /// Reconnects whenever the link drops, until [`RemoteAgent::shutdown`].
+    fn keep_linked(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(agent) = me.upgrade() else { return };
+                let link = agent.link();
+                drop(agent);
+                link.closed().await;
+                let Some(agent) = me.upgrade() else { return };
+                if agent.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                agent.reconnect().await;
+            }
+        });
+    }
+
+    async fn reconnect(&self) {
+        let log = self.registry.log();
+        let mut delay = Duration::from_millis(500);
+        log.warn(
+            "aigis",
+            format!(
+                "{}: link lost; its plugins keep running there; reconnecting",
+                self.host
+            ),
+        )
+        .await;
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.open().await {
+                Ok((connection, link)) => {
+                    *self.connection.lock().await = connection;
+                    if let Ok(mut l) = self.link.write() {
+                        *l = Arc::new(link);
+                    }
+                    log.info(
+                        "aigis",
+                        format!("{}: reconnected to the running agent", self.host),
+                    )
+                    .await;
+                    return;
+                }
+                Err(e) => {
+                    let wait = jitter(delay);
+                    log.warn(
+                        "aigis",
+                        format!(
+                            "{}: reconnect failed ({e}); next try in {:.1}s",
+                            self.host,
+                            wait.as_secs_f64()
+                        ),
+                    )
+                    .await;
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// A fresh connection and link to the (running or new) agent daemon.
+    async fn open(&self) -> Result<(Connection, AgentLink), String> {
+        let connection = ssh::connect(&ssh::resolve(&self.host))
+            .await
+            .map_err(|e| e.to_string())?;
+        let link = attach(
+            &connection,
+            &self.host,
+            &self.agent,
+            &self.base,
+            self.registry.clone(),
+            self.controls.clone(),
+        )
+        .await?;
+        Ok((connection, link))
+    }
+}
+
+/// `delay` ± 20 %, so hosts that dropped together do not retry together.
+fn jitter(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
+    delay.mul_f64(factor)
+}
+
+async fn attach(
+    connection: &Connection,
+    host: &HostSpec,
+    agent: &Path,
+    base: &Path,
+    registry: Registry,
+    controls: Controls,
+) -> Result<AgentLink, String> {
+    let command = format!(
+        "{} attach --dir {}",
+        sh(&agent.to_string_lossy()),
+        sh(&base.to_string_lossy())
+    );
+    let stream = connection.stream(&command).await?;
+    let (rd, wr) = tokio::io::split(stream);
+    AgentLink::start(host.to_string(), rd, wr, registry, controls)
+        .await
+        .map_err(|e| format!("{host}: {e:#}"))
 }
 
 /// `uname -sm` as Rust names it: `x86_64-linux`, `aarch64-linux`, …
@@ -66,7 +200,7 @@ pub async fn start(
     local_agent: &Path,
     registry: Registry,
     controls: Controls,
-) -> Result<RemoteAgent, String> {
+) -> Result<Arc<RemoteAgent>, String> {
     let target = ssh::resolve(host);
     let connection = ssh::connect(&target).await.map_err(|e| e.to_string())?;
     let (status, out) = connection
@@ -152,16 +286,27 @@ pub async fn start(
             )
             .await;
     }
-    let stream = connection.stream(&sh(&agent_s)).await?;
-    let (rd, wr) = tokio::io::split(stream);
-    let link = AgentLink::start(host.to_string(), rd, wr, registry, controls)
-        .await
-        .map_err(|e| format!("{host}: {e:#}"))?;
-    Ok(RemoteAgent {
-        link,
+    let link = attach(
+        &connection,
+        host,
+        &agent,
+        &base,
+        registry.clone(),
+        controls.clone(),
+    )
+    .await?;
+    let remote = Arc::new(RemoteAgent {
+        host: host.clone(),
         base,
-        connection,
-    })
+        agent,
+        link: std::sync::RwLock::new(Arc::new(link)),
+        connection: tokio::sync::Mutex::new(connection),
+        stopping: AtomicBool::new(false),
+        registry,
+        controls,
+    });
+    remote.keep_linked();
+    Ok(remote)
 }
 
 /// A local directory as files to send to a remote agent (symlinks

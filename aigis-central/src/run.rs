@@ -69,7 +69,12 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         controls,
         remotes: Default::default(),
         placements: Default::default(),
+        retries: Default::default(),
     });
+    let retries = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.retry_unreachable().await })
+    };
     let reloads = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -123,14 +128,14 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
     tracing::info!("{signal_name} received: stopping every plugin");
     loader.abort();
     reloads.abort();
+    retries.abort();
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(&home));
     // Every agent, local and remote, stops its plugins at the same time.
     let mut remote_stops = tokio::task::JoinSet::new();
     for remote in ctx_for_shutdown.remote_agents().await {
         remote_stops.spawn(async move {
-            remote.link.shutdown(AGENT_SHUTDOWN).await;
-            remote.close().await;
+            remote.shutdown(AGENT_SHUTDOWN).await;
         });
     }
     agent.shutdown(AGENT_SHUTDOWN).await;

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 pub enum ToAgent {
     Hello {
         version: u32,
+        /// Identifies one run of central: an agent that outlived a link
+        /// keeps its plugins for the same session and drops them for another.
+        session: u64,
     },
     Request {
         id: u64,

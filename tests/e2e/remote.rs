@@ -195,7 +195,12 @@ def launch(log):
             .unwrap(),
     ];
     let agents = running_from(&hosts_dir);
-    assert_eq!(agents.len(), 2, "expected one agent per host: {agents:?}");
+    // Per host: the agent daemon and the `attach` relay of this connection.
+    assert_eq!(
+        agents.len(),
+        4,
+        "expected a daemon and a relay per host: {agents:?}"
+    );
     pids.extend(agents);
     daemon.signal(libc::SIGTERM);
     assert!(daemon
@@ -275,4 +280,134 @@ fn a_wrong_host_key_refuses_the_plugin_and_the_others_run() {
         !base.join("hosts/lan1").exists(),
         "something was uploaded to a host with a wrong key"
     );
+}
+
+#[test]
+fn a_dropped_ssh_connection_loses_no_line_and_restarts_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    let home = base.join("home");
+    let hosts_dir = base.join("hosts");
+    write(
+        &base.join("src/counter"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'count.sh']\nHOST = 'lan1'\nRESTART = 3\n",
+    );
+    write(
+        &base.join("src/counter"),
+        "count.sh",
+        "echo $$ > pid.txt\ni=0\nwhile [ $i -lt 100000 ]; do i=$((i+1)); echo \"count $i\"; sleep 0.01; done\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\ncounter = \"src/counter\"\n",
+            hosts_dir.display()
+        ),
+    );
+    let daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("count 50\n", PATIENCE);
+    let pid = read_pid(&hosts_dir.join("lan1/ext/counter/pid.txt")).unwrap();
+
+    // Cut the connection and keep the host unreachable for 3 seconds.
+    let cut = lan._hosts[0].cut_connections(true);
+    assert!(cut >= 1, "no SSH connection to cut");
+    std::thread::sleep(Duration::from_secs(3));
+    lan._hosts[0].resume();
+    daemon.expect_output("lan1: reconnected", PATIENCE);
+
+    // Lines printed while away arrive; then the count goes on.
+    let log = home.join("log/counter.log");
+    let last = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit("count ").next()?.trim().parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let seen = last();
+    assert!(
+        wait_until(PATIENCE, || last() > seen + 200),
+        "the count stalled at {}",
+        last()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let counts: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains("stdout"))
+        .filter_map(|l| l.rsplit("count ").next()?.trim().parse().ok())
+        .collect();
+    let expected: Vec<u32> = (1..=*counts.last().unwrap()).collect();
+    assert_eq!(counts, expected, "lines lost, repeated or out of order");
+    assert!(
+        counts.len() > 500,
+        "the test did not run long enough: {}",
+        counts.len()
+    );
+    assert_eq!(
+        read_pid(&hosts_dir.join("lan1/ext/counter/pid.txt")),
+        Some(pid)
+    );
+    assert!(alive(pid));
+    assert!(!text.contains("restarting"), "the plugin was restarted");
+    assert!(daemon.output().contains("link lost"), "{}", daemon.output());
+}
+
+#[test]
+fn a_host_down_at_start_is_retried_while_the_others_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let port = Sshd::reserve_port("127.0.0.4");
+    let user_home = base.join("user");
+    let sshd_dir = base.join("sshd-late");
+    write(
+        &user_home,
+        ".ssh/config",
+        &format!(
+            "Host late\n    HostName 127.0.0.4\n    Port {port}\n    User root\n    IdentityFile {}\n",
+            sshd_dir.join("client_key").display()
+        ),
+    );
+    write(
+        &base.join("src/far"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo far-ok; sleep 100']\nHOST = 'late'\n",
+    );
+    write(
+        &base.join("src/near"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo near-ok; sleep 100']\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
+            base.join("hosts").display()
+        ),
+    );
+    let daemon = Daemon::start_with_env(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ],
+        &[("HOME", user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("near-ok", PATIENCE);
+    daemon.expect_output("host unreachable", PATIENCE);
+    // The host comes up; the plugin follows without a restart of aigis.
+    let sshd = Sshd::start_on(&sshd_dir, "127.0.0.4", port);
+    write(&user_home, ".ssh/known_hosts", &sshd.known_hosts_line);
+    daemon.expect_output("far-ok", PATIENCE);
 }

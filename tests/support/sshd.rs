@@ -47,6 +47,15 @@ fn free_port(addr: &str) -> u16 {
 impl Sshd {
     /// Starts sshd on `addr` (a loopback address) with keys under `dir`.
     pub fn start(dir: &Path, addr: &str) -> Sshd {
+        Sshd::start_on(dir, addr, free_port(addr))
+    }
+
+    /// A free port on `addr`, for a server started later with [`Sshd::start_on`].
+    pub fn reserve_port(addr: &str) -> u16 {
+        free_port(addr)
+    }
+
+    pub fn start_on(dir: &Path, addr: &str, port: u16) -> Sshd {
         std::fs::create_dir_all(dir).expect("sshd dir");
         let host_key = dir.join("host_key");
         let client_key = dir.join("client_key");
@@ -56,7 +65,6 @@ impl Sshd {
             .expect("authorized_keys");
         // sshd wants its privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = free_port(addr);
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
@@ -100,8 +108,43 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Cuts every open SSH connection (kills the per-connection sshd
+    /// processes this server forked), and with `pause` keeps new ones from
+    /// being served until [`Sshd::resume`].
+    pub fn cut_connections(&self, pause: bool) -> usize {
+        let sessions = crate::process::children(self.pid());
+        if pause {
+            self.signal(libc::SIGSTOP);
+        }
+        for pid in &sessions {
+            // SAFETY: plain kill(2) of a process our sshd started.
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        sessions.len()
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) of the sshd this fixture started.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

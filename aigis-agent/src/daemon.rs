@@ -1,0 +1,134 @@
+//! The agent of a LAN host: a daemon that outlives SSH connections.
+//!
+//! Central runs `aigis-agent attach --dir D` over an SSH exec channel.
+//! `attach` relays its stdin/stdout to the daemon's socket `D/agent.sock`,
+//! starting the daemon (`aigis-agent daemon --dir D`, in its own session)
+//! when none runs. When the connection drops, only `attach` dies: the
+//! daemon keeps the plugins running, buffers their output (see `outbox`),
+//! and the next `attach` of the same central run gets it all. `Shutdown`
+//! from central stops every plugin and the daemon.
+
+use crate::agent::{serve_link, AgentState, LinkEnd};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+pub async fn daemon(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("agent.lock"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(()); // another daemon serves this dir
+    }
+    let path = dir.join("agent.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+
+    let state = AgentState::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut current: Option<tokio::task::JoinHandle<anyhow::Result<LinkEnd>>> = None;
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                // A new link replaces a stale one (its connection died unseen).
+                if let Some(old) = current.take() {
+                    old.abort();
+                    state.outbox.detach().await;
+                }
+                let (rd, wr) = stream.into_split();
+                let link_state = state.clone();
+                current = Some(tokio::spawn(async move { serve_link(&link_state, rd, wr).await }));
+            }
+            end = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
+                current = None;
+                match end {
+                    Ok(Ok(LinkEnd::Shutdown)) => break,
+                    Ok(Ok(LinkEnd::Terminated)) => { state.stop_all().await; break }
+                    _ => {} // gone: keep the plugins, wait for central
+                }
+            }
+            _ = term.recv() => { state.stop_all().await; break }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    crate::python::remove_shim_dir();
+    drop(lock);
+    Ok(())
+}
+
+/// Relays stdin/stdout to the daemon of `dir`, starting it if needed.
+pub async fn attach(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("agent.sock");
+    let stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(_) => {
+            spawn_daemon(dir)?;
+            let mut waited = Duration::ZERO;
+            loop {
+                if let Ok(s) = UnixStream::connect(&path).await {
+                    break s;
+                }
+                if waited > Duration::from_secs(10) {
+                    anyhow::bail!(
+                        "the agent daemon did not start (see {})",
+                        dir.join("agent.log").display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                waited += Duration::from_millis(20);
+            }
+        }
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut wr).await;
+        let _ = wr.shutdown().await;
+    };
+    let down = async {
+        let mut out = tokio::io::stdout();
+        let _ = tokio::io::copy(&mut rd, &mut out).await;
+        let _ = out.flush().await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+    // stdin is read on a blocking thread that would keep the runtime alive.
+    std::process::exit(0)
+}
+
+fn spawn_daemon(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("daemon")
+        .arg("--dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the daemon leaves the SSH
+    // session so the connection's end does not take it along.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()?;
+    Ok(())
+}
