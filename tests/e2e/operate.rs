@@ -253,7 +253,8 @@ fn new_writes_plugins_that_check_accepts_and_that_run() {
     write(
         base,
         "aigis.toml",
-        "[core]\ngreet = \"plugins/greet\"\n[internal-local]\nwatcher = \"plugins/watcher\"\n[external]\ntool = \"plugins/tool\"\n",
+        "[core]\ngreet = \"plugins/greet\"\n[internal-local]\nwatcher = \"plugins/watcher\"\n\
+         [internal-remote]\nremote = \"plugins/remote\"\n[external]\ntool = \"plugins/tool\"\n",
     );
     let home = base.join("home");
     let home_s = home.to_str().unwrap();
@@ -264,6 +265,7 @@ fn new_writes_plugins_that_check_accepts_and_that_run() {
     daemon.expect_output("skills: aigis.greet.hello, aigis.greet.GREETING", PATIENCE);
     daemon.expect_output("[watcher] (stderr) INFO started", PATIENCE);
     daemon.expect_output("tool started in", PATIENCE);
+    daemon.expect_output("[remote] (stderr) INFO started", PATIENCE);
     assert!(wait_until(PATIENCE, || {
         status(base, home_s).iter().all(|(_, s, _)| s == "running")
     }));
@@ -334,25 +336,28 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
         "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lanbox'\n",
     );
     write(base, "aigis.toml", "[external]\nremote = \"src/remote\"\n");
-    let check = || {
-        let out = Command::new(bin("aigis"))
-            .args([
-                "check",
-                "-c",
-                "aigis.toml",
-                "--home",
-                base.join("home").to_str().unwrap(),
-            ])
-            .current_dir(base)
-            .env("HOME", &user_home)
-            .env_remove("SSH_AUTH_SOCK")
-            .output()
-            .expect("run aigis check");
+    let check_with_agent = |agent: Option<&Path>| {
+        let mut cmd = Command::new(bin("aigis"));
+        cmd.args([
+            "check",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ])
+        .current_dir(base)
+        .env("HOME", &user_home)
+        .env_remove("SSH_AUTH_SOCK");
+        if let Some(sock) = agent {
+            cmd.env("SSH_AUTH_SOCK", sock);
+        }
+        let out = cmd.output().expect("run aigis check");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    let check = || check_with_agent(None);
 
     // Unknown host key: refused, and the message says how to add it.
     let (ok, out) = check();
@@ -380,4 +385,52 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
     let (ok, out) = check();
     assert!(ok, "{out}");
     assert!(out.contains("no problems"), "{out}");
+
+    // Hashed known_hosts entries (ssh-keygen -H) work the same.
+    let known = user_home.join(".ssh/known_hosts");
+    let hashed = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&known)
+        .output()
+        .unwrap();
+    assert!(hashed.status.success());
+    assert!(std::fs::read_to_string(&known).unwrap().starts_with("|1|"));
+    let (ok, out) = check();
+    assert!(ok, "hashed known_hosts: {out}");
+
+    // Keys from ssh-agent: no IdentityFile, the key only in the agent.
+    write(
+        &user_home,
+        ".ssh/config",
+        &format!(
+            "Host lanbox\n    HostName {}\n    Port {}\n    User root\n",
+            sshd.addr, sshd.port
+        ),
+    );
+    let (ok, out) = check();
+    assert!(!ok && out.contains("no key was accepted"), "{out}");
+    let sock = base.join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    let added = Command::new("ssh-add")
+        .arg(&sshd.client_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let (ok, out) = check_with_agent(Some(&sock));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(ok, "ssh-agent key: {out}");
 }

@@ -100,12 +100,14 @@ fn plugins_on_lan_hosts_run_with_their_secrets_and_reach_the_core() {
          i=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done\n",
     );
     write(&home, "secrets/ticker/token.secret", "remote-secret-value");
+    write(&home, "secrets/caller/api.key", "0123456789");
 
     // An internal-remote plugin from git, on lan2, calling the core.
     let repo = TestRepo::new(&base.join("repos"), "caller");
     repo.write(
         "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\nHOST = 'lan2'\n",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\nHOST = 'lan2'\n\
+         SECRETS = {'api.key': '{root}/conf/api.key'}\n",
     );
     repo.write(
         "main.py",
@@ -118,6 +120,8 @@ import aigis
 
 def launch(log):
     out = {"get": aigis.store.get("k1"), "limit": aigis.store.LIMIT(), "pid": os.getpid()}
+    out["secret_mode"] = oct(os.stat("conf/api.key").st_mode & 0o777)
+    out["secret_len"] = len(open("conf/api.key").read())
     try:
         aigis.store.fail()
     except ValueError as e:
@@ -173,6 +177,10 @@ def launch(log):
     let results = std::fs::read_to_string(hosts_dir.join("lan2/ext/caller/results.json")).unwrap();
     assert!(results.contains("\"get\": {\"key\": \"k1\"}"), "{results}");
     assert!(results.contains("\"limit\": 10"), "{results}");
+    assert!(
+        results.contains("\"secret_mode\": \"0o600\", \"secret_len\": 10"),
+        "{results}"
+    );
     assert!(
         results.contains("no such record") && results.contains("Traceback in the AIGIS core"),
         "{results}"
