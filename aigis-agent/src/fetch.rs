@@ -277,13 +277,8 @@ pub fn copy_local(src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
     if !src.is_dir() {
         return Err(FetchError::NoSource(src.to_path_buf()));
     }
-    if dest.exists() {
-        return Ok(FetchOutcome::Kept {
-            reason: format!(
-                "{} already exists and a local source is never copied over it; remove it to take a fresh copy",
-                dest.display()
-            ),
-        });
+    if let Some(kept) = keep_existing_copy(dest) {
+        return Ok(kept);
     }
     let tmp = sibling(dest, "copy")?;
     let copy_err = |source| FetchError::Copy {
@@ -324,13 +319,8 @@ pub fn unpack_files<'a>(
     files: impl IntoIterator<Item = (&'a str, u32, &'a [u8])>,
     dest: &Path,
 ) -> Result<FetchOutcome, FetchError> {
-    if dest.exists() {
-        return Ok(FetchOutcome::Kept {
-            reason: format!(
-                "{} already exists and a local source is never copied over it; remove it to take a fresh copy",
-                dest.display()
-            ),
-        });
+    if let Some(kept) = keep_existing_copy(dest) {
+        return Ok(kept);
     }
     let tmp = sibling(dest, "upload")?;
     let io_err = |path: &Path, source| FetchError::Io {
@@ -370,6 +360,16 @@ pub fn unpack_files<'a>(
         return Err(e);
     }
     Ok(FetchOutcome::Copied)
+}
+
+/// A local-directory plugin already at `dest` is never copied over.
+fn keep_existing_copy(dest: &Path) -> Option<FetchOutcome> {
+    dest.exists().then(|| FetchOutcome::Kept {
+        reason: format!(
+            "{} already exists and a local source is never copied over it; remove it to take a fresh copy",
+            dest.display()
+        ),
+    })
 }
 
 /// A fresh temporary path beside `dest` (same filesystem, so rename works).

@@ -238,6 +238,29 @@ def launch(log):
     .is_empty()));
 }
 
+/// A config with `far` (running `script` on `host`) and `near` (local,
+/// printing `near-ok`).
+fn far_and_near(base: &Path, host: &str, script: &str) {
+    write(
+        &base.join("src/far"),
+        "AIGIS/AIGIS.config",
+        &format!("PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['sh', '-c', '{script}']\nHOST = '{host}'\n"),
+    );
+    write(
+        &base.join("src/near"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo near-ok; sleep 100']\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
+            base.join("hosts").display()
+        ),
+    );
+}
+
 #[test]
 fn a_wrong_host_key_refuses_the_plugin_and_the_others_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -253,24 +276,7 @@ fn a_wrong_host_key_refuses_the_plugin_and_the_others_run() {
         ".ssh/known_hosts",
         &format!("{lan1_addr} {}\n{}\n", lan2_key.join(" "), lines[1]),
     );
-    write(
-        &base.join("src/far"),
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lan1'\n",
-    );
-    write(
-        &base.join("src/near"),
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo near-ok; sleep 100']\n",
-    );
-    write(
-        base,
-        "aigis.toml",
-        &format!(
-            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
-            base.join("hosts").display()
-        ),
-    );
+    far_and_near(base, "lan1", "true");
     let daemon = Daemon::start_with_env(
         base,
         &[
@@ -383,24 +389,7 @@ fn a_host_down_at_start_is_retried_while_the_others_run() {
             sshd_dir.join("client_key").display()
         ),
     );
-    write(
-        &base.join("src/far"),
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo far-ok; sleep 100']\nHOST = 'late'\n",
-    );
-    write(
-        &base.join("src/near"),
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo near-ok; sleep 100']\n",
-    );
-    write(
-        base,
-        "aigis.toml",
-        &format!(
-            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
-            base.join("hosts").display()
-        ),
-    );
+    far_and_near(base, "late", "echo far-ok; sleep 100");
     let daemon = Daemon::start_with_env(
         base,
         &[
