@@ -1,7 +1,7 @@
 //! The Python core: core plugins in central's embedded CPython, and an
 //! internal-local plugin that uses them through its copied core.
 
-use aigis_e2e::process::{alive, read_pid, wait_until, write, Daemon};
+use aigis_e2e::process::{alive, wait_until, write, Daemon};
 use std::path::Path;
 use std::time::Duration;
 
@@ -162,5 +162,41 @@ def launch(log):
     assert!(!alive(pid));
     // cleanup() ran again at shutdown.
     assert_eq!(cleanups(), 2, "{}", daemon.output());
-    let _ = read_pid;
+}
+
+#[test]
+fn an_internal_plugin_without_python3_on_the_host_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let user = base.join("src/user");
+    write(
+        &user,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
+    );
+    write(&user, "main.py", "def launch(log):\n    pass\n");
+    // A PATH with a shell and git but no python3.
+    let bin = base.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["sh", "git"] {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+            .unwrap();
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    write(base, "aigis.toml", "[internal]\nuser = \"src/user\"\n");
+    let daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("PATH", bin.to_str().unwrap())],
+    );
+    daemon.expect_output("python3 is not installed on this host", PATIENCE);
+    let out = daemon.output();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("[user]") && l.contains("Python 3.8 or newer")),
+        "{out}"
+    );
 }
