@@ -40,7 +40,7 @@ pub async fn status(home: &Home, json: bool) -> anyhow::Result<()> {
     let response = ask(home, Request::Status).await?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &response.plugins)?;
+        serde_json::to_writer_pretty(&mut out, &response.plugins).map_err(std::io::Error::from)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -61,9 +61,12 @@ fn table(rows: &[PluginStatus]) -> String {
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
+            // A running plugin's reason is its pid, which has its column.
             let state = match &r.reason {
-                Some(reason) => format!("{} ({})", r.state, first_line(reason, 60)),
-                None => r.state.clone(),
+                Some(reason) if r.state != "running" => {
+                    format!("{} ({})", r.state, first_line(reason, 60))
+                }
+                _ => r.state.clone(),
             };
             [
                 r.name.clone(),
