@@ -4,7 +4,7 @@
 //! The requirements command's output is relayed line by line like a plugin's
 //! own output, so an operator sees why `pip install` failed in the plugin's log.
 
-use crate::supervisor::relay;
+use crate::supervisor::{relay, GroupGuard};
 use proto::{FromAgent, InstallSpec, OutputStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -54,6 +54,8 @@ async fn run_requirements(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("could not run the requirements command: {e}"))?;
+    // Ends the whole group however this returns (or is dropped at shutdown).
+    let _group = child.id().map(GroupGuard);
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(relay(out, OutputStream::Install, plugin, events));

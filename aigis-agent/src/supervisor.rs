@@ -200,18 +200,22 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some((_, theirs)) = &control {
-        let fd = theirs.as_raw_fd();
-        // SAFETY: only async-signal-safe calls between fork and exec; dup2
-        // leaves the new descriptor without FD_CLOEXEC, so the shim gets it.
-        unsafe {
-            cmd.pre_exec(move || {
+    let control_fd = control.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
+    // SAFETY: only async-signal-safe calls between fork and exec. dup2
+    // leaves the new descriptor without FD_CLOEXEC, so the shim gets it;
+    // PR_SET_PDEATHSIG makes the plugin die with an agent that was killed
+    // before it could stop it (no orphan keeps running unsupervised).
+    unsafe {
+        cmd.pre_exec(move || {
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(fd) = control_fd {
                 if libc::dup2(fd, python::CONTROL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
     let mut child = cmd
         .spawn()
@@ -339,6 +343,16 @@ async fn terminate(child: &mut Child, pid: u32) {
         let _ = child.wait().await;
     } else {
         kill_group(pid, libc::SIGKILL);
+    }
+}
+
+/// Kills a process group when dropped: whatever a finished or abandoned
+/// command left behind in its group goes with it.
+pub struct GroupGuard(pub u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0, libc::SIGKILL);
     }
 }
 

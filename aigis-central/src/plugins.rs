@@ -85,6 +85,24 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Marks every live plugin on `host` failed, with `reason`.
+    pub async fn fail_host(&self, host: &str, reason: &str) {
+        let live: Vec<String> = self
+            .snapshot()
+            .into_iter()
+            .filter(|(_, s)| {
+                s.host == host
+                    && !matches!(s.state, State::Stopped | State::Failed)
+                    && s.kind != PluginKind::Core
+            })
+            .map(|(n, _)| n)
+            .collect();
+        for name in live {
+            self.set(&name, State::Failed, Some(reason.to_string()))
+                .await;
+        }
+    }
+
     pub fn set_host(&self, plugin: &str, host: &str) {
         self.update(plugin, |s| s.host = host.to_string());
     }

@@ -85,6 +85,22 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         })
     };
     let server = control::serve(&home, ctx.clone())?;
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_local = {
+        let (agent, registry, stopping) = (agent.clone(), registry.clone(), stopping.clone());
+        tokio::spawn(async move {
+            agent.closed().await;
+            if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                // Its plugins died with it (PR_SET_PDEATHSIG); say so.
+                registry
+                    .fail_host(
+                        "local",
+                        "the local agent died; restart aigis to run its plugins again",
+                    )
+                    .await;
+            }
+        })
+    };
     let ctx_for_shutdown = ctx.clone();
     let summary = registry.clone();
     let loader = tokio::spawn(async move {
@@ -126,6 +142,8 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         _ = sigint.recv() => "SIGINT",
     };
     tracing::info!("{signal_name} received: stopping every plugin");
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    watch_local.abort();
     loader.abort();
     reloads.abort();
     retries.abort();

@@ -268,3 +268,36 @@ fn a_bad_central_config_is_reported_with_file_and_line() {
     assert!(out.contains("aigis.toml:4"), "{out}");
     assert!(out.contains("extrenal"), "{out}");
 }
+
+#[test]
+fn a_killed_agent_takes_its_plugins_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    plugin(
+        &base.join("src/orphan"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+        &[(
+            "run.sh",
+            "echo $$ > pid.txt\necho orphan-up\nexec sleep 1000\n",
+        )],
+    );
+    write(base, "aigis.toml", "[external]\norphan = \"src/orphan\"\n");
+    let daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("orphan-up", PATIENCE);
+    let pid = read_pid(&home.join("ext/orphan/pid.txt")).unwrap();
+    let agents = children(daemon.pid());
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    // SAFETY: kill(2) of the agent this test's daemon started.
+    unsafe {
+        libc::kill(agents[0] as libc::pid_t, libc::SIGKILL);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "the plugin outlived its agent"
+    );
+    daemon.expect_output("[orphan] failed: the local agent died", PATIENCE);
+}
