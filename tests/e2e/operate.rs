@@ -434,3 +434,50 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
     let _ = agent.wait();
     assert!(ok, "ssh-agent key: {out}");
 }
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_come() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/one"), "follow-says");
+    write(base, "aigis.toml", "[external]\none = \"src/one\"\n");
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("follow-says 3", PATIENCE);
+    let mut follow = Command::new(bin("aigis"))
+        .args(["logs", "one", "-f", "-n", "1", "--home", home_s])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first: u32 = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .split("follow-says ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // Lines written after `logs -f` started keep arriving, in order.
+    let mut seen = Vec::new();
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        if let Some(n) = line
+            .split("follow-says ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        {
+            seen.push(n);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.len() >= 10, "{seen:?}");
+    assert!(
+        seen[0] > first && seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "{first} then {seen:?}"
+    );
+    drop(daemon);
+}
