@@ -80,7 +80,11 @@ where
 {
     let mut reader = FrameReader::new(input);
     let (link_tx, link_rx) = mpsc::channel::<FromAgent>(LINK_QUEUE);
-    let writer = tokio::spawn(write_loop(FrameWriter::new(output), link_rx));
+    // Buffered: a batch of frames goes out in one write, then one flush.
+    let writer = tokio::spawn(write_loop(
+        FrameWriter::new(tokio::io::BufWriter::with_capacity(64 * 1024, output)),
+        link_rx,
+    ));
 
     let session = match reader.next::<ToAgent>().await? {
         Some(ToAgent::Hello { version, session }) if version == PROTOCOL_VERSION => session,

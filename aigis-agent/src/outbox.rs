@@ -78,12 +78,13 @@ struct Buffer {
 
 impl Buffer {
     fn push(&mut self, msg: FromAgent) {
-        if let FromAgent::Event(Event::Output { plugin, line, .. }) = &msg {
-            if self.bytes + line.len() > BUFFER_BYTES {
-                *self.dropped.entry(plugin.clone()).or_default() += 1;
+        if let FromAgent::Event(Event::Output { plugin, lines, .. }) = &msg {
+            let size: usize = lines.iter().map(String::len).sum();
+            if self.bytes + size > BUFFER_BYTES {
+                *self.dropped.entry(plugin.clone()).or_default() += lines.len() as u64;
                 return;
             }
-            self.bytes += line.len();
+            self.bytes += size;
         }
         self.queue.push_back(msg);
     }
@@ -96,11 +97,11 @@ impl Buffer {
                 FromAgent::Event(Event::Output {
                     plugin,
                     stream: OutputStream::Stderr,
-                    line: format!(
+                    lines: vec![format!(
                         "aigis-agent: {n} line(s) of output dropped while central was unreachable \
                          (more than {} MiB waited)",
                         BUFFER_BYTES / (1024 * 1024)
-                    ),
+                    )],
                 })
             })
             .collect();
@@ -167,7 +168,7 @@ mod tests {
         FromAgent::Event(Event::Output {
             plugin: "p".into(),
             stream: OutputStream::Stdout,
-            line: format!("{n}"),
+            lines: vec![format!("{n}")],
         })
     }
 
@@ -195,16 +196,19 @@ mod tests {
             b.push(FromAgent::Event(Event::Output {
                 plugin: "p".into(),
                 stream: OutputStream::Stdout,
-                line: big.clone(),
+                lines: vec![big.clone()],
             }));
         }
         b.push(FromAgent::Bye);
         let out = b.take();
         assert_eq!(out.len(), 3, "notice + one line + Bye");
-        let FromAgent::Event(Event::Output { line, .. }) = &out[0] else {
+        let FromAgent::Event(Event::Output { lines, .. }) = &out[0] else {
             panic!("{:?}", out[0]);
         };
-        assert!(line.contains("2 line(s) of output dropped"), "{line}");
+        assert!(
+            lines[0].contains("2 line(s) of output dropped"),
+            "{lines:?}"
+        );
         assert_eq!(out[2], FromAgent::Bye);
     }
 }

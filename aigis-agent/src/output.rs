@@ -57,31 +57,32 @@ impl LineSplitter {
     }
 }
 
-/// Reads `stream` to its end, calling `line` for every line, in order.
-/// `line` is async so a full channel slows the reader (and so the child)
-/// instead of dropping anything.
-pub async fn relay_lines<R, F, Fut>(mut stream: R, mut line: F)
+/// Reads `stream` to its end, calling `batch` with the complete lines of
+/// each read, in order. `batch` is async so a full channel slows the reader
+/// (and so the child) instead of dropping anything.
+pub async fn relay_lines<R, F, Fut>(mut stream: R, mut batch: F)
 where
     R: AsyncRead + Unpin,
-    F: FnMut(String) -> Fut,
+    F: FnMut(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut ready = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let mut ready = Vec::new();
         splitter.push(&buf[..n], |l| ready.push(l));
-        for l in ready.drain(..) {
-            line(l).await;
+        if !ready.is_empty() {
+            batch(ready).await;
         }
     }
+    let mut ready = Vec::new();
     splitter.finish(|l| ready.push(l));
-    for l in ready.drain(..) {
-        line(l).await;
+    if !ready.is_empty() {
+        batch(ready).await;
     }
 }
 
@@ -132,8 +133,8 @@ mod tests {
     async fn relay_reads_to_the_end() {
         let data: &[u8] = b"one\ntwo\nthree";
         let mut got = Vec::new();
-        relay_lines(data, |l| {
-            got.push(l);
+        relay_lines(data, |lines| {
+            got.extend(lines);
             async {}
         })
         .await;

@@ -241,7 +241,7 @@ fn warn_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, e: std::io::Error
     let _ = events.try_send(FromAgent::Event(Event::Output {
         plugin: plugin.to_string(),
         stream: OutputStream::Stderr,
-        line: format!("aigis-agent: the control socket failed: {e}"),
+        lines: vec![format!("aigis-agent: the control socket failed: {e}")],
     }));
 }
 
@@ -308,11 +308,11 @@ where
     let plugin = plugin.to_string();
     let events = events.clone();
     tokio::spawn(async move {
-        relay_lines(stream, |line| {
+        relay_lines(stream, |lines| {
             let msg = FromAgent::Event(Event::Output {
                 plugin: plugin.clone(),
                 stream: which,
-                line,
+                lines,
             });
             let events = events.clone();
             async move {

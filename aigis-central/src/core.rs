@@ -196,7 +196,7 @@ fn setup<'py>(
                 plugin,
                 level,
                 source: "python",
-                text,
+                lines: crate::logs::split_lines(&text),
             });
             Ok(())
         },

@@ -91,7 +91,9 @@ pub struct Record {
     pub level: Level,
     /// `stdout`, `stderr`, `install` for plugin output; `aigis` for central's own words.
     pub source: &'static str,
-    pub text: String,
+    /// One or more lines (a batch of output, or a multi-line message such
+    /// as a traceback): each becomes its own log line, tagged.
+    pub lines: Vec<String>,
 }
 
 enum Msg {
@@ -132,12 +134,12 @@ impl LogSink {
         }
     }
 
-    pub async fn output(&self, plugin: &str, source: &'static str, text: String) {
+    pub async fn output(&self, plugin: &str, source: &'static str, lines: Vec<String>) {
         self.send(Record {
             plugin: plugin.to_string(),
             level: Level::Info,
             source,
-            text,
+            lines,
         })
         .await
     }
@@ -159,7 +161,7 @@ impl LogSink {
             plugin: plugin.to_string(),
             level,
             source: "aigis",
-            text,
+            lines: split_lines(&text),
         })
         .await
     }
@@ -181,7 +183,7 @@ fn write_loop(dir: PathBuf, rotation: Rotation, mut rx: mpsc::Receiver<Msg>) {
                 }
             };
             // A traceback is many lines: each carries the plugin's name.
-            for line in record.text.lines() {
+            for line in &record.lines {
                 emit(&record, line);
             }
             let file = files.entry(record.plugin.clone()).or_insert_with(|| {
@@ -196,7 +198,7 @@ fn write_loop(dir: PathBuf, rotation: Rotation, mut rx: mpsc::Receiver<Msg>) {
             });
             if let Some(f) = file {
                 let now = rfc3339(SystemTime::now());
-                for line in record.text.lines() {
+                for line in &record.lines {
                     let line = format!("{now} {:<7} {line}", record.source);
                     if let Err(e) = f.write_line(&line, rotation) {
                         tracing::error!(plugin = %record.plugin, "cannot write {}: {e}", f.path.display());
@@ -227,6 +229,16 @@ fn emit(r: &Record, line: &str) {
         (Level::Info, source) => tracing::info!(plugin = %r.plugin, source, "{line}"),
         (Level::Warn, _) => tracing::warn!(plugin = %r.plugin, "{line}"),
         (Level::Error, _) => tracing::error!(plugin = %r.plugin, "{line}"),
+    }
+}
+
+/// A message's lines (at least one, so an empty message still shows).
+pub fn split_lines(text: &str) -> Vec<String> {
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    if lines.is_empty() {
+        vec![String::new()]
+    } else {
+        lines
     }
 }
 
@@ -371,8 +383,12 @@ mod tests {
         };
         let (sink, task) = LogSink::start(dir.path().to_path_buf(), rotation);
         for i in 0..200 {
-            sink.output("web", "stdout", format!("line {i:04} {}", "x".repeat(20)))
-                .await;
+            sink.output(
+                "web",
+                "stdout",
+                vec![format!("line {i:04} {}", "x".repeat(20))],
+            )
+            .await;
         }
         drop(sink);
         task.await.unwrap();
@@ -409,16 +425,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (sink, task) = LogSink::start(dir.path().to_path_buf(), Rotation::default());
         for i in 0..1000 {
-            sink.output("web", "stdout", format!("line {i}")).await;
+            sink.output("web", "stdout", vec![format!("line {i}")])
+                .await;
         }
+        sink.output(
+            "web",
+            "stdout",
+            vec!["".into(), "after an empty line".into()],
+        )
+        .await;
         sink.warn("web", "careful").await;
         drop(sink);
         task.await.unwrap();
         let text = std::fs::read_to_string(dir.path().join("web.log")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 1001);
+        assert_eq!(lines.len(), 1003);
         assert!(lines[0].ends_with("stdout  line 0"), "{}", lines[0]);
         assert!(lines[999].ends_with("line 999"));
-        assert!(lines[1000].ends_with("aigis   careful"));
+        assert!(
+            lines[1000].ends_with("stdout  "),
+            "an empty line is kept: {:?}",
+            lines[1000]
+        );
+        assert!(lines[1002].ends_with("aigis   careful"));
     }
 }

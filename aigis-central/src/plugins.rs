@@ -165,11 +165,12 @@ impl Registry {
     /// What an agent reports on its own.
     pub async fn agent_event(&self, event: Event) {
         match event {
+            // One record per batch; the log writer splits it into lines.
             Event::Output {
                 plugin,
                 stream,
-                line,
-            } => self.log.output(&plugin, stream.as_str(), line).await,
+                lines,
+            } => self.log.output(&plugin, stream.as_str(), lines).await,
             Event::Control { .. } => {} // answered by the link itself
             Event::State { plugin, state } => match state {
                 ProcessState::Running { pid, restarts_left } => {

@@ -148,7 +148,7 @@ mod tests {
         FromAgent::Event(Event::Output {
             plugin: "web".into(),
             stream: OutputStream::Stdout,
-            line: "hello ✓".into(),
+            lines: vec!["hello ✓".into(), String::new()],
         })
     }
 

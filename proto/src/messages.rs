@@ -205,10 +205,12 @@ impl OutputStream {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
+    /// Lines a plugin printed, in order; one message carries all the lines
+    /// of one read, so a fast printer costs one frame per batch, not per line.
     Output {
         plugin: String,
         stream: OutputStream,
-        line: String,
+        lines: Vec<String>,
     },
     State {
         plugin: String,
