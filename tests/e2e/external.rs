@@ -301,3 +301,75 @@ fn a_killed_agent_takes_its_plugins_along() {
     );
     daemon.expect_output("[orphan] failed: the local agent died", PATIENCE);
 }
+
+#[test]
+fn a_plugin_printing_fast_does_not_stall_another_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    plugin(
+        &base.join("src/flood"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+        &[(
+            "run.sh",
+            "seq 1 1000000 | sed 's/^/flood /'\necho flood-done\nexec sleep 1000\n",
+        )],
+    );
+    plugin(
+        &base.join("src/beat"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+        &[(
+            "run.sh",
+            "i=0\nwhile true; do i=$((i+1)); echo \"beat $i\"; sleep 0.05; done\n",
+        )],
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[aigis]\nlog_max_bytes = 1000000000\n[external]\nbeat = \"src/beat\"\nflood = \"src/flood\"\n",
+    );
+    // Console at warn: the test reads the log files, not a gigabyte of stderr.
+    let _daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("AIGIS_LOG", "warn")],
+    );
+    let flood_log = home.join("log/flood.log");
+    assert!(wait_until(PATIENCE, || log_of(&home, "flood").contains("flood-done")));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Every flood line arrived, once, in order.
+    let text = std::fs::read_to_string(&flood_log).unwrap();
+    let mut expected = 1u32;
+    for line in text.lines().filter(|l| l.contains(" stdout  flood ")) {
+        let n: u32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(n, expected, "flood line out of order or missing");
+        expected += 1;
+    }
+    assert_eq!(expected, 1_000_001);
+
+    // The beat kept its pace meanwhile: no gap over 1 s between its lines.
+    let millis = |l: &str| -> u64 {
+        let t = &l[11..23]; // HH:MM:SS.mmm
+        let h: u64 = t[0..2].parse().unwrap();
+        let m: u64 = t[3..5].parse().unwrap();
+        let s: u64 = t[6..8].parse().unwrap();
+        let ms: u64 = t[9..12].parse().unwrap();
+        ((h * 60 + m) * 60 + s) * 1000 + ms
+    };
+    let beats: Vec<u64> = log_of(&home, "beat")
+        .lines()
+        .filter(|l| l.contains(" stdout  beat "))
+        .map(millis)
+        .collect();
+    assert!(beats.len() >= 10, "{} beats", beats.len());
+    let worst = beats
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap();
+    assert!(
+        worst < 1000,
+        "the beat stalled for {worst} ms while the flood ran"
+    );
+}
