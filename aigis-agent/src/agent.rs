@@ -214,10 +214,12 @@ async fn handle(
         Request::Start(spec) => {
             let name = spec.plugin.clone();
             let mut map = plugins.lock().await;
-            if let Some(old) = map.get(&name) {
-                if !old.is_finished() {
-                    return Err(format!("plugin `{name}` is already supervised"));
-                }
+            if map.get(&name).is_some_and(Supervised::is_active) {
+                return Err(format!("plugin `{name}` is already running"));
+            }
+            // A plugin that failed for good is started afresh.
+            if let Some(old) = map.remove(&name) {
+                old.stop().await;
             }
             let (handle, pid) = Supervised::start(spec, events.clone(), controls).await?;
             map.insert(name, handle);

@@ -39,6 +39,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Supervised {
     stop: mpsc::Sender<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// False once the plugin failed for good (no process, no restart due).
+    active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Supervised {
@@ -51,12 +53,21 @@ impl Supervised {
     ) -> Result<(Supervised, u32), String> {
         let (started_tx, started_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = mpsc::channel(1);
-        let task = tokio::spawn(supervise(spec, events, controls, stop_rx, started_tx));
+        let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let task = tokio::spawn(supervise(
+            spec,
+            events,
+            controls,
+            stop_rx,
+            started_tx,
+            active.clone(),
+        ));
         match started_rx.await {
             Ok(Ok(pid)) => Ok((
                 Supervised {
                     stop: stop_tx,
                     task,
+                    active,
                 },
                 pid,
             )),
@@ -65,8 +76,9 @@ impl Supervised {
         }
     }
 
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+    /// A process runs or a restart is due; false once it failed for good.
+    pub fn is_active(&self) -> bool {
+        !self.task.is_finished() && self.active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops the plugin (if it still runs) and waits until it is gone.
@@ -92,7 +104,9 @@ async fn supervise(
     controls: Controls,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     started: oneshot::Sender<Result<u32, String>>,
+    active: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let inactive = || active.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut started = Some(started);
     let mut restarts_left = spec.restart;
     let mut delay = FIRST_RESTART_DELAY;
@@ -110,6 +124,7 @@ async fn supervise(
                             .await;
                     }
                 }
+                inactive();
                 return wait_for_stop(stop).await;
             }
         };
@@ -149,6 +164,7 @@ async fn supervise(
                     }
                     _ => {
                         let _ = events.send(state(&spec.plugin, ProcessState::Failed { exit })).await;
+                        inactive();
                         return wait_for_stop(stop).await;
                     }
                 }

@@ -359,6 +359,10 @@ impl LoadContext {
                 continue;
             }
             for name in names {
+                // An operator's `aigis stop` meanwhile wins over the retry.
+                if self.registry.state_of(&name) != State::Failed.as_str() {
+                    continue;
+                }
                 if let Some(entry) = self.entry(&name) {
                     self.registry
                         .log()

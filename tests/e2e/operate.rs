@@ -26,7 +26,9 @@ fn aigis(cwd: &Path, args: &[&str]) -> (bool, String) {
 
 fn status(base: &Path, home: &str) -> Vec<(String, String, Option<u64>)> {
     let (ok, out) = aigis(base, &["status", "--json", "--home", home]);
-    assert!(ok, "{out}");
+    if !ok {
+        return Vec::new(); // not up yet; callers wait for a state
+    }
     // A tiny reader for the fields we need; the output is pretty JSON.
     let mut rows = Vec::new();
     let (mut name, mut state, mut pid) = (String::new(), String::new(), None);
@@ -50,6 +52,11 @@ fn status(base: &Path, home: &str) -> Vec<(String, String, Option<u64>)> {
         }
     }
     rows
+}
+
+/// True when there are plugins and every one of them runs.
+fn all_running(rows: &[(String, String, Option<u64>)]) -> bool {
+    !rows.is_empty() && rows.iter().all(|(_, s, _)| s == "running")
 }
 
 fn state_of(base: &Path, home: &str, plugin: &str) -> (String, Option<u64>) {
@@ -103,9 +110,7 @@ fn status_stop_start_reload_and_logs_through_the_control_socket() {
     let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
     daemon.expect_output("git-says 1 v1", PATIENCE);
     daemon.expect_output("two-says 1", PATIENCE);
-    assert!(wait_until(PATIENCE, || status(base, home_s)
-        .iter()
-        .all(|(_, s, _)| s == "running")));
+    assert!(wait_until(PATIENCE, || all_running(&status(base, home_s))));
     let rows = status(base, home_s);
     assert_eq!(rows.len(), 3, "{rows:?}");
 
@@ -267,7 +272,7 @@ fn new_writes_plugins_that_check_accepts_and_that_run() {
     daemon.expect_output("tool started in", PATIENCE);
     daemon.expect_output("[remote] (stderr) INFO started", PATIENCE);
     assert!(wait_until(PATIENCE, || {
-        status(base, home_s).iter().all(|(_, s, _)| s == "running")
+        all_running(&status(base, home_s))
     }));
 }
 
@@ -480,4 +485,30 @@ fn logs_follow_prints_new_lines_as_they_come() {
         "{first} then {seen:?}"
     );
     drop(daemon);
+}
+
+#[test]
+fn start_brings_back_a_plugin_that_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    write(
+        &base.join("src/flaky"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+    );
+    // Fails the first time, runs the second.
+    write(
+        &base.join("src/flaky"),
+        "run.sh",
+        "if [ ! -e tried ]; then touch tried; echo first-fails; exit 1; fi\necho second-runs\nexec sleep 100\n",
+    );
+    write(base, "aigis.toml", "[external]\nflaky = \"src/flaky\"\n");
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    assert!(wait_until(PATIENCE, || state_of(base, home_s, "flaky").0 == "failed"));
+    let (ok, out) = aigis(base, &["start", "flaky", "--home", home_s]);
+    assert!(ok, "{out}");
+    daemon.expect_output("second-runs", PATIENCE);
+    assert!(wait_until(PATIENCE, || state_of(base, home_s, "flaky").0 == "running"));
 }
