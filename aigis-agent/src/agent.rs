@@ -12,9 +12,9 @@
 //! death and stops every plugin; the daemon of a LAN host
 //! (`crate::daemon`) keeps them running for the next link.
 
-use crate::fetch::{copy_local, fetch_git, unpack_files, FetchOutcome};
+use crate::fetch::{copy_local, fetch_git, finish_staged, stage, FetchOutcome};
 use crate::install::install;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 use crate::supervisor::{Controls, Supervised};
 use proto::{
     FetchSource, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
@@ -79,15 +79,19 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut reader = FrameReader::new(input);
-    let (link_tx, link_rx) = mpsc::channel::<FromAgent>(LINK_QUEUE);
+    let (link_tx, link_rx) = mpsc::channel::<Outgoing>(LINK_QUEUE);
     // Buffered: a batch of frames goes out in one write, then one flush.
     let writer = tokio::spawn(write_loop(
         FrameWriter::new(tokio::io::BufWriter::with_capacity(64 * 1024, output)),
         link_rx,
     ));
 
-    let session = match reader.next::<ToAgent>().await? {
-        Some(ToAgent::Hello { version, session }) if version == PROTOCOL_VERSION => session,
+    let (session, resume) = match reader.next::<ToAgent>().await? {
+        Some(ToAgent::Hello {
+            version,
+            session,
+            resume,
+        }) if version == PROTOCOL_VERSION => (session, resume),
         Some(ToAgent::Hello { version, .. }) => anyhow::bail!(
             "central speaks protocol version {version}, this agent speaks {PROTOCOL_VERSION}"
         ),
@@ -104,13 +108,14 @@ where
         state.outbox.clear().await;
     }
     link_tx
-        .send(FromAgent::Hello {
+        .send(std::sync::Arc::new(FromAgent::Hello {
             version: PROTOCOL_VERSION,
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
-        })
+            instance: state.outbox.instance,
+        }))
         .await?;
-    state.outbox.attach(link_tx).await;
+    state.outbox.attach(link_tx, resume).await;
 
     let tx = state.outbox.sender();
     let mut term = signal(SignalKind::terminate())?;
@@ -138,6 +143,7 @@ where
                     let _ = to.try_send(payload);
                 }
             }
+            Ok(Some(ToAgent::Ack { seq })) => state.outbox.ack(seq).await,
             Ok(Some(ToAgent::Shutdown)) => break Ok(LinkEnd::Shutdown),
             Ok(Some(ToAgent::Hello { .. })) => {}
             Ok(None) => break Ok(LinkEnd::Gone),
@@ -169,15 +175,15 @@ where
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut out: FrameWriter<W>,
-    mut rx: mpsc::Receiver<FromAgent>,
+    mut rx: mpsc::Receiver<Outgoing>,
 ) {
     while let Some(msg) = rx.recv().await {
-        if out.send_unflushed(&msg).await.is_err() {
+        if out.send_unflushed(&*msg).await.is_err() {
             break;
         }
         // Batch whatever is already queued, then flush once.
         while let Ok(msg) = rx.try_recv() {
-            if out.send_unflushed(&msg).await.is_err() {
+            if out.send_unflushed(&*msg).await.is_err() {
                 return;
             }
         }
@@ -225,6 +231,20 @@ async fn handle(
             map.insert(name, handle);
             Ok(Reply::Started { pid })
         }
+        Request::Stage { dest, first, piece } => tokio::task::spawn_blocking(move || {
+            stage(
+                &dest,
+                first,
+                &piece.path,
+                piece.mode,
+                piece.offset,
+                &piece.contents,
+            )
+            .map(|()| Reply::Staged)
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("stage task failed: {e}"))?,
         Request::Stop { plugin } => {
             let handle = plugins.lock().await.remove(&plugin);
             if let Some(h) = handle {
@@ -238,20 +258,19 @@ async fn handle(
 async fn fetch(source: FetchSource, dest: PathBuf) -> Result<Reply, String> {
     let fetch_dest = dest.clone();
     let outcome = tokio::task::spawn_blocking(move || match &source {
-        FetchSource::Git { url, reference } => {
-            fetch_git(url, reference.as_deref(), &fetch_dest).map_err(|e| e.to_string())
-        }
-        FetchSource::LocalDir(src) => copy_local(src, &fetch_dest).map_err(|e| e.to_string()),
-        FetchSource::Files(files) => unpack_files(
-            files
-                .iter()
-                .map(|f| (f.path.as_str(), f.mode, f.contents.as_slice())),
-            &fetch_dest,
-        )
-        .map_err(|e| e.to_string()),
+        FetchSource::Git { url, reference } => fetch_git(url, reference.as_deref(), &fetch_dest)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        FetchSource::LocalDir(src) => copy_local(src, &fetch_dest)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        FetchSource::Staged => finish_staged(&fetch_dest).map_err(|e| e.to_string()),
     })
     .await
     .map_err(|e| format!("fetch task failed: {e}"))??;
+    let Some(outcome) = outcome else {
+        return Ok(Reply::NothingStaged);
+    };
     let (outcome, warning) = match outcome {
         FetchOutcome::Cloned { commit } => (format!("cloned at {commit}"), None),
         FetchOutcome::Updated { from, to } => (format!("updated {from} -> {to}"), None),

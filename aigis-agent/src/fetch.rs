@@ -311,55 +311,85 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
     fs::set_permissions(dest, fs::metadata(src)?.permissions())
 }
 
-/// Writes files sent by central (a local-directory plugin of central's host)
-/// into `dest`, with the same rules as [`copy_local`]: built beside `dest`
-/// and renamed in; an existing `dest` is kept. Paths that are absolute or
+/// Where a streamed local-directory plugin is assembled before it is
+/// renamed to `dest` (same filesystem; one per destination).
+fn staging(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    dest.with_file_name(format!(".{name}.aigis-staging"))
+}
+
+/// Writes one piece of a file streamed by central into the staging
+/// directory of `dest`. `first` starts over. Paths that are absolute or
 /// contain `..` are refused.
-pub fn unpack_files<'a>(
-    files: impl IntoIterator<Item = (&'a str, u32, &'a [u8])>,
+pub fn stage(
     dest: &Path,
-) -> Result<FetchOutcome, FetchError> {
-    if let Some(kept) = keep_existing_copy(dest) {
-        return Ok(kept);
-    }
-    let tmp = sibling(dest, "upload")?;
+    first: bool,
+    rel: &str,
+    mode: u32,
+    offset: u64,
+    contents: &[u8],
+) -> Result<(), FetchError> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
     let io_err = |path: &Path, source| FetchError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let result = (|| {
-        fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-        for (rel, mode, contents) in files {
-            let rel_path = Path::new(rel);
-            if rel_path.is_absolute()
-                || rel_path
-                    .components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
-                return Err(io_err(
-                    rel_path,
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "refused: path leaves the plugin",
-                    ),
-                ));
-            }
-            let path = tmp.join(rel_path);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-            }
-            fs::write(&path, contents).map_err(|e| io_err(&path, e))?;
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(|e| io_err(&path, e))?;
-        }
-        fs::rename(&tmp, dest).map_err(|e| io_err(dest, e))
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+    let dir = staging(dest);
+    if first && dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     }
-    Ok(FetchOutcome::Copied)
+    let rel_path = Path::new(rel);
+    if rel_path.is_absolute()
+        || rel_path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(io_err(
+            rel_path,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "refused: path leaves the plugin",
+            ),
+        ));
+    }
+    let path = dir.join(rel_path);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(offset == 0)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.write_all(contents))
+        .map_err(|e| io_err(&path, e))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| io_err(&path, e))
+}
+
+/// Puts what was staged for `dest` in place, with the rules of
+/// [`copy_local`]: an existing `dest` is kept (and the staging dropped).
+/// `None`: neither `dest` nor a staged upload exists, so central streams.
+pub fn finish_staged(dest: &Path) -> Result<Option<FetchOutcome>, FetchError> {
+    let dir = staging(dest);
+    if let Some(kept) = keep_existing_copy(dest) {
+        let _ = fs::remove_dir_all(&dir);
+        return Ok(Some(kept));
+    }
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    fs::rename(&dir, dest).map_err(|source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(FetchOutcome::Copied))
 }
 
 /// A local-directory plugin already at `dest` is never copied over.

@@ -1,23 +1,32 @@
-//! Everything the agent says passes through one outbox task: to the current
-//! link when there is one, into a bounded buffer when there is none.
+//! Everything the agent says passes through one outbox task. Events get a
+//! sequence number and stay in the outbox until central acknowledges them;
+//! a link that breaks mid-flight loses nothing, because the next link
+//! replays everything central has not confirmed (central drops repeats).
 //!
 //! Invariants:
-//! - Order is kept: buffered messages are replayed before anything newer.
-//! - The buffer is bounded ([`BUFFER_BYTES`]). Past it, plugin output lines
-//!   are dropped and counted per plugin, and the count is reported as a line
-//!   of that plugin's output on the next link: never silently. Replies and
-//!   state changes are always kept (they are few).
+//! - Order is kept: replayed events come before anything newer.
+//! - While no link is attached, retained plugin output is bounded
+//!   ([`BUFFER_BYTES`]). Past it, output lines are dropped and counted per
+//!   plugin, and the count is reported as a line of that plugin's output on
+//!   the next link: never silently. State changes are always kept.
+//! - Replies and `Bye` are not retained: they answer requests of a link,
+//!   and a broken link has already failed its requests.
 
-use proto::{Event, FromAgent, OutputStream};
+use proto::{Event, FromAgent, OutputStream, Resume};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// How much plugin output may wait for central while the link is down.
 pub const BUFFER_BYTES: usize = 64 * 1024 * 1024;
 const QUEUE: usize = 1024;
 
+/// What a link's writer sends: shared, so a retained event is not copied.
+pub type Outgoing = Arc<FromAgent>;
+
 enum Cmd {
-    Attach(mpsc::Sender<FromAgent>),
+    Attach(mpsc::Sender<Outgoing>, u64),
+    Ack(u64),
     Detach(oneshot::Sender<()>),
     Clear(oneshot::Sender<()>),
     Drain(oneshot::Sender<()>),
@@ -27,14 +36,20 @@ enum Cmd {
 pub struct Outbox {
     tx: mpsc::Sender<FromAgent>,
     cmd: mpsc::Sender<Cmd>,
+    /// Random per agent process (see `FromAgent::Hello`).
+    pub instance: u64,
 }
 
 impl Outbox {
     pub fn start() -> Outbox {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (cmd, cmd_rx) = mpsc::channel(8);
+        let (cmd, cmd_rx) = mpsc::channel(64);
         tokio::spawn(run(rx, cmd_rx));
-        Outbox { tx, cmd }
+        Outbox {
+            tx,
+            cmd,
+            instance: instance_id(),
+        }
     }
 
     /// Where plugins' output, state changes and replies are sent.
@@ -42,16 +57,27 @@ impl Outbox {
         self.tx.clone()
     }
 
-    /// From now on messages go to `link`, after everything buffered.
-    pub async fn attach(&self, link: mpsc::Sender<FromAgent>) {
-        let _ = self.cmd.send(Cmd::Attach(link)).await;
+    /// From now on messages go to `link`, after every retained event that
+    /// central has not had (`resume` says what it has).
+    pub async fn attach(&self, link: mpsc::Sender<Outgoing>, resume: Resume) {
+        let from = if resume.instance == self.instance {
+            resume.seq
+        } else {
+            0
+        };
+        let _ = self.cmd.send(Cmd::Attach(link, from)).await;
+    }
+
+    /// Central has every event up to `seq`.
+    pub async fn ack(&self, seq: u64) {
+        let _ = self.cmd.send(Cmd::Ack(seq)).await;
     }
 
     pub async fn detach(&self) {
         self.ask(Cmd::Detach).await
     }
 
-    /// Forgets what was buffered (a new central run does not want it).
+    /// Forgets what was retained (a new central run does not want it).
     pub async fn clear(&self) {
         self.ask(Cmd::Clear).await
     }
@@ -69,94 +95,131 @@ impl Outbox {
     }
 }
 
-#[derive(Default)]
-struct Buffer {
-    queue: VecDeque<FromAgent>,
-    bytes: usize,
-    dropped: BTreeMap<String, u64>,
+fn instance_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 40)).max(1)
 }
 
-impl Buffer {
-    fn push(&mut self, msg: FromAgent) {
-        if let FromAgent::Event(Event::Output { plugin, lines, .. }) = &msg {
-            let size: usize = lines.iter().map(String::len).sum();
-            if self.bytes + size > BUFFER_BYTES {
-                *self.dropped.entry(plugin.clone()).or_default() += lines.len() as u64;
-                return;
-            }
-            self.bytes += size;
-        }
-        self.queue.push_back(msg);
+fn output_size(event: &Event) -> usize {
+    match event {
+        Event::Output { lines, .. } => lines.iter().map(String::len).sum(),
+        _ => 0,
+    }
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    /// Numbered events central has not acknowledged, oldest first.
+    retained: VecDeque<(u64, Outgoing, usize)>,
+    bytes: usize,
+    dropped: BTreeMap<String, u64>,
+    link: Option<mpsc::Sender<Outgoing>>,
+}
+
+impl State {
+    fn number(&mut self, event: Event) -> (u64, Outgoing) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        (seq, Arc::new(FromAgent::Numbered { seq, event }))
     }
 
-    /// What to send on a new link: drop notices, then the buffered messages.
-    fn take(&mut self) -> Vec<FromAgent> {
-        let mut out: Vec<FromAgent> = std::mem::take(&mut self.dropped)
-            .into_iter()
-            .map(|(plugin, n)| {
-                FromAgent::Event(Event::Output {
-                    plugin,
-                    stream: OutputStream::Stderr,
-                    lines: vec![format!(
-                        "aigis-agent: {n} line(s) of output dropped while central was unreachable \
-                         (more than {} MiB waited)",
-                        BUFFER_BYTES / (1024 * 1024)
-                    )],
-                })
-            })
-            .collect();
-        out.extend(self.queue.drain(..));
-        self.bytes = 0;
-        out
+    async fn take(&mut self, msg: FromAgent) {
+        let FromAgent::Event(event) = msg else {
+            // Replies and Bye only make sense on the link that asked.
+            if let Some(link) = &self.link {
+                if link.send(Arc::new(msg)).await.is_err() {
+                    self.link = None;
+                }
+            }
+            return;
+        };
+        let size = output_size(&event);
+        if self.link.is_none() && size > 0 && self.bytes + size > BUFFER_BYTES {
+            if let Event::Output { plugin, lines, .. } = &event {
+                *self.dropped.entry(plugin.clone()).or_default() += lines.len() as u64;
+            }
+            return;
+        }
+        let (seq, out) = self.number(event);
+        self.retained.push_back((seq, out.clone(), size));
+        self.bytes += size;
+        self.send(out).await;
+    }
+
+    async fn send(&mut self, out: Outgoing) {
+        if let Some(link) = &self.link {
+            if link.send(out).await.is_err() {
+                self.link = None;
+            }
+        }
+    }
+
+    fn ack(&mut self, seq: u64) {
+        while self.retained.front().is_some_and(|(s, _, _)| *s <= seq) {
+            if let Some((_, _, size)) = self.retained.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    async fn attach(&mut self, link: mpsc::Sender<Outgoing>, from: u64) {
+        self.ack(from);
+        self.link = Some(link);
+        let replay: Vec<Outgoing> = self.retained.iter().map(|(_, o, _)| o.clone()).collect();
+        for out in replay {
+            self.send(out).await;
+        }
+        for (plugin, n) in std::mem::take(&mut self.dropped) {
+            let notice = Event::Output {
+                plugin,
+                stream: OutputStream::Stderr,
+                lines: vec![format!(
+                    "aigis-agent: {n} line(s) of output dropped while central was unreachable \
+                     (more than {} MiB waited)",
+                    BUFFER_BYTES / (1024 * 1024)
+                )],
+            };
+            let (seq, out) = self.number(notice);
+            self.retained.push_back((seq, out.clone(), 0));
+            self.send(out).await;
+        }
     }
 }
 
 async fn run(mut rx: mpsc::Receiver<FromAgent>, mut cmd: mpsc::Receiver<Cmd>) {
-    let mut buffer = Buffer::default();
-    let mut link: Option<mpsc::Sender<FromAgent>> = None;
+    let mut state = State::default();
     loop {
         tokio::select! {
             biased;
             c = cmd.recv() => match c {
                 None => return,
-                Some(Cmd::Attach(new)) => {
-                    link = Some(new);
-                    for msg in buffer.take() {
-                        forward(&mut link, &mut buffer, msg).await;
-                    }
-                }
+                Some(Cmd::Attach(link, from)) => state.attach(link, from).await,
+                Some(Cmd::Ack(seq)) => state.ack(seq),
                 Some(Cmd::Detach(done)) => {
-                    link = None;
+                    state.link = None;
                     let _ = done.send(());
                 }
                 Some(Cmd::Clear(done)) => {
-                    buffer = Buffer::default();
+                    let next_seq = state.next_seq;
+                    state = State { next_seq, ..State::default() };
                     let _ = done.send(());
                 }
                 Some(Cmd::Drain(done)) => {
                     while let Ok(msg) = rx.try_recv() {
-                        forward(&mut link, &mut buffer, msg).await;
+                        state.take(msg).await;
                     }
                     let _ = done.send(());
                 }
             },
             msg = rx.recv() => match msg {
-                Some(msg) => forward(&mut link, &mut buffer, msg).await,
+                Some(msg) => state.take(msg).await,
                 None => return,
             },
         }
-    }
-}
-
-async fn forward(link: &mut Option<mpsc::Sender<FromAgent>>, buffer: &mut Buffer, msg: FromAgent) {
-    match link {
-        Some(l) => {
-            if let Err(mpsc::error::SendError(msg)) = l.send(msg).await {
-                *link = None;
-                buffer.push(msg);
-            }
-        }
-        None => buffer.push(msg),
     }
 }
 
@@ -172,43 +235,85 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn buffers_while_detached_and_replays_in_order() {
-        let outbox = Outbox::start();
-        let tx = outbox.sender();
-        for n in 0..100 {
-            tx.send(line(n)).await.unwrap();
-        }
-        outbox.drain().await;
-        let (link, mut rx) = mpsc::channel(1000);
-        outbox.attach(link).await;
-        tx.send(line(100)).await.unwrap();
-        for n in 0..=100 {
-            assert_eq!(rx.recv().await.unwrap(), line(n));
+    fn seq_of(o: &Outgoing) -> u64 {
+        match &**o {
+            FromAgent::Numbered { seq, .. } => *seq,
+            other => panic!("{other:?}"),
         }
     }
 
-    #[test]
-    fn overflow_is_counted_and_reported() {
-        let mut b = Buffer::default();
+    #[tokio::test]
+    async fn unacknowledged_events_are_replayed_on_the_next_link() {
+        let outbox = Outbox::start();
+        let tx = outbox.sender();
+        let (first, mut got) = mpsc::channel(1000);
+        outbox.attach(first, Resume::default()).await;
+        for n in 0..10 {
+            tx.send(line(n)).await.unwrap();
+        }
+        for want in 1..=10 {
+            assert_eq!(seq_of(&got.recv().await.unwrap()), want);
+        }
+        outbox.ack(4).await;
+        outbox.detach().await;
+        for n in 10..15 {
+            tx.send(line(n)).await.unwrap();
+        }
+        outbox.drain().await;
+        // Central says it has up to 6 (acks in flight were lost).
+        let (second, mut got) = mpsc::channel(1000);
+        let resume = Resume {
+            instance: outbox.instance,
+            seq: 6,
+        };
+        outbox.attach(second, resume).await;
+        for want in 7..=15 {
+            assert_eq!(seq_of(&got.recv().await.unwrap()), want);
+        }
+        // Another agent instance's resume point means nothing here: all again.
+        let (third, mut got) = mpsc::channel(1000);
+        outbox
+            .attach(
+                third,
+                Resume {
+                    instance: 1,
+                    seq: 12,
+                },
+            )
+            .await;
+        assert_eq!(seq_of(&got.recv().await.unwrap()), 7);
+    }
+
+    #[tokio::test]
+    async fn overflow_while_detached_is_counted_and_reported() {
+        let outbox = Outbox::start();
+        let tx = outbox.sender();
         let big = "x".repeat(BUFFER_BYTES / 2 + 1);
         for _ in 0..3 {
-            b.push(FromAgent::Event(Event::Output {
+            tx.send(FromAgent::Event(Event::Output {
                 plugin: "p".into(),
                 stream: OutputStream::Stdout,
                 lines: vec![big.clone()],
-            }));
+            }))
+            .await
+            .unwrap();
         }
-        b.push(FromAgent::Bye);
-        let out = b.take();
-        assert_eq!(out.len(), 3, "notice + one line + Bye");
-        let FromAgent::Event(Event::Output { lines, .. }) = &out[0] else {
-            panic!("{:?}", out[0]);
+        outbox.drain().await;
+        let (link, mut got) = mpsc::channel(10);
+        outbox.attach(link, Resume::default()).await;
+        let first = got.recv().await.unwrap();
+        assert_eq!(seq_of(&first), 1);
+        let notice = got.recv().await.unwrap();
+        let FromAgent::Numbered {
+            event: Event::Output { lines, .. },
+            ..
+        } = &*notice
+        else {
+            panic!("{notice:?}");
         };
         assert!(
             lines[0].contains("2 line(s) of output dropped"),
             "{lines:?}"
         );
-        assert_eq!(out[2], FromAgent::Bye);
     }
 }

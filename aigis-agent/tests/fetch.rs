@@ -194,3 +194,40 @@ fn copy_local_is_copytree_and_never_overwrites() {
     let err = copy_local(&missing, &tmp.path().join("ext/q")).unwrap_err();
     assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
 }
+
+#[test]
+fn a_streamed_directory_is_staged_then_put_in_place_once() {
+    use aigis_agent::fetch::{finish_staged, stage};
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("ext/p");
+    assert_eq!(finish_staged(&dest).unwrap(), None, "nothing staged yet");
+    stage(&dest, true, "bin/run.sh", 0o755, 0, b"#!/bin/sh\n").unwrap();
+    stage(&dest, false, "data/big", 0o644, 0, b"hello ").unwrap();
+    stage(&dest, false, "data/big", 0o644, 6, b"world").unwrap();
+    stage(&dest, false, "empty", 0o600, 0, b"").unwrap();
+    assert!(stage(&dest, false, "../escape", 0o644, 0, b"x").is_err());
+    assert!(stage(&dest, false, "/abs", 0o644, 0, b"x").is_err());
+    assert_eq!(finish_staged(&dest).unwrap(), Some(FetchOutcome::Copied));
+    assert_eq!(read(&dest.join("data/big")), "hello world");
+    assert_eq!(read(&dest.join("empty")), "");
+    let mode = fs::metadata(dest.join("bin/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(!tmp.path().join("escape").exists() && !tmp.path().join("ext/escape").exists());
+
+    // A second upload is not put over the first; a stale one starts over.
+    stage(&dest, true, "other", 0o644, 0, b"x").unwrap();
+    assert!(matches!(
+        finish_staged(&dest).unwrap(),
+        Some(FetchOutcome::Kept { .. })
+    ));
+    assert!(!dest.join("other").exists());
+    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("ext")).unwrap().collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "the staging dir was left behind: {leftovers:?}"
+    );
+}

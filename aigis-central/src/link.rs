@@ -70,7 +70,15 @@ impl AgentLink {
                 tracing::warn!(agent = "local", "{line}");
             }
         });
-        let link = AgentLink::start("local".into(), stdout, stdin, registry, control).await?;
+        let link = AgentLink::start(
+            "local".into(),
+            stdout,
+            stdin,
+            registry,
+            control,
+            Arc::default(),
+        )
+        .await?;
         *link.child.lock().await = Some(child);
         Ok(link)
     }
@@ -82,6 +90,7 @@ impl AgentLink {
         output: W,
         registry: Registry,
         control: Controls,
+        received: Arc<Received>,
     ) -> anyhow::Result<AgentLink>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -93,14 +102,21 @@ impl AgentLink {
             .send(&ToAgent::Hello {
                 version: PROTOCOL_VERSION,
                 session: session_id(),
+                resume: received.resume(),
             })
             .await?;
         let hello = tokio::time::timeout(Duration::from_secs(30), reader.next::<FromAgent>())
             .await
             .map_err(|_| anyhow::anyhow!("agent on {host} did not answer the handshake"))??;
         match hello {
-            Some(FromAgent::Hello { version, os, arch }) if version == PROTOCOL_VERSION => {
+            Some(FromAgent::Hello {
+                version,
+                os,
+                arch,
+                instance,
+            }) if version == PROTOCOL_VERSION => {
                 tracing::debug!(%host, %os, %arch, "agent ready");
+                received.meet(instance);
             }
             Some(FromAgent::Hello { version, .. }) => anyhow::bail!(
                 "agent on {host} speaks protocol {version}, central speaks {PROTOCOL_VERSION}"
@@ -123,8 +139,27 @@ impl AgentLink {
         let reader_host = host.clone();
         let replies = tx.clone();
         tokio::spawn(async move {
+            let mut unacked = 0u32;
+            let mut last_ack = std::time::Instant::now();
             loop {
-                match reader.next::<FromAgent>().await {
+                let event = match reader.next::<FromAgent>().await {
+                    Ok(Some(FromAgent::Numbered { seq, event })) => {
+                        if !received.take(seq) {
+                            continue; // had it before the link broke
+                        }
+                        // Acknowledge in batches: the agent keeps what is
+                        // not acknowledged, for the next link.
+                        unacked += 1;
+                        if unacked >= 64 || last_ack.elapsed() >= Duration::from_millis(50) {
+                            let _ = replies.send(ToAgent::Ack { seq }).await;
+                            unacked = 0;
+                            last_ack = std::time::Instant::now();
+                        }
+                        Ok(Some(FromAgent::Event(event)))
+                    }
+                    other => other,
+                };
+                match event {
                     Ok(Some(FromAgent::Reply { id, result })) => {
                         let waiter = reader_pending.lock().ok().and_then(|mut p| p.remove(&id));
                         if let Some(w) = waiter {
@@ -154,7 +189,7 @@ impl AgentLink {
                     }
                     Ok(Some(FromAgent::Event(event))) => registry.agent_event(event).await,
                     Ok(Some(FromAgent::Bye)) | Ok(None) => break,
-                    Ok(Some(FromAgent::Hello { .. })) => {}
+                    Ok(Some(FromAgent::Hello { .. })) | Ok(Some(FromAgent::Numbered { .. })) => {}
                     Err(e) => {
                         tracing::error!(host = %reader_host, "link to the agent broke: {e}");
                         break;
@@ -228,6 +263,35 @@ impl AgentLink {
                 let _ = child.kill().await;
             }
         }
+    }
+}
+
+/// What central has received from one agent, kept across its links: which
+/// agent process, and the last numbered event (see `FromAgent::Numbered`).
+#[derive(Debug, Default)]
+pub struct Received {
+    instance: AtomicU64,
+    seq: AtomicU64,
+}
+
+impl Received {
+    fn resume(&self) -> proto::Resume {
+        proto::Resume {
+            instance: self.instance.load(Ordering::SeqCst),
+            seq: self.seq.load(Ordering::SeqCst),
+        }
+    }
+
+    /// A different agent process numbers from the start again.
+    fn meet(&self, instance: u64) {
+        if self.instance.swap(instance, Ordering::SeqCst) != instance {
+            self.seq.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// True for an event not seen before.
+    fn take(&self, seq: u64) -> bool {
+        self.seq.fetch_max(seq, Ordering::SeqCst) < seq
     }
 }
 

@@ -9,7 +9,7 @@ use crate::core::{core_file, PythonCore};
 use crate::home::Home;
 use crate::link::{AgentLink, Controls};
 use crate::logs::LogSink;
-use crate::remote::{self, pack_dir, RemoteAgent, RemoteSettings};
+use crate::remote::{self, upload_dir, RemoteAgent, RemoteSettings};
 use config::{HostSpec, Launch, PluginEntry, PluginKind, Source};
 use proto::{
     CorePlugin, Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Program, Reply, Request,
@@ -376,14 +376,16 @@ impl LoadContext {
     }
 }
 
-/// Asks `link` to fetch `source` into `dest`; returns the plugin's config text.
+/// Asks `link` to fetch `source` into `dest`; returns the plugin's config
+/// text, or `None` when a streamed upload (`FetchSource::Staged`) has to be
+/// sent first.
 async fn fetch(
     name: &str,
     link: &AgentLink,
     source: FetchSource,
     dest: &Path,
     log: &LogSink,
-) -> Result<String, String> {
+) -> Result<Option<String>, String> {
     let reply = link
         .request(Request::Fetch {
             plugin: name.to_string(),
@@ -392,6 +394,9 @@ async fn fetch(
         })
         .await
         .map_err(|e| format!("fetch failed: {e}"))?;
+    if reply == Reply::NothingStaged {
+        return Ok(None);
+    }
     let Reply::Fetched {
         outcome,
         warning,
@@ -406,7 +411,25 @@ async fn fetch(
         log.warn(name, format!("not updated: {w}; loading what is on disk"))
             .await;
     }
-    config.map_err(|e| format!("cannot read the plugin config: {e}"))
+    config
+        .map(Some)
+        .map_err(|e| format!("cannot read the plugin config: {e}"))
+}
+
+/// `fetch` for sources that are never streamed.
+async fn fetch_here(
+    name: &str,
+    link: &AgentLink,
+    source: FetchSource,
+    dest: &Path,
+    log: &LogSink,
+) -> Result<String, String> {
+    fetch(name, link, source, dest, log).await?.ok_or_else(|| {
+        format!(
+            "the agent on {} asked for an upload that was not sent",
+            link.host
+        )
+    })
 }
 
 async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> {
@@ -423,7 +446,7 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
             reference: reference.clone(),
         },
     };
-    let text = fetch(name, &ctx.agent, source, &root, log).await?;
+    let text = fetch_here(name, &ctx.agent, source, &root, log).await?;
     let config_file = root.join("AIGIS").join("AIGIS.config");
     let local_spec =
         config::parse_plugin(entry, &root, &config_file, &text).map_err(|e| e.to_string())?;
@@ -442,14 +465,27 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
         None => (ctx.agent.clone(), local_spec.clone()),
         Some(remote) => {
             let remote_root = remote.base.join("ext").join(name);
-            let source = match &entry.source {
-                Source::LocalDir(_) => FetchSource::Files(pack_dir(&root)?),
-                Source::Git { url, reference } => FetchSource::Git {
-                    url: url.clone(),
-                    reference: reference.clone(),
-                },
+            let link = remote.link();
+            let text = match &entry.source {
+                // The host clones git sources itself.
+                Source::Git { url, reference } => {
+                    let source = FetchSource::Git {
+                        url: url.clone(),
+                        reference: reference.clone(),
+                    };
+                    fetch_here(name, &link, source, &remote_root, log).await?
+                }
+                // A local directory is streamed there, unless it is there already.
+                Source::LocalDir(_) => {
+                    match fetch(name, &link, FetchSource::Staged, &remote_root, log).await? {
+                        Some(text) => text,
+                        None => {
+                            upload_dir(&link, &root, &remote_root).await?;
+                            fetch_here(name, &link, FetchSource::Staged, &remote_root, log).await?
+                        }
+                    }
+                }
             };
-            let text = fetch(name, &remote.link(), source, &remote_root, log).await?;
             let file = remote_root.join("AIGIS").join("AIGIS.config");
             let spec = config::parse_plugin(entry, &remote_root, &file, &text)
                 .map_err(|e| e.to_string())?;

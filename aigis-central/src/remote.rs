@@ -9,7 +9,7 @@
 //! link drops, [`RemoteAgent`] reconnects with backoff and jitter and
 //! attaches to the same running plugins, whose output waited on the host.
 
-use crate::link::{AgentLink, Controls};
+use crate::link::{AgentLink, Controls, Received};
 use crate::plugins::Registry;
 use crate::ssh::{self, Connection};
 use config::HostSpec;
@@ -38,6 +38,8 @@ pub struct RemoteAgent {
     stopping: AtomicBool,
     registry: Registry,
     controls: Controls,
+    /// What central has had from this host's agent, across reconnections.
+    received: Arc<Received>,
 }
 
 impl RemoteAgent {
@@ -132,6 +134,7 @@ impl RemoteAgent {
             &self.base,
             self.registry.clone(),
             self.controls.clone(),
+            self.received.clone(),
         )
         .await?;
         Ok((connection, link))
@@ -155,6 +158,7 @@ async fn attach(
     base: &Path,
     registry: Registry,
     controls: Controls,
+    received: Arc<Received>,
 ) -> Result<AgentLink, String> {
     let command = format!(
         "{} attach --dir {}",
@@ -163,7 +167,7 @@ async fn attach(
     );
     let stream = connection.stream(&command).await?;
     let (rd, wr) = tokio::io::split(stream);
-    AgentLink::start(host.to_string(), rd, wr, registry, controls)
+    AgentLink::start(host.to_string(), rd, wr, registry, controls, received)
         .await
         .map_err(|e| format!("{host}: {e:#}"))
 }
@@ -286,6 +290,7 @@ pub async fn start(
             )
             .await;
     }
+    let received = Arc::new(Received::default());
     let link = attach(
         &connection,
         host,
@@ -293,6 +298,7 @@ pub async fn start(
         &base,
         registry.clone(),
         controls.clone(),
+        received.clone(),
     )
     .await?;
     let remote = Arc::new(RemoteAgent {
@@ -304,56 +310,85 @@ pub async fn start(
         stopping: AtomicBool::new(false),
         registry,
         controls,
+        received,
     });
     remote.keep_linked();
     Ok(remote)
 }
 
-/// A local directory as files to send to a remote agent (symlinks
-/// followed, permission bits kept). Refuses plugins too big for one frame.
-pub fn pack_dir(dir: &Path) -> Result<Vec<proto::UploadedFile>, String> {
-    const LIMIT: usize = proto::MAX_FRAME - 64 * 1024;
-    fn walk(
-        dir: &Path,
-        prefix: &str,
-        out: &mut Vec<proto::UploadedFile>,
-        total: &mut usize,
-    ) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let meta = std::fs::metadata(entry.path())?;
-            if meta.is_dir() {
-                walk(&entry.path(), &rel, out, total)?;
-            } else {
-                let contents = std::fs::read(entry.path())?;
-                *total += contents.len() + rel.len();
-                out.push(proto::UploadedFile {
-                    path: rel,
-                    mode: meta.permissions().mode(),
+/// How much of a file one `Stage` request carries.
+const PIECE: usize = 1024 * 1024;
+
+/// Streams local directory `dir` to the agent behind `link`, to be put at
+/// `dest` there (symlinks followed, permission bits kept). One piece is in
+/// flight at a time, so a large plugin never needs a large frame or buffer.
+pub async fn upload_dir(link: &AgentLink, dir: &Path, dest: &Path) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    collect_files(dir, "", &mut files)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut first = true;
+    for (rel, path) in files {
+        let read_err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let mut file = std::fs::File::open(&path).map_err(read_err)?;
+        let mode = file.metadata().map_err(read_err)?.permissions().mode();
+        let mut offset = 0u64;
+        loop {
+            let mut contents = Vec::with_capacity(PIECE);
+            (&mut file)
+                .take(PIECE as u64)
+                .read_to_end(&mut contents)
+                .map_err(read_err)?;
+            let len = contents.len() as u64;
+            // Every file gets at least one piece, so empty files arrive too.
+            if len > 0 || offset == 0 {
+                let piece = proto::UploadedFile {
+                    path: rel.clone(),
+                    mode,
+                    offset,
                     contents,
-                });
+                };
+                link.request(proto::Request::Stage {
+                    dest: dest.to_path_buf(),
+                    first,
+                    piece,
+                })
+                .await
+                .map_err(|e| format!("sending {rel}: {e}"))?;
+                first = false;
+            }
+            offset += len;
+            if len < PIECE as u64 {
+                break;
             }
         }
-        Ok(())
     }
-    let mut files = Vec::new();
-    let mut total = 0;
-    walk(dir, "", &mut files, &mut total)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    if total > LIMIT {
-        return Err(format!(
-            "{} holds {total} bytes, more than a local-directory plugin sent to a LAN host may ({LIMIT}); publish it as a git repository instead",
-            dir.display()
-        ));
+    Ok(())
+}
+
+/// Every file under `dir` as (relative path, path), directories followed.
+fn collect_files(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, PathBuf)>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if std::fs::metadata(entry.path())?.is_dir() {
+            collect_files(&entry.path(), &rel, out)?;
+        } else {
+            out.push((rel, entry.path()));
+        }
     }
-    Ok(files)
+    Ok(())
 }
 
 #[cfg(test)]

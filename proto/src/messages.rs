@@ -16,6 +16,13 @@ pub enum ToAgent {
         /// Identifies one run of central: an agent that outlived a link
         /// keeps its plugins for the same session and drops them for another.
         session: u64,
+        /// The agent instance central heard from last and the last event
+        /// `seq` it received from it: the agent replays what came after.
+        resume: Resume,
+    },
+    /// Central has every numbered event up to `seq`; the agent may forget them.
+    Ack {
+        seq: u64,
     },
     Request {
         id: u64,
@@ -36,14 +43,31 @@ pub enum FromAgent {
         version: u32,
         os: String,
         arch: String,
+        /// Random per agent process, so central knows when sequence
+        /// numbers start over.
+        instance: u64,
     },
+    /// An event with its sequence number. The agent keeps it until central
+    /// acknowledges it, and sends it again on the next link if the link
+    /// broke first: a dropped connection loses nothing. Central ignores a
+    /// `seq` it has already had.
+    Numbered { seq: u64, event: Event },
     Reply {
         id: u64,
         result: Result<Reply, String>,
     },
+    /// An event inside the agent, before its outbox numbers it; on the wire
+    /// events travel as `Numbered`.
     Event(Event),
     /// Every plugin of this agent has stopped; the agent exits next.
     Bye,
+}
+
+/// Where a re-attaching link takes up the agent's numbered events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub instance: u64,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +84,13 @@ pub enum Request {
     Start(LaunchSpec),
     /// Stop a plugin: SIGTERM to its group, grace period, SIGKILL.
     Stop { plugin: String },
+    /// One piece of a local-directory plugin, written beside `dest`;
+    /// `first` starts a new upload (anything staged before is dropped).
+    Stage {
+        dest: PathBuf,
+        first: bool,
+        piece: UploadedFile,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,17 +101,22 @@ pub enum FetchSource {
     },
     /// A directory on the agent's own host.
     LocalDir(PathBuf),
-    /// A directory of central's host, sent along (for a remote agent).
-    Files(Vec<UploadedFile>),
+    /// A directory of central's host streamed with `Request::Stage`: put
+    /// what was staged for `dest` in place. Answered `NothingStaged` when
+    /// `dest` does not exist and nothing was staged (central then streams).
+    Staged,
 }
 
-/// One file of a local-directory plugin streamed to a remote agent.
+/// A piece of one file of a local-directory plugin streamed to a remote
+/// agent; files are sent in pieces so a plugin of any size fits in frames.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedFile {
     /// Relative, `/`-separated; never absolute, never `..`.
     pub path: String,
     /// Permission bits.
     pub mode: u32,
+    /// Where `contents` goes in the file; 0 creates (or truncates) it.
+    pub offset: u64,
     pub contents: Vec<u8>,
 }
 
@@ -88,10 +124,11 @@ impl fmt::Debug for UploadedFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "UploadedFile({}, {:o}, {} bytes)",
+            "UploadedFile({}, {:o}, {} bytes at {})",
             self.path,
             self.mode,
-            self.contents.len()
+            self.contents.len(),
+            self.offset
         )
     }
 }
@@ -111,6 +148,10 @@ pub enum Reply {
         pid: u32,
     },
     Stopped,
+    /// A `Stage` piece is written.
+    Staged,
+    /// `Fetch { source: Staged }` found neither the plugin nor a staged upload.
+    NothingStaged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,6 +100,9 @@ fn plugins_on_lan_hosts_run_with_their_secrets_and_reach_the_core() {
          i=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done\n",
     );
     write(&home, "secrets/ticker/token.secret", "remote-secret-value");
+    // Bigger than a frame's piece: streamed in several pieces.
+    let blob: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(ticker.join("blob.bin"), &blob).unwrap();
     write(&home, "secrets/caller/api.key", "0123456789");
 
     // An internal-remote plugin from git, on lan2, calling the core.
