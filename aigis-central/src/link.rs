@@ -150,7 +150,7 @@ impl AgentLink {
                         // Acknowledge in batches: the agent keeps what is
                         // not acknowledged, for the next link.
                         unacked += 1;
-                        if unacked >= 64 || last_ack.elapsed() >= Duration::from_millis(50) {
+                        if unacked >= 256 || last_ack.elapsed() >= Duration::from_millis(250) {
                             let _ = replies.send(ToAgent::Ack { seq }).await;
                             unacked = 0;
                             last_ack = std::time::Instant::now();

@@ -226,6 +226,8 @@ pub async fn connect(target: &Target) -> Result<Connection, SshError> {
     let config = Arc::new(client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
+        // Small frames (proxy calls, acks) must not wait for Nagle.
+        nodelay: true,
         ..Default::default()
     });
     let connect_err = |reason: String| SshError::Connect {
