@@ -324,15 +324,7 @@ impl Connection {
     /// Runs `command` on the host, feeding it `input` (then EOF); returns
     /// its exit status and what it printed on stdout.
     pub async fn run(&self, command: &str, input: &[u8]) -> Result<(u32, Vec<u8>), String> {
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| format!("cannot open an SSH channel: {e}"))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| format!("cannot run a command over SSH: {e}"))?;
+        let mut channel = self.exec(command).await?;
         if !input.is_empty() {
             channel
                 .data(input)
@@ -353,6 +345,11 @@ impl Connection {
 
     /// Starts `command` and returns its stdin/stdout as one byte stream.
     pub async fn stream(&self, command: &str) -> Result<russh::ChannelStream<client::Msg>, String> {
+        Ok(self.exec(command).await?.into_stream())
+    }
+
+    /// A new session channel running `command`.
+    async fn exec(&self, command: &str) -> Result<russh::Channel<client::Msg>, String> {
         let channel = self
             .handle
             .channel_open_session()
@@ -362,7 +359,7 @@ impl Connection {
             .exec(true, command)
             .await
             .map_err(|e| format!("cannot start `{command}` over SSH: {e}"))?;
-        Ok(channel.into_stream())
+        Ok(channel)
     }
 
     pub async fn close(&self) {

@@ -3,6 +3,7 @@
 //! restarts, per-plugin failures, and a clean shutdown.
 
 use aigis_e2e::git::{GitHttpServer, TestRepo};
+use aigis_e2e::plugins::plugin;
 use aigis_e2e::process::{alive, children, read_pid, wait_until, write, Daemon};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,13 +47,6 @@ echo "hello-on-stderr" >&2
 wait
 "#,
     );
-}
-
-fn plugin(dir: &Path, config: &str, files: &[(&str, &str)]) {
-    write(dir, "AIGIS/AIGIS.config", config);
-    for (rel, contents) in files {
-        write(dir, rel, contents);
-    }
 }
 
 fn log_of(home: &Path, plugin: &str) -> String {

@@ -2,6 +2,7 @@
 //! runs in central's core. Here on `HOST = "localhost"` (the local agent);
 //! the same frames cross SSH for other hosts.
 
+use aigis_e2e::plugins::core_plugin;
 use aigis_e2e::process::{wait_until, write, Daemon};
 use std::time::Duration;
 
@@ -15,20 +16,12 @@ fn proxy_calls_reach_the_central_core_and_hostile_pickles_are_refused() {
     let pwned = base.join("pwned");
 
     let store = base.join("src/store");
-    write(
+    core_plugin(
         &store,
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n",
-    );
-    write(
-        &store,
-        "AIGIS/AIGIS.core",
         "import store_impl as store\nSKILLS = ['store.get', 'store.LIMIT', 'store.fail', 'store.slow', 'store.echo']\n",
-    );
-    write(
-        &store,
-        "store_impl.py",
-        r#"import os
+        &[(
+            "store_impl.py",
+            r#"import os
 import time
 
 LIMIT = 10
@@ -51,6 +44,7 @@ def slow(t):
 def echo(x):
     return x
 "#,
+        )],
     );
 
     let remote = base.join("src/remote");

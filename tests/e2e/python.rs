@@ -1,23 +1,11 @@
 //! The Python core: core plugins in central's embedded CPython, and an
 //! internal-local plugin that uses them through its copied core.
 
+use aigis_e2e::plugins::core_plugin;
 use aigis_e2e::process::{alive, wait_until, write, Daemon};
-use std::path::Path;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn core_plugin(dir: &Path, core: &str, files: &[(&str, &str)]) {
-    write(
-        dir,
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n",
-    );
-    write(dir, "AIGIS/AIGIS.core", core);
-    for (rel, text) in files {
-        write(dir, rel, text);
-    }
-}
 
 #[test]
 fn core_skills_reach_an_internal_local_plugin_through_its_copied_core() {

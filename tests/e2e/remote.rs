@@ -5,6 +5,7 @@
 //! SIGTERM leaves nothing running on any host.
 
 use aigis_e2e::git::TestRepo;
+use aigis_e2e::plugins::core_plugin;
 use aigis_e2e::process::{alive, read_pid, wait_until, write, Daemon};
 use aigis_e2e::sshd::Sshd;
 use std::path::{Path, PathBuf};
@@ -69,20 +70,13 @@ fn plugins_on_lan_hosts_run_with_their_secrets_and_reach_the_core() {
     let hosts_dir = base.join("hosts");
 
     let store = base.join("src/store");
-    write(
+    core_plugin(
         &store,
-        "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n",
-    );
-    write(
-        &store,
-        "AIGIS/AIGIS.core",
         "import store_impl as store\nSKILLS = ['store.get', 'store.LIMIT', 'store.fail']\n",
-    );
-    write(
-        &store,
-        "store_impl.py",
-        "LIMIT = 10\n\ndef get(key):\n    return {'key': key}\n\ndef fail():\n    raise ValueError('no such record')\n",
+        &[(
+            "store_impl.py",
+            "LIMIT = 10\n\ndef get(key):\n    return {'key': key}\n\ndef fail():\n    raise ValueError('no such record')\n",
+        )],
     );
 
     // An external plugin from a local directory, on lan1, with a secret.

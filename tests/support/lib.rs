@@ -3,5 +3,6 @@
 //! the real binaries and always stop them.
 
 pub mod git;
+pub mod plugins;
 pub mod process;
 pub mod sshd;

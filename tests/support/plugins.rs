@@ -1,0 +1,18 @@
+//! Writing test plugins: an `AIGIS/AIGIS.config` and the files beside it.
+
+use crate::process::write;
+use std::path::Path;
+
+/// A plugin at `dir` with this `AIGIS.config` and these files.
+pub fn plugin(dir: &Path, config: &str, files: &[(&str, &str)]) {
+    write(dir, "AIGIS/AIGIS.config", config);
+    for (rel, contents) in files {
+        write(dir, rel, contents);
+    }
+}
+
+/// A core plugin at `dir` (ENTRYPOINT `{root}`) with this `AIGIS.core`.
+pub fn core_plugin(dir: &Path, core: &str, files: &[(&str, &str)]) {
+    plugin(dir, "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n", files);
+    write(dir, "AIGIS/AIGIS.core", core);
+}
