@@ -29,9 +29,16 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
         let before = problems.len();
         if let Some(spec) = check_plugin(entry, &home, &scratch, &mut problems) {
             if let Some(host) = spec.remote_host() {
-                // Reachable, with the host key we know, and we can log in.
-                if let Err(e) = crate::ssh::probe(host).await {
-                    problems.push(format!("plugin `{}`: {e}", entry.name));
+                // Reachable, with the host key we know, we can log in, and
+                // the host has the plugin's SYSTEM_REQUIREMENTS.
+                match crate::ssh::probe(host, &spec.system_requirements).await {
+                    Ok(missing) if !missing.is_empty() => problems.push(format!(
+                        "plugin `{}`: missing system requirement(s) on PATH on {host}: {}",
+                        entry.name,
+                        missing.join(", ")
+                    )),
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("plugin `{}`: {e}", entry.name)),
                 }
             }
             if matches!(spec.launch, Launch::Python(_)) && !python_checked {

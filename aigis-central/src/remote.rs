@@ -12,7 +12,7 @@
 use crate::link::{AgentLink, Controls, Received};
 use crate::plugins::Registry;
 use crate::ssh::{self, Connection};
-use config::HostSpec;
+use config::{shell_quote as sh, HostSpec};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,11 +190,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Single-quotes `s` for a POSIX shell.
-fn sh(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Connects to `host`, makes sure its agent is there, and starts it.

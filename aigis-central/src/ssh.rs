@@ -371,14 +371,28 @@ impl Connection {
 }
 
 /// `aigis check`: connects, verifies the host key, logs in, disconnects.
-pub async fn probe(spec: &HostSpec) -> Result<(), SshError> {
+/// Returns the programs of `required` that are not on the host's `PATH`.
+pub async fn probe(spec: &HostSpec, required: &[String]) -> Result<Vec<String>, String> {
     let target = resolve(spec);
-    let conn = connect(&target).await?;
-    let _ = conn
-        .handle
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await;
-    Ok(())
+    let conn = connect(&target).await.map_err(|e| e.to_string())?;
+    let mut missing = Vec::new();
+    if !required.is_empty() {
+        let script = required
+            .iter()
+            .map(|r| {
+                let q = config::shell_quote(r);
+                format!("command -v {q} >/dev/null 2>&1 || printf '%s\\n' {q}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let (_, out) = conn.run(&script, b"").await?;
+        missing = String::from_utf8_lossy(&out)
+            .lines()
+            .map(String::from)
+            .collect();
+    }
+    conn.close().await;
+    Ok(missing)
 }
 
 #[cfg(test)]

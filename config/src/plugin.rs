@@ -32,7 +32,8 @@ impl Requirements {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+/// `s` single-quoted for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

@@ -338,7 +338,8 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
     write(
         &base.join("src/remote"),
         "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lanbox'\n",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lanbox'\n\
+         SYSTEM_REQUIREMENTS = ['sh']\n",
     );
     write(base, "aigis.toml", "[external]\nremote = \"src/remote\"\n");
     let check_with_agent = |agent: Option<&Path>| {
@@ -438,6 +439,30 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
     let _ = agent.kill();
     let _ = agent.wait();
     assert!(ok, "ssh-agent key: {out}");
+
+    // SYSTEM_REQUIREMENTS are looked up on the plugin's host.
+    write(
+        &base.join("src/remote"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lanbox'\n\
+         SYSTEM_REQUIREMENTS = ['sh', 'surely-not-installed-aigis']\n",
+    );
+    write(
+        &user_home,
+        ".ssh/config",
+        &format!(
+            "Host lanbox\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
+            sshd.addr,
+            sshd.port,
+            sshd.client_key.display()
+        ),
+    );
+    let (ok, out) = check();
+    assert!(!ok);
+    assert!(
+        out.contains("missing system requirement(s) on PATH on lanbox: surely-not-installed-aigis"),
+        "{out}"
+    );
 }
 
 #[test]
