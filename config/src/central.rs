@@ -45,6 +45,8 @@ pub struct CentralConfig {
     /// In load order: core, internal-local, internal-remote, external; file
     /// order within a section.
     pub plugins: Vec<PluginEntry>,
+    /// What was ignored (unknown sections), with file and line.
+    pub warnings: Vec<String>,
 }
 
 const SECTIONS: &str =
@@ -66,6 +68,7 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
     let mut aigis = AigisSettings::default();
     let mut by_section: [Vec<PluginEntry>; 4] = Default::default();
     let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut warnings = Vec::new();
 
     for (key, value) in doc.get_ref() {
         let section = key.get_ref().as_ref();
@@ -88,10 +91,15 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
             "internal-remote" => PluginKind::InternalRemote,
             "external" => PluginKind::External,
             other => {
-                return Err(err(
-                    at,
-                    format!("unknown section [{other}]; expected one of {SECTIONS}"),
-                ))
+                // The original ignored sections it did not know; so do we, aloud.
+                let (line, _) = line_col(text, at);
+                warnings.push(format!(
+                    "{}:{line}: unknown section [{other}] ignored ({} entr{}); expected one of {SECTIONS}",
+                    path.display(),
+                    table.len(),
+                    if table.len() == 1 { "y" } else { "ies" }
+                ));
+                continue;
             }
         };
         for (name, source) in table {
@@ -129,6 +137,7 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
         path: path.to_path_buf(),
         aigis,
         plugins: by_section.into_iter().flatten().collect(),
+        warnings,
     })
 }
 

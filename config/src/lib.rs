@@ -21,7 +21,10 @@ pub mod pylit;
 pub use central::{load_central, parse_central, AigisSettings, CentralConfig, PluginEntry, Source};
 pub use error::ConfigError;
 pub use host::HostSpec;
-pub use plugin::{parse_plugin, shell_quote, Launch, PluginSpec, Requirements, SecretSpec};
+pub use plugin::{
+    parse_plugin, shell_quote, CoreAccess, Launch, PluginSpec, PythonLaunch, Requirements,
+    SecretSpec,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -10,10 +10,39 @@ use std::path::{Path, PathBuf};
 pub enum Launch {
     /// Core plugins run no process.
     None,
-    /// Internal plugins: a Python file with `def launch(log)`.
-    Python(PathBuf),
+    /// Internal plugins: where `def launch(log)` (or `def launch()`) is.
+    Python(PythonLaunch),
     /// External plugins: the command line.
     Command(Vec<String>),
+}
+
+/// An internal plugin's `LAUNCH`: the original implementation's module name
+/// (`"main"`, imported with `ENTRYPOINT` on `sys.path`) or the spec's Python
+/// file (`"{root}/main.py"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PythonLaunch {
+    /// A dotted module name, e.g. `main` or `app.server`.
+    Module(String),
+    /// A Python file, absolute.
+    File(PathBuf),
+}
+
+/// How an internal plugin's `import aigis` reaches the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreAccess {
+    /// The AigisProxy: every call runs in central's live core.
+    Proxy,
+    /// A copy of the core plugins loaded into the plugin's own process.
+    Copy,
+}
+
+impl CoreAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoreAccess::Proxy => "proxy",
+            CoreAccess::Copy => "copy",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +82,8 @@ pub struct PluginSpec {
     /// `None` when absent or local, except for internal-remote plugins.
     pub host: Option<HostSpec>,
     pub launch: Launch,
+    /// Internal plugins only: proxy or copied core (see [`CoreAccess`]).
+    pub core: Option<CoreAccess>,
     pub system_requirements: Vec<String>,
     pub requirements: Option<Requirements>,
     pub secrets: Vec<SecretSpec>,
@@ -80,6 +111,7 @@ const KNOWN: &[&str] = &[
     "RESTART",
     "HOST",
     "LAUNCH",
+    "CORE",
 ];
 
 const TYPES: &str = "\"core\", \"internal\", \"internal-local\", \"internal-remote\", \"external\"";
@@ -142,7 +174,7 @@ pub fn parse_plugin(
         },
         None => None,
     };
-    let kind = resolve_kind(&opts, entry, &type_value, host.as_ref())?;
+    let kind = resolve_kind(&opts, entry, &type_value, host.as_ref(), &mut warnings)?;
 
     let entrypoint = opts.path("ENTRYPOINT", true)?.unwrap_or_default();
     let entrypoint = absolute(root, entrypoint);
@@ -159,20 +191,10 @@ pub fn parse_plugin(
         }
         PluginKind::External => Launch::Command(opts.launch_command()?),
         PluginKind::InternalLocal | PluginKind::InternalRemote => {
-            let a = opts.require("LAUNCH")?;
-            let Value::Str(s) = &a.value.value else {
-                return Err(opts.type_err(
-                    a,
-                    "a string (the path of the Python file with `def launch(log)`)",
-                    &a.value.value,
-                ));
-            };
-            if s.trim().is_empty() {
-                return Err(opts.err(a, "must not be empty".into()));
-            }
-            Launch::Python(absolute(&entrypoint, PathBuf::from(opts.root_sub(s))))
+            Launch::Python(opts.python_launch(&entrypoint)?)
         }
     };
+    let core = core_access(&opts, kind, &type_value, &mut warnings)?;
 
     let command = opts.either_str("REQUIREMENTS_COMMAND", "REQUIREMENT_COMMAND")?;
     let file = opts.either_path("REQUIREMENTS_FILE", "REQUIREMENT_FILE")?;
@@ -182,7 +204,13 @@ pub fn parse_plugin(
             file: file.map(|(_, f)| absolute(root, f)),
         }),
         (None, Some((a, _))) => {
-            return Err(opts.err(a, "is set but REQUIREMENTS_COMMAND is not; say which command installs from it (e.g. \"pip install -r\")".into()))
+            warnings.push(format!(
+                "{}:{}: option `{}` ignored: REQUIREMENTS_COMMAND is not set, so nothing installs from it (e.g. REQUIREMENTS_COMMAND = \"pip install -r\")",
+                config_file.display(),
+                a.line,
+                a.name
+            ));
+            None
         }
         (None, None) => None,
     };
@@ -207,6 +235,7 @@ pub fn parse_plugin(
         entrypoint,
         host: host.filter(|h| kind == PluginKind::InternalRemote || !h.is_local()),
         launch,
+        core,
         system_requirements: opts.string_list("SYSTEM_REQUIREMENTS")?,
         requirements,
         secrets: opts.secrets()?,
@@ -215,42 +244,33 @@ pub fn parse_plugin(
     })
 }
 
+/// The plugin's type. `PLUGIN_TYPE` decides it; the central config's section
+/// only orders loading. A disagreement with one sensible reading is a
+/// warning that says which reading was taken; one with none is an error.
 fn resolve_kind(
     opts: &Options<'_>,
     entry: &PluginEntry,
     declared: &str,
     host: Option<&HostSpec>,
+    warnings: &mut Vec<String>,
 ) -> Result<PluginKind, ConfigError> {
     let a = opts
         .get("PLUGIN_TYPE")
         .ok_or_else(|| opts.missing("PLUGIN_TYPE"))?;
     let section = entry.section;
     let remote = host.is_some_and(|h| !h.is_local());
-    let contradiction = |what: &str| {
-        opts.err(
-            a,
-            format!(
-                "PLUGIN_TYPE \"{declared}\" contradicts the plugin's section [{}] in the central config{what}",
-                section.as_str()
-            ),
-        )
-    };
     let kind = match declared {
         "core" => PluginKind::Core,
         "external" => PluginKind::External,
         "internal-local" => PluginKind::InternalLocal,
         "internal-remote" => PluginKind::InternalRemote,
-        "internal" => match section {
-            PluginKind::InternalRemote => PluginKind::InternalRemote,
-            PluginKind::InternalLocal if remote => {
-                return Err(contradiction(&format!(
-                    ": HOST {} is another machine, so list the plugin under [internal-remote]",
-                    host.map(ToString::to_string).unwrap_or_default()
-                )))
-            }
-            PluginKind::InternalLocal => PluginKind::InternalLocal,
-            _ => return Err(contradiction("")),
-        },
+        // The original's one word: where it runs follows from HOST (a local
+        // HOST under [internal-remote] still goes through SSH, as listed).
+        "internal" if remote => PluginKind::InternalRemote,
+        "internal" if host.is_some() && section == PluginKind::InternalRemote => {
+            PluginKind::InternalRemote
+        }
+        "internal" => PluginKind::InternalLocal,
         other => {
             return Err(opts.err(
                 a,
@@ -258,23 +278,100 @@ fn resolve_kind(
             ))
         }
     };
-    if kind != section {
-        return Err(contradiction(""));
-    }
     match kind {
-        PluginKind::InternalRemote if host.is_none() => Err(opts.missing("HOST")),
-        PluginKind::Core | PluginKind::InternalLocal if remote => {
-            let h = opts.get("HOST").unwrap_or(a);
-            Err(opts.err(
-                h,
-                format!(
-                    "{} plugins run on the central host; HOST must be absent or local",
-                    kind.as_str()
-                ),
+        PluginKind::InternalRemote if host.is_none() => {
+            return Err(opts.err(
+                a,
+                "PLUGIN_TYPE \"internal-remote\" runs on another host, but HOST is not set; \
+                 set HOST = \"[user@]host[:port]\", or use PLUGIN_TYPE \"internal\" to run it here"
+                    .into(),
             ))
         }
-        _ => Ok(kind),
+        PluginKind::Core | PluginKind::InternalLocal if remote => {
+            let h = opts.get("HOST").unwrap_or(a);
+            let hint = if kind == PluginKind::InternalLocal {
+                "; PLUGIN_TYPE \"internal\" runs it on HOST"
+            } else {
+                ""
+            };
+            return Err(opts.err(
+                h,
+                format!(
+                    "PLUGIN_TYPE \"{declared}\" runs on the central host, but HOST {} is another machine{hint}",
+                    host.map(ToString::to_string).unwrap_or_default()
+                ),
+            ));
+        }
+        _ => {}
     }
+    if kind != section {
+        warnings.push(format!(
+            "{}:{}: PLUGIN_TYPE \"{declared}\" but listed under [{}] in the central config: \
+             runs as {} (the type comes from PLUGIN_TYPE; the section only orders loading)",
+            opts.file.display(),
+            a.line,
+            section.as_str(),
+            kind.as_str()
+        ));
+    }
+    Ok(kind)
+}
+
+/// How an internal plugin reaches the core. The plugin's own file decides,
+/// since its code was written against one of the two: the original's
+/// `PLUGIN_TYPE = "internal"` gave every plugin the AigisProxy to the live
+/// core; the spec's `"internal-local"` copies the core into the plugin's
+/// process. `CORE = "proxy" | "copy"` overrides either.
+fn core_access(
+    opts: &Options<'_>,
+    kind: PluginKind,
+    declared: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<CoreAccess>, ConfigError> {
+    let chosen = match opts.opt_str("CORE")? {
+        None => None,
+        Some((a, s)) => match s.as_str() {
+            "proxy" => Some((a, CoreAccess::Proxy)),
+            "copy" => Some((a, CoreAccess::Copy)),
+            other => {
+                return Err(opts.err(
+                    a,
+                    format!("unknown core access \"{other}\"; expected \"proxy\" (calls run in central's live core) or \"copy\" (the core plugins loaded into the plugin's own process)"),
+                ))
+            }
+        },
+    };
+    match kind {
+        PluginKind::Core | PluginKind::External => {
+            if let Some((a, _)) = chosen {
+                warnings.push(format!(
+                    "{}:{}: option `CORE` ignored: only internal plugins reach the core",
+                    opts.file.display(),
+                    a.line
+                ));
+            }
+            Ok(None)
+        }
+        PluginKind::InternalRemote => match chosen {
+            Some((a, CoreAccess::Copy)) => Err(opts.err(
+                a,
+                "\"copy\" needs the core plugins' files on the plugin's host; a plugin on another host reaches the core through the proxy (CORE = \"proxy\", the default)".into(),
+            )),
+            _ => Ok(Some(CoreAccess::Proxy)),
+        },
+        PluginKind::InternalLocal => Ok(Some(match chosen {
+            Some((_, access)) => access,
+            None if declared == "internal" => CoreAccess::Proxy,
+            None => CoreAccess::Copy,
+        })),
+    }
+}
+
+/// A Python identifier (ASCII letters, digits, `_`; not starting with a digit).
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
 fn absolute(base: &Path, p: PathBuf) -> PathBuf {
@@ -434,6 +531,33 @@ impl<'a> Options<'a> {
             Some(a) if a.value.value == Value::None => Ok(Vec::new()),
             Some(a) => self.string_items(a, "program names"),
         }
+    }
+
+    /// An internal plugin's `LAUNCH`: a module name, or a Python file
+    /// (anything with a `/` or ending in `.py`), relative to `ENTRYPOINT`.
+    fn python_launch(&self, entrypoint: &Path) -> Result<PythonLaunch, ConfigError> {
+        let a = self.require("LAUNCH")?;
+        let Value::Str(s) = &a.value.value else {
+            return Err(self.type_err(
+                a,
+                "a string: a module name like \"main\" or a Python file like \"{root}/main.py\"",
+                &a.value.value,
+            ));
+        };
+        let s = self.root_sub(s.trim());
+        if s.is_empty() {
+            return Err(self.err(a, "must not be empty".into()));
+        }
+        if s.contains('/') || s.ends_with(".py") {
+            return Ok(PythonLaunch::File(absolute(entrypoint, PathBuf::from(s))));
+        }
+        if s.split('.').all(is_identifier) {
+            return Ok(PythonLaunch::Module(s));
+        }
+        Err(self.err(
+            a,
+            format!("\"{s}\" is neither a module name like \"main\" nor a Python file like \"{{root}}/main.py\""),
+        ))
     }
 
     fn launch_command(&self) -> Result<Vec<String>, ConfigError> {

@@ -2,8 +2,8 @@
 //! kinds and hosts, warnings.
 
 use config::{
-    parse_central, parse_plugin, HostSpec, Launch, PluginEntry, PluginKind, Requirements,
-    SecretSpec, Source,
+    parse_central, parse_plugin, CoreAccess, HostSpec, Launch, PluginEntry, PluginKind,
+    PythonLaunch, Requirements, SecretSpec, Source,
 };
 use std::path::{Path, PathBuf};
 
@@ -157,7 +157,10 @@ fn relative_paths_join_root_and_internal_launch_joins_entrypoint() {
     let spec = parse(PluginKind::InternalLocal, "/r", text);
     assert_eq!(spec.kind, PluginKind::InternalLocal);
     assert_eq!(spec.entrypoint, Path::new("/r/src"));
-    assert_eq!(spec.launch, Launch::Python("/r/src/main.py".into()));
+    assert_eq!(
+        spec.launch,
+        Launch::Python(PythonLaunch::File("/r/src/main.py".into()))
+    );
     assert_eq!(
         spec.requirements.and_then(|r| r.file),
         Some(PathBuf::from("/r/requirements.txt"))
@@ -166,7 +169,10 @@ fn relative_paths_join_root_and_internal_launch_joins_entrypoint() {
     let text =
         "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}/src'\nLAUNCH = '{root}/AIGIS/launch.py'\n";
     let spec = parse(PluginKind::InternalLocal, "/r", text);
-    assert_eq!(spec.launch, Launch::Python("/r/AIGIS/launch.py".into()));
+    assert_eq!(
+        spec.launch,
+        Launch::Python(PythonLaunch::File("/r/AIGIS/launch.py".into()))
+    );
 }
 
 #[test]
@@ -423,5 +429,114 @@ fn kind_names() {
     assert_eq!(
         names,
         ["core", "internal-local", "internal-remote", "external"]
+    );
+}
+
+#[test]
+fn unknown_central_sections_are_warnings() {
+    let c = central(
+        "[system]\nlogin = \"me\"\npassword = \"hunter2\"\n[plugins]\na = \"/a\"\n[external]\nx = \"/x\"\n",
+    );
+    assert_eq!(c.plugins.len(), 1);
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains(&format!("{CENTRAL}:1: unknown section [system] ignored")));
+    assert!(c.warnings[1].contains(":4: unknown section [plugins] ignored (1 entry)"));
+    // The ignored section's values are never echoed.
+    assert!(!c.warnings.concat().contains("hunter2"));
+}
+
+/// The original implementation's dialect: a module docstring, `LAUNCH` as
+/// a module name, `PLUGIN_TYPE = "internal"`.
+#[test]
+fn original_dialect_internal_plugin() {
+    let text = "# AIGIS config for mad-bot\nPLUGIN_TYPE = \"internal\"\n\
+                ENTRYPOINT = \"{root}\"\nLAUNCH = \"main\"\n";
+    let spec = parse(PluginKind::InternalLocal, "/r", text);
+    assert_eq!(spec.kind, PluginKind::InternalLocal);
+    assert_eq!(
+        spec.launch,
+        Launch::Python(PythonLaunch::Module("main".into()))
+    );
+    assert_eq!(spec.core, Some(CoreAccess::Proxy));
+    assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+
+    let spec = parse(
+        PluginKind::InternalLocal,
+        "/r",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}/src'\nLAUNCH = 'app.server'\n",
+    );
+    assert_eq!(
+        spec.launch,
+        Launch::Python(PythonLaunch::Module("app.server".into()))
+    );
+}
+
+#[test]
+fn core_access_follows_the_plugins_dialect_and_core_overrides() {
+    let int = |ty: &str, extra: &str| {
+        format!("PLUGIN_TYPE = '{ty}'\nENTRYPOINT = '{{root}}'\nLAUNCH = 'main.py'\n{extra}")
+    };
+    let core = |ty: &str, extra: &str| parse(PluginKind::InternalLocal, "/r", &int(ty, extra)).core;
+    assert_eq!(core("internal", ""), Some(CoreAccess::Proxy));
+    assert_eq!(core("internal-local", ""), Some(CoreAccess::Copy));
+    assert_eq!(core("internal", "CORE = 'copy'\n"), Some(CoreAccess::Copy));
+    assert_eq!(
+        core("internal-local", "CORE = 'proxy'\n"),
+        Some(CoreAccess::Proxy)
+    );
+    let remote = parse(
+        PluginKind::InternalRemote,
+        "/r",
+        &int("internal", "HOST = 'nas'\nCORE = 'proxy'\n"),
+    );
+    assert_eq!(remote.core, Some(CoreAccess::Proxy));
+    let ext = parse(
+        PluginKind::External,
+        "/r",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\nCORE = 'copy'\n",
+    );
+    assert_eq!(ext.core, None);
+    assert!(
+        ext.warnings[0].contains(":4: option `CORE` ignored"),
+        "{:?}",
+        ext.warnings
+    );
+}
+
+/// The type comes from PLUGIN_TYPE; the section only orders loading. A
+/// disagreement with one sensible reading is a warning saying which.
+#[test]
+fn section_and_type_disagreements_with_one_reading_are_warnings() {
+    let int = "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'm.py'\n";
+    for (section, text, kind, words) in [
+        (PluginKind::External, "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n".to_string(), PluginKind::Core, "listed under [external] in the central config: runs as core"),
+        (PluginKind::Core, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\n".to_string(), PluginKind::External, "under [core] in the central config: runs as external"),
+        (PluginKind::External, int.to_string(), PluginKind::InternalLocal, "runs as internal-local"),
+        (PluginKind::InternalRemote, int.to_string(), PluginKind::InternalLocal, "runs as internal-local"),
+        (PluginKind::InternalRemote, "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'm.py'\n".to_string(), PluginKind::InternalLocal, "PLUGIN_TYPE \"internal-local\" but listed under [internal-remote]"),
+        (PluginKind::InternalLocal, "PLUGIN_TYPE = 'internal-remote'\nENTRYPOINT = '{root}'\nLAUNCH = 'm.py'\nHOST = 'nas'\n".to_string(), PluginKind::InternalRemote, "runs as internal-remote"),
+        (PluginKind::InternalLocal, format!("{int}HOST = 'pi@nas'\n"), PluginKind::InternalRemote, "runs as internal-remote"),
+    ] {
+        let spec = parse(section, "/r", &text);
+        assert_eq!(spec.kind, kind, "{text}");
+        assert_eq!(spec.warnings.len(), 1, "{text}: {:?}", spec.warnings);
+        assert!(spec.warnings[0].contains(words), "{text}: {:?}", spec.warnings);
+        assert!(spec.warnings[0].contains("AIGIS.config:1:"), "{:?}", spec.warnings);
+    }
+}
+
+#[test]
+fn requirements_file_without_a_command_is_a_warning() {
+    let spec = parse(
+        PluginKind::External,
+        "/r",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\nREQUIREMENT_FILE = 'r.txt'\n",
+    );
+    assert_eq!(spec.requirements, None);
+    assert!(
+        spec.warnings[0]
+            .contains(":4: option `REQUIREMENT_FILE` ignored: REQUIREMENTS_COMMAND is not set"),
+        "{:?}",
+        spec.warnings
     );
 }
