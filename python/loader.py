@@ -12,6 +12,12 @@ plugins. Validation is complete before anything is inserted, so a plugin
 that fails exposes nothing. Callables that take a ``logger`` keyword (or
 ``**kwargs``) are wrapped to receive the plugin's logger; that is decided
 once, from the signature, at load time.
+
+``Core.resolve`` is the reach rule of the AigisProxy: a path from a plugin
+may reach the objects named in ``SKILLS`` and, inside an exposed module or
+class, what that plugin's own files define (a module whose file lies under
+its ``ENTRYPOINT``, a function or class whose ``__module__`` is one of
+those), never another module, a builtin, or a method of a value.
 """
 
 from __future__ import annotations
@@ -21,16 +27,28 @@ import importlib.machinery
 import importlib.util
 import inspect
 import logging
+import os
 import sys
 import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["Core", "SkillError", "plugin_logger"]
+__all__ = ["Core", "SkillError", "NotExposed", "plugin_logger"]
 
 
 class SkillError(Exception):
     """A core plugin could not be loaded; the message is for the operator."""
+
+
+def NotExposed(path: str, why: str) -> AttributeError:
+    """A proxy path reaches something no plugin exposes: to the plugin it is
+    an AttributeError, as a missing attribute is in a local call."""
+    return AttributeError("aigis.%s is not exposed: %s" % (path, why))
+
+
+#: Plain values a path may end at (their attributes are never reachable).
+_VALUE_TYPES = (str, bytes, int, float, complex, bool, type(None), tuple, list, dict,
+                set, frozenset)
 
 
 def plugin_logger(plugin: str, handler: logging.Handler) -> logging.Logger:
@@ -82,6 +100,91 @@ class _Plugin:
         self.core_file = core_file
         self.module = module
         self.names = names
+        self.own_dir = _own_dir(entrypoint, core_file)
+        self._own: Dict[str, bool] = {}
+
+    # -- what this plugin's own files define ------------------------------
+    def owns_module(self, module: Any) -> bool:
+        """``module`` is AIGIS.core or a module whose file is under ENTRYPOINT
+        (installed packages there, e.g. a venv, do not count)."""
+        if module is self.module:
+            return True
+        if not isinstance(module, types.ModuleType) or self.own_dir is None:
+            return False
+        where = getattr(module, "__file__", None)
+        if where is None:
+            paths = list(getattr(module, "__path__", None) or [])
+            where = paths[0] if len(paths) == 1 else None
+        if not isinstance(where, str):
+            return False
+        own = self._own.get(where)
+        if own is None:
+            real = os.path.realpath(where)
+            own = _is_under(real, self.own_dir) and not any(
+                part in ("site-packages", "dist-packages")
+                for part in os.path.relpath(real, self.own_dir).split(os.sep))
+            self._own[where] = own
+        return own
+
+    def owns_name(self, module_name: Any) -> bool:
+        return isinstance(module_name, str) and self.owns_module(sys.modules.get(module_name))
+
+    def defines(self, value: Any) -> bool:
+        """``value`` may be the end of a path: defined in this plugin's files,
+        or a plain value (a constant)."""
+        if isinstance(value, types.ModuleType):
+            return self.owns_module(value)
+        if isinstance(value, types.MethodType):
+            return isinstance(value.__self__, type) and self.defines(value.__func__)
+        if isinstance(value, type) or callable(value):
+            return self.owns_name(getattr(value, "__module__", None))
+        if type(value) in _VALUE_TYPES:
+            return True
+        return self.owns_name(getattr(type(value), "__module__", None))
+
+    def attribute(self, obj: Any, part: str, path: str) -> Any:
+        """``obj.part`` if the reach rule allows it (see the module doc)."""
+        if isinstance(obj, types.ModuleType) and self.owns_module(obj):
+            if part not in vars(obj):
+                raise NotExposed(path, "%s has no attribute %r" % (obj.__name__, part))
+            value = vars(obj)[part]
+        elif isinstance(obj, type) and self.owns_name(obj.__module__):
+            owner = next((k for k in obj.__mro__ if part in vars(k)), None)
+            if owner is None:
+                raise NotExposed(path, "%s has no attribute %r" % (obj.__name__, part))
+            if not self.owns_name(owner.__module__):
+                raise NotExposed(path, "%r is inherited from %s.%s, not defined by `%s`"
+                                 % (part, owner.__module__, owner.__qualname__, self.name))
+            value = getattr(obj, part)
+        else:
+            raise NotExposed(path, "only the modules and classes of `%s`'s own files can "
+                                   "be walked into, not %s" % (self.name, _kind(obj)))
+        if not self.defines(value):
+            raise NotExposed(path, "%r is %s, not something `%s` defines"
+                             % (part, _kind(value), self.name))
+        return value
+
+
+def _own_dir(entrypoint: str, core_file: str) -> Optional[str]:
+    """The real ENTRYPOINT if it lies inside the plugin's root, else None."""
+    root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(core_file))))
+    own = os.path.realpath(entrypoint)
+    return own if _is_under(own, root) else None
+
+
+def _is_under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, types.ModuleType):
+        return "the module %s" % value.__name__
+    if isinstance(value, type):
+        return "the class %s.%s" % (value.__module__, value.__qualname__)
+    if callable(value):
+        return "%s from %s" % (type(value).__name__, getattr(value, "__module__", None)
+                               or "a builtin")
+    return "a %s value" % type(value).__name__
 
 
 class Core:
@@ -93,6 +196,7 @@ class Core:
         self._make_logger = make_logger
         self._plugins: Dict[str, _Plugin] = {}
         self._owner: Dict[str, str] = {}  # dotted name -> plugin
+        self._exposed: Dict[str, Any] = {}  # dotted name -> what was inserted
 
     # -- queries ---------------------------------------------------------
     def plugins(self) -> List[str]:
@@ -117,13 +221,16 @@ class Core:
                 value = _with_logger(value, logger)
             self._insert(name, value)
             self._owner[name] = plugin
+            self._exposed[name] = value
         names = [n for n, _ in resolved]
         self._plugins[plugin] = _Plugin(plugin, entrypoint, core_file, module, names)
         return names
 
     def _import(self, plugin: str, entrypoint: str, core_file: str) -> types.ModuleType:
+        # Appended, as the original did: a plugin's files never shadow
+        # installed packages (or another core plugin loaded before it).
         if entrypoint not in sys.path:
-            sys.path.insert(0, entrypoint)
+            sys.path.append(entrypoint)
         modname = "aigis_core_" + plugin.replace("-", "_")
         try:
             loader = importlib.machinery.SourceFileLoader(modname, core_file)
@@ -205,6 +312,28 @@ class Core:
             ns = child
         setattr(ns, parts[-1], value)
 
+    # -- the proxy's reach ---------------------------------------------------
+    def resolve(self, path: str) -> Any:
+        """What the proxy path ``aigis.<path>`` names, by the reach rule."""
+        parts = path.split(".") if isinstance(path, str) else []
+        if not parts or not all(p.isidentifier() and not p.startswith("_") for p in parts):
+            raise NotExposed(path, "a path is dotted names that do not start with `_`")
+        for i in range(len(parts), 0, -1):
+            name = ".".join(parts[:i])
+            owner = self._owner.get(name)
+            if owner is not None:
+                break
+        else:
+            prefix = path + "."
+            if any(n.startswith(prefix) for n in self._owner):
+                raise NotExposed(path, "it is a namespace; call one of its skills")
+            raise NotExposed(path, "no core plugin's SKILLS name it")
+        plugin = self._plugins[owner]
+        value = self._exposed[name]
+        for part in parts[i:]:
+            value = plugin.attribute(value, part, path)
+        return value
+
     # -- unloading -------------------------------------------------------
     def cleanup(self, plugin: str) -> None:
         """Runs the plugin's ``cleanup()``; failures are logged, not raised."""
@@ -224,7 +353,12 @@ class Core:
         for name in p.names:
             self._remove(name)
             self._owner.pop(name, None)
-        sys.modules.pop(p.module.__name__, None)
+            self._exposed.pop(name, None)
+        # Forget its modules, so that a reload runs the new code of every
+        # file, not only of AIGIS.core.
+        for modname, module in list(sys.modules.items()):
+            if module is p.module or p.owns_module(module):
+                sys.modules.pop(modname, None)
         del self._plugins[plugin]
 
     def reload(self, plugin: str) -> List[str]:

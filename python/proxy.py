@@ -13,11 +13,12 @@ nothing in between reads it. Frames (after the transport's length prefix):
 
 - call:  ``b"C" + id (8 bytes, big-endian) + pickle((path, args, kwargs))``
 - reply: ``b"R" + id + b"\\x00" + pickle(result)``
-         ``b"R" + id + b"\\x01" + UTF-8 JSON {"type", "message", "traceback"}``
+         ``b"R" + id + b"\\x01" + UTF-8 JSON {"type", "message", "args", "traceback"}``
 
 Central never trusts what a LAN host sends: ``RestrictedUnpickler`` only
 builds builtin value types and a few standard ones (``ALLOWED``), so a
-crafted pickle cannot run code in the central process.
+crafted pickle cannot run code in the central process, and a path reaches
+only what a core plugin exposes (``Core.resolve`` in ``loader.py``).
 """
 
 from __future__ import annotations
@@ -67,13 +68,42 @@ def _head(kind: bytes, call_id: int) -> bytes:
 
 # -- central side ------------------------------------------------------------
 
-def _error(call_id: int, exc_type: str, message: str, tb: str) -> bytes:
-    body = json.dumps({"type": exc_type, "message": message, "traceback": tb})
+def _error(call_id: int, exc_type: str, message: str, tb: str,
+           exc: Optional[BaseException] = None) -> bytes:
+    info: Dict[str, Any] = {"type": exc_type, "message": message, "traceback": tb}
+    if exc is not None:
+        info["builtin"] = _builtin_base(exc)
+        args = _plain_args(exc)
+        if args is not None:
+            info["args"] = args
+    try:
+        body = json.dumps(info)
+    except (TypeError, ValueError):
+        info.pop("args", None)
+        body = json.dumps(info)
     return _head(b"R", call_id) + b"\x01" + body.encode()
 
 
-def serve(root: types.ModuleType, payload: bytes) -> bytes:
-    """Answers one call frame against the namespace ``root``."""
+def _builtin_base(exc: BaseException) -> str:
+    """The nearest builtin class of ``exc``: a plugin's ``except ValueError``
+    catches a core plugin's own ``ValueError`` subclass too."""
+    for klass in type(exc).__mro__:
+        if getattr(builtins, klass.__name__, None) is klass:
+            return klass.__name__
+    return "Exception"
+
+
+def _plain_args(exc: BaseException) -> Any:
+    """The exception's args when they are plain JSON values, so the plugin
+    can build the same exception (``str(KeyError("k"))`` is ``"'k'"``)."""
+    args = exc.args
+    if all(isinstance(a, (str, int, float, bool, type(None))) for a in args):
+        return list(args)
+    return None
+
+
+def serve(core: Any, payload: bytes) -> bytes:
+    """Answers one call frame; ``core.resolve(path)`` applies the reach rule."""
     if len(payload) < 9 or payload[:1] != b"C":
         return _error(0, "ValueError", "not a call frame", "")
     call_id = struct.unpack(">Q", payload[1:9])[0]
@@ -84,11 +114,7 @@ def serve(root: types.ModuleType, payload: bytes) -> bytes:
     except Exception as e:  # noqa: BLE001 - the caller gets the reason
         return _error(call_id, type(e).__name__, str(e), "")
     try:
-        target: Any = root
-        for part in path.split("."):
-            if part.startswith("_"):
-                raise AttributeError("aigis.%s is not exposed" % path)
-            target = getattr(target, part)
+        target = core.resolve(path)
         if callable(target):
             result = target(*args, **kwargs)
         elif args or kwargs:
@@ -96,7 +122,7 @@ def serve(root: types.ModuleType, payload: bytes) -> bytes:
         else:
             result = target
     except Exception as e:  # noqa: BLE001 - raised again in the plugin
-        return _error(call_id, type(e).__name__, str(e), traceback.format_exc())
+        return _error(call_id, type(e).__name__, str(e), traceback.format_exc(), e)
     try:
         body = pickle.dumps(result, protocol=PROTOCOL)
     except Exception as e:  # noqa: BLE001
@@ -108,35 +134,49 @@ def serve(root: types.ModuleType, payload: bytes) -> bytes:
 # -- plugin side -------------------------------------------------------------
 
 class AigisRemoteError(Exception):
-    """An exception raised by the real core; ``remote_traceback`` has its traceback."""
+    """An exception raised by the real core; ``remote_traceback`` has its traceback.
+
+    ``str(e)`` is the core's message, as a local call gives; the core's
+    traceback is also a note (PEP 678), shown when the exception goes
+    uncaught or is logged with ``log.exception``.
+    """
 
     remote_type = "Exception"
     remote_traceback = ""
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.remote_traceback:
-            text += "\n\nTraceback in the AIGIS core:\n" + self.remote_traceback.rstrip()
-        return text
 
 
 _remote_types: Dict[str, type] = {}
 
 
-def remote_exception(exc_type: str, message: str, tb: str) -> AigisRemoteError:
-    """An exception named like the core's; a builtin type is also a base, so
-    ``except KeyError`` works in the plugin as it would in the core."""
-    cls = _remote_types.get(exc_type)
+def remote_exception(exc_type: str, message: str, tb: str, args: Optional[list] = None,
+                     builtin: Optional[str] = None) -> AigisRemoteError:
+    """An exception named like the core's; its nearest builtin class is also
+    a base, so ``except KeyError`` works in the plugin as it would in the core."""
+    key = "%s(%s)" % (exc_type, builtin or exc_type)
+    cls = _remote_types.get(key)
     if cls is None:
-        base = getattr(builtins, exc_type, None)
+        base = getattr(builtins, builtin or exc_type, None)
         bases: Tuple[type, ...] = (AigisRemoteError,)
         if isinstance(base, type) and issubclass(base, Exception):
             bases = (base, AigisRemoteError)
-        # Our __str__ (with the core's traceback) before the builtin's.
-        cls = type(exc_type, bases, {"remote_type": exc_type, "__str__": AigisRemoteError.__str__})
-        _remote_types[exc_type] = cls
-    err = cls(message)
+        cls = type(exc_type, bases, {"remote_type": exc_type})
+        _remote_types[key] = cls
+    err = None
+    for attempt in ((tuple(args),) if args is not None else ()) + ((message,),):
+        try:
+            err = cls(*attempt)
+            break
+        except Exception:  # noqa: BLE001 - a constructor with other needs
+            continue
+    if err is None:
+        err = type(exc_type, (AigisRemoteError,), {"remote_type": exc_type})(message)
     err.remote_traceback = tb
+    if tb:
+        note = "Traceback in the AIGIS core:\n" + tb.rstrip()
+        if hasattr(err, "add_note"):
+            err.add_note(note)
+        else:  # before 3.11: kept where 3.11's traceback module looks
+            err.__notes__ = [note]
     return err
 
 
@@ -198,7 +238,7 @@ class Link:
             return pickle.loads(reply[10:])
         info = json.loads(reply[10:].decode("utf-8", "replace"))
         raise remote_exception(info.get("type", "Exception"), info.get("message", ""),
-                               info.get("traceback", ""))
+                               info.get("traceback", ""), info.get("args"), info.get("builtin"))
 
 
 class _Path:
@@ -221,12 +261,15 @@ class _Path:
 
 
 class AigisProxy(types.ModuleType):
-    """The ``aigis`` module of an internal-remote plugin: every attribute is
-    a path into the real core; everything must be called, constants too."""
+    """The ``aigis`` module of a proxied internal plugin: every attribute is
+    a path into the real core; everything must be called, constants too.
+    ``AIGISReload(name)`` is a control request, answered by the daemon."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, reload: Optional[Callable[[str], Any]] = None) -> None:
         super().__init__("aigis", "The AIGIS core, reached through central.")
         self.__dict__["_link"] = link
+        if reload is not None:
+            self.__dict__["AIGISReload"] = reload
 
     def __getattr__(self, name: str) -> _Path:
         if name.startswith("__"):

@@ -4,14 +4,18 @@ The agent starts ``python3 -u shim.py`` with ``loader.py`` beside it and
 these environment variables:
 
 - ``AIGIS_PLUGIN``: the plugin's name.
-- ``AIGIS_LAUNCH``: the Python file that defines ``launch(log)``.
+- ``AIGIS_LAUNCH_MODULE``: the module that defines ``launch`` (the
+  original's ``LAUNCH = "main"``), imported with ENTRYPOINT on ``sys.path``;
+  or ``AIGIS_LAUNCH``: the Python file that defines it (the spec's form).
+  ``launch(log)`` is called when it takes a positional parameter, else
+  ``launch()``.
 - ``AIGIS_ENTRYPOINT``: the working directory, also put on ``sys.path``.
 - ``AIGIS_CORE_PLUGINS``: JSON list of ``{"name", "entrypoint", "core_file"}``,
   the core plugins in load order. They are loaded here, in this process: the
   copy of the core the spec describes, so skill calls never leave it.
-- ``AIGIS_MODE``: ``copy`` (internal-local, the default) or ``proxy``
-  (internal-remote: ``import aigis`` gives the AigisProxy of ``proxy.py``,
-  every call goes to the real core in central; no core plugin is loaded).
+- ``AIGIS_MODE``: ``copy`` (the copied core) or ``proxy`` (``import aigis``
+  gives the AigisProxy of ``proxy.py``: every call goes to the live core in
+  central; no core plugin is loaded here).
 - ``AIGIS_CONTROL_FD`` (optional): a socket to the agent. Frames are a
   4-byte big-endian length and a payload: a UTF-8 JSON object for control
   calls such as ``aigis.AIGISReload`` (``{"id", "op", "plugin"}`` out,
@@ -31,7 +35,10 @@ if sys.version_info < (3, 8):
         "AIGIS internal plugins need Python 3.8 or newer; this is %s\n" % sys.version.split()[0])
     sys.exit(3)
 
+import importlib  # noqa: E402
+import importlib.machinery  # noqa: E402
 import importlib.util  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -41,12 +48,31 @@ import threading  # noqa: E402
 import types  # noqa: E402
 from typing import Any, Optional  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
-    import aigis_loader  # registered by an embedding host
-except ImportError:
-    import loader as aigis_loader  # type: ignore[no-redef]
-import proxy  # noqa: E402
+# Python put this file's directory first on sys.path; it holds our files,
+# not the plugin's.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+
+def _private_module(name: str, file: str) -> types.ModuleType:
+    """Loads one of our files under a name no plugin uses: the shim's own
+    directory never goes on sys.path, so a plugin's `proxy` or `loader`
+    module is its own."""
+    module = sys.modules.get(name)
+    if module is not None:  # registered by an embedding host
+        return module
+    path = os.path.join(_HERE, file)
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    spec = importlib.util.spec_from_loader(name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+aigis_loader = _private_module("aigis_loader", "loader.py")
+proxy = _private_module("aigis_proxy", "proxy.py")
 
 
 def _stderr_handler(fmt: str) -> logging.Handler:
@@ -126,48 +152,90 @@ def build_core(plugin: str, control: ControlLink) -> types.ModuleType:
     return root
 
 
+def import_launch(plugin: str, module_name: str, launch_file: str) -> types.ModuleType:
+    """The module that defines ``launch``: by name, or from its file (any
+    file name; it need not end in ``.py``)."""
+    if module_name:
+        return importlib.import_module(module_name)
+    name = "aigis_launch_" + plugin.replace("-", "_")
+    loader = importlib.machinery.SourceFileLoader(name, launch_file)
+    spec = importlib.util.spec_from_loader(name, loader)
+    if spec is None:
+        raise ImportError("cannot load %s" % launch_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+def takes_log(launch: Any) -> bool:
+    """``launch(log)`` (the spec) or ``launch()`` (the original's plugins)."""
+    try:
+        params = inspect.signature(launch).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+               for p in params)
+
+
+def log_exception(log: logging.Logger, message: str, *args: Any) -> None:
+    """``log.exception``, with the core's traceback of a proxied exception
+    also before Python 3.11 (which shows it as a PEP 678 note itself)."""
+    log.exception(message, *args)
+    err = sys.exc_info()[1]
+    remote = getattr(err, "remote_traceback", "")
+    if remote and sys.version_info < (3, 11):
+        log.error("Traceback in the AIGIS core:\n%s", remote.rstrip())
+
+
 def main() -> int:
     plugin = os.environ.get("AIGIS_PLUGIN", "plugin")
+    module_name = os.environ.get("AIGIS_LAUNCH_MODULE", "")
     launch_file = os.environ.get("AIGIS_LAUNCH", "")
+    what = ("LAUNCH module %s" % module_name) if module_name else ("LAUNCH file %s" % launch_file)
     entrypoint = os.environ.get("AIGIS_ENTRYPOINT") or os.getcwd()
     fd = os.environ.get("AIGIS_CONTROL_FD")
     control = ControlLink(int(fd) if fd else None)
     if os.environ.get("AIGIS_MODE") == "proxy":
         if control.link is None:
-            sys.stderr.write("internal-remote plugins need AIGIS_CONTROL_FD (a link to central)\n")
+            sys.stderr.write("proxied internal plugins need AIGIS_CONTROL_FD (a link to central)\n")
             return 2
-        sys.modules["aigis"] = proxy.AigisProxy(control.link)
+
+        def AIGISReload(name: str) -> Any:
+            """Asks central to reload plugin `name`."""
+            return control.call("reload", plugin=str(name))
+
+        sys.modules["aigis"] = proxy.AigisProxy(control.link, AIGISReload)
     else:
         build_core(plugin, control)
 
     log = aigis_loader.plugin_logger(plugin, _stderr_handler("%(levelname)s %(message)s"))
-    for path in (entrypoint, os.path.dirname(os.path.abspath(launch_file))):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    paths = [entrypoint] + ([os.path.dirname(os.path.abspath(launch_file))] if launch_file else [])
+    for path in reversed(paths):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
     try:
-        spec = importlib.util.spec_from_file_location("aigis_launch_" + plugin.replace("-", "_"),
-                                                      launch_file)
-        if spec is None or spec.loader is None:
-            raise ImportError("not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        module = import_launch(plugin, module_name, launch_file)
     except FileNotFoundError:
-        sys.stderr.write("LAUNCH file %s does not exist\n" % launch_file)
+        sys.stderr.write("%s does not exist\n" % what)
         return 2
     except Exception:  # noqa: BLE001 - reported with its traceback
-        log.exception("importing LAUNCH file %s failed", launch_file)
+        log_exception(log, "importing %s failed", what)
         return 1
     launch = getattr(module, "launch", None)
     if not callable(launch):
-        sys.stderr.write("LAUNCH file %s defines no launch(log) function\n" % launch_file)
+        sys.stderr.write("%s defines no launch() function\n" % what)
         return 2
     try:
-        launch(log)
+        if takes_log(launch):
+            launch(log)
+        else:
+            launch()
     except KeyboardInterrupt:
         return 1
     except Exception:  # noqa: BLE001 - reported with its traceback
-        log.exception("launch(log) raised")
+        log_exception(log, "launch() raised")
         return 1
     return 0
 

@@ -6,7 +6,7 @@
 //! process into a private directory and run with the host's `python3`.
 
 use crate::install::find_on_path;
-use proto::CorePlugin;
+use proto::{CorePlugin, PythonEntry};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -69,14 +69,43 @@ pub struct ShimCommand {
     pub env: Vec<(String, String)>,
 }
 
+/// Finds an internal plugin's `LAUNCH` (a module in `cwd`, its `ENTRYPOINT`,
+/// or a file, already resolved against it by the config) before
+/// anything starts, so a missing one fails the start with a message that
+/// names what was tried. `aigis check` calls the same function.
+pub fn resolve_launch(launch: &PythonEntry, cwd: &Path) -> Result<PathBuf, String> {
+    match launch {
+        PythonEntry::File(file) => {
+            if file.is_file() {
+                Ok(file.clone())
+            } else {
+                Err(format!("LAUNCH file {} does not exist", file.display()))
+            }
+        }
+        PythonEntry::Module(module) => {
+            let base = cwd.join(module.replace('.', "/"));
+            let tried = [base.with_extension("py"), base.join("__init__.py")];
+            tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+                format!(
+                    "LAUNCH module `{module}` is not in ENTRYPOINT {}: tried {} and {}",
+                    cwd.display(),
+                    tried[0].display(),
+                    tried[1].display()
+                )
+            })
+        }
+    }
+}
+
 /// The command that runs `launch` under the shim.
 pub fn command(
     plugin: &str,
-    launch: &Path,
+    launch: &PythonEntry,
     cwd: &Path,
     core_plugins: &[CorePlugin],
     proxy: bool,
 ) -> Result<ShimCommand, String> {
+    resolve_launch(launch, cwd)?;
     let python = find_on_path("python3").ok_or_else(|| {
         "python3 is not installed on this host (internal plugins need Python 3.8 or newer)"
             .to_string()
@@ -97,9 +126,13 @@ pub fn command(
         "-u".into(),
         shim.to_string_lossy().into_owned(),
     ];
+    let launch = match launch {
+        PythonEntry::Module(m) => ("AIGIS_LAUNCH_MODULE", m.clone()),
+        PythonEntry::File(f) => ("AIGIS_LAUNCH", f.to_string_lossy().into_owned()),
+    };
     let env = vec![
         ("AIGIS_PLUGIN".into(), plugin.to_string()),
-        ("AIGIS_LAUNCH".into(), launch.to_string_lossy().into_owned()),
+        (launch.0.into(), launch.1),
         (
             "AIGIS_ENTRYPOINT".into(),
             cwd.to_string_lossy().into_owned(),

@@ -7,9 +7,12 @@
 //! temporary directory, then removed).
 
 use crate::home::Home;
+use crate::plugins::python_entry;
 use aigis_agent::fetch::fetch_git;
 use aigis_agent::install::{check_system_requirements, find_on_path};
+use aigis_agent::python::resolve_launch;
 use config::{Launch, PluginEntry, PluginSpec, Source};
+use proto::PythonEntry;
 use std::path::{Path, PathBuf};
 
 /// Returns the number of problems found (each already printed).
@@ -22,23 +25,52 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
             return Ok(1);
         }
     };
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
     let scratch = std::env::temp_dir().join(format!("aigis-check-{}", std::process::id()));
     let mut python_checked = false;
     for entry in &config.plugins {
         let before = problems.len();
         if let Some(spec) = check_plugin(entry, &home, &scratch, &mut problems) {
+            let installer = spec
+                .requirements
+                .as_ref()
+                .and_then(|r| requirements_program(&r.command));
             if let Some(host) = spec.remote_host() {
                 // Reachable, with the host key we know, we can log in, and
-                // the host has the plugin's SYSTEM_REQUIREMENTS.
-                match crate::ssh::probe(host, &spec.system_requirements).await {
-                    Ok(missing) if !missing.is_empty() => problems.push(format!(
-                        "plugin `{}`: missing system requirement(s) on PATH on {host}: {}",
-                        entry.name,
-                        missing.join(", ")
-                    )),
-                    Ok(_) => {}
+                // the host has the plugin's SYSTEM_REQUIREMENTS and the
+                // program of its REQUIREMENTS_COMMAND.
+                let mut wanted = spec.system_requirements.clone();
+                wanted.extend(installer.clone().filter(|p| !p.contains('/')));
+                match crate::ssh::probe(host, &wanted).await {
+                    Ok(missing) => {
+                        let (program, system): (Vec<_>, Vec<_>) = missing
+                            .into_iter()
+                            .partition(|m| installer.as_ref() == Some(m));
+                        if !system.is_empty() {
+                            problems.push(format!(
+                                "plugin `{}`: missing system requirement(s) on PATH on {host}: {}",
+                                entry.name,
+                                system.join(", ")
+                            ));
+                        }
+                        if let Some(p) = program.first() {
+                            problems.push(format!(
+                                "plugin `{}`: REQUIREMENTS_COMMAND runs `{p}`, which is not on PATH on {host}",
+                                entry.name
+                            ));
+                        }
+                    }
                     Err(e) => problems.push(format!("plugin `{}`: {e}", entry.name)),
+                }
+            } else if let Some(p) = installer.filter(|p| !p.contains('/')) {
+                if find_on_path(&p).is_none() {
+                    problems.push(format!(
+                        "plugin `{}`: REQUIREMENTS_COMMAND runs `{p}`, which is not on PATH",
+                        entry.name
+                    ));
                 }
             }
             if matches!(spec.launch, Launch::Python(_)) && !python_checked {
@@ -175,9 +207,13 @@ fn check_plugin(
                 ));
             }
         }
-        Launch::Python(file) => {
-            if !here(file).is_file() {
-                problem(format!("LAUNCH file {} does not exist", file.display()));
+        Launch::Python(launch) => {
+            let launch = match python_entry(launch) {
+                PythonEntry::File(f) => PythonEntry::File(here(&f)),
+                module => module,
+            };
+            if let Err(e) = resolve_launch(&launch, &here(&spec.entrypoint)) {
+                problem(e);
             }
         }
         Launch::Command(argv) => {
@@ -193,6 +229,20 @@ fn check_plugin(
         }
     }
     Some(spec)
+}
+
+/// The program a `REQUIREMENTS_COMMAND` line runs: its first word after any
+/// `NAME=value` assignments, unless that is a shell builtin (nothing to find).
+fn requirements_program(command: &str) -> Option<String> {
+    const BUILTINS: &[&str] = &[
+        "cd", ".", "source", "set", "export", "exec", "command", "env", "true", ":", "test", "[",
+        "if", "for", "while", "case", "{", "(",
+    ];
+    let word = command
+        .split_whitespace()
+        .find(|w| !w.contains('=') || w.starts_with('='))?
+        .trim_matches(|c| c == '"' || c == '\'');
+    (!word.is_empty() && !BUILTINS.contains(&word)).then(|| word.to_string())
 }
 
 /// Connects to a git remote without fetching anything.
@@ -218,5 +268,26 @@ fn python3_usable() -> Result<(), String> {
             "python3 is {}; internal plugins need Python 3.8 or newer",
             String::from_utf8_lossy(&out.stdout).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requirements_program;
+
+    #[test]
+    fn the_program_of_a_requirements_command() {
+        let p = |c: &str| requirements_program(c);
+        assert_eq!(
+            p("python3.10 -m pip install -r").as_deref(),
+            Some("python3.10")
+        );
+        assert_eq!(
+            p("PIP_NO_CACHE=1 LANG=C pip install -r").as_deref(),
+            Some("pip")
+        );
+        assert_eq!(p("./install.sh").as_deref(), Some("./install.sh"));
+        assert_eq!(p("cd src && make"), None);
+        assert_eq!(p("  "), None);
     }
 }

@@ -33,7 +33,8 @@ type Job = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
 #[derive(Clone)]
 pub struct PythonCore {
     jobs: std::sync::mpsc::Sender<Job>,
-    /// `proxy.serve` bound to the `aigis` namespace: answers one call frame
+    /// `proxy.serve` bound to the loader's `Core` (whose `resolve` is the
+    /// proxy's reach rule): answers one call frame
     /// of an internal-remote plugin.
     serve: Arc<Py<PyAny>>,
 }
@@ -219,7 +220,7 @@ fn setup<'py>(
     let serve = py
         .import("functools")?
         .getattr("partial")?
-        .call1((proxy.getattr("serve")?, core.getattr("root")?))?;
+        .call1((proxy.getattr("serve")?, &core))?;
     Ok((core, serve))
 }
 

@@ -10,9 +10,10 @@ use crate::home::Home;
 use crate::link::{AgentLink, Controls};
 use crate::logs::LogSink;
 use crate::remote::{self, upload_dir, RemoteAgent, RemoteSettings};
-use config::{HostSpec, Launch, PluginEntry, PluginKind, Source};
+use config::{CoreAccess, HostSpec, Launch, PluginEntry, PluginKind, PythonLaunch, Source};
 use proto::{
-    CorePlugin, Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Program, Reply, Request,
+    CorePlugin, Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Program, PythonEntry,
+    Reply, Request,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -519,7 +520,13 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
 
     ctx.registry.set(name, State::Starting, None).await;
     let core_file = core_file(&root);
-    if spec.kind == PluginKind::Core || core_file.is_some() {
+    if core_file.is_some() && spec.kind == PluginKind::External {
+        log.warn(
+            name,
+            "AIGIS/AIGIS.core ignored: only core and internal plugins add to the core",
+        )
+        .await;
+    } else if spec.kind == PluginKind::Core || core_file.is_some() {
         let file = core_file
             .ok_or_else(|| format!("{} is missing", root.join("AIGIS/AIGIS.core").display()))?;
         let skills = ctx
@@ -548,16 +555,18 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
             return Ok(());
         }
         Launch::Command(argv) => Program::Command(argv.clone()),
-        Launch::Python(launch) if spec.kind == PluginKind::InternalRemote => Program::Python {
-            launch: launch.clone(),
-            core_plugins: Vec::new(),
-            proxy: true,
-        },
-        Launch::Python(launch) => Program::Python {
-            launch: launch.clone(),
-            core_plugins: ctx.cores.lock().map(|c| c.clone()).unwrap_or_default(),
-            proxy: false,
-        },
+        Launch::Python(launch) => {
+            let proxy = spec.core != Some(CoreAccess::Copy);
+            Program::Python {
+                launch: python_entry(launch),
+                core_plugins: if proxy {
+                    Vec::new()
+                } else {
+                    ctx.cores.lock().map(|c| c.clone()).unwrap_or_default()
+                },
+                proxy,
+            }
+        }
     };
     link.request(Request::Start(LaunchSpec {
         plugin: name.clone(),
@@ -573,4 +582,12 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
     .await
     .map_err(|e| format!("start failed: {e}"))?;
     Ok(())
+}
+
+/// An internal plugin's `LAUNCH` as the agent's shim takes it.
+pub fn python_entry(launch: &PythonLaunch) -> PythonEntry {
+    match launch {
+        PythonLaunch::Module(m) => PythonEntry::Module(m.clone()),
+        PythonLaunch::File(f) => PythonEntry::File(f.clone()),
+    }
 }

@@ -28,6 +28,9 @@ pub async fn run(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result
         home.root().display(),
         config.plugins.len()
     );
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

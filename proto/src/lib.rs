@@ -19,4 +19,4 @@ pub use codec::{decode_frame, encode_frame, FrameError, FrameReader, FrameWriter
 pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

@@ -207,15 +207,25 @@ pub struct LaunchSpec {
 pub enum Program {
     /// An external plugin's command line.
     Command(Vec<String>),
-    /// An internal plugin: `python3` running the shim, which calls
-    /// `launch(log)` from the file `launch`. Internal-local: the shim loads
-    /// `core_plugins` into a local `aigis` (the copied core). Internal-remote
-    /// (`proxy`): `aigis` is the AigisProxy and every call goes to central.
+    /// An internal plugin: `python3` running the shim, which imports
+    /// `launch` and calls its `launch(log)` (or `launch()`). With `proxy`,
+    /// `aigis` is the AigisProxy and every call goes to central's live core;
+    /// otherwise the shim loads `core_plugins` into a local `aigis` (the
+    /// copied core).
     Python {
-        launch: PathBuf,
+        launch: PythonEntry,
         core_plugins: Vec<CorePlugin>,
         proxy: bool,
     },
+}
+
+/// Where an internal plugin's `launch` function is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PythonEntry {
+    /// A dotted module name, imported with the plugin's `cwd` on `sys.path`.
+    Module(String),
+    /// A Python file.
+    File(PathBuf),
 }
 
 /// A core plugin as the copied core needs it.

@@ -97,13 +97,23 @@ class LoaderTest(unittest.TestCase):
         self.assertEqual(self.root.r.v(), 1)
         with open(os.path.join(root, "r_impl.py"), "w") as f:
             f.write("def v():\n    return 2\n")
-        sys.modules.pop("r_impl", None)
+        # No help from the test: unloading forgets the plugin's own modules.
         self.core.reload("r")
         self.assertEqual(self.root.r.v(), 2)
         self.assertTrue(any("cleanup() failed" in m for _, m in self.handler.records))
         self.core.unload("r")
         self.assertFalse(hasattr(self.root, "r"), "an emptied namespace was left behind")
         self.assertEqual(self.core.plugins(), [])
+
+    def test_entrypoint_is_appended_and_never_shadows_what_is_installed(self):
+        root, core_file = self.plugin("shadow", "import json\nSKILLS = ['json.JSONDecoder']\n",
+                                      {"json.py": "JSONDecoder = 'shadowed'\n"})
+        self.core.load("shadow", root, core_file)
+        self.assertEqual(sys.path[-1], root)
+        import json
+        self.assertIs(self.root.json.JSONDecoder, json.JSONDecoder)
+        self.core.unload("shadow")
+        self.assertIn("json", sys.modules, "the standard json is not the plugin's to forget")
 
 
 if __name__ == "__main__":

@@ -1,41 +1,115 @@
 """Unit tests of the AigisProxy wire (python/proxy.py)."""
 
 import json
+import logging
 import os
 import pickle
 import struct
 import sys
+import tempfile
 import threading
 import types
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import loader  # noqa: E402
 import proxy  # noqa: E402
 
 
-def namespace():
-    root = types.ModuleType("aigis")
-    m = types.ModuleType("aigis.m")
-    m.K = 5
-    m.add = lambda a, b: a + b
-    m.boom = lambda: {}["nope"]
-    m.obj = lambda: threading.Lock()
-    root.m = m
-    return root
+PLUGIN_FILES = {
+    "AIGIS/AIGIS.core": "import m\nimport ratings\nimport smtplib\nimport functools\n"
+                        "SKILLS = ['m', 'ratings', 'smtplib', 'part']\n"
+                        "part = functools.partial(int, base=2)\n",
+    "m.py": """import os
+import smtplib
+import threading
+from os import getpid
+from collections import OrderedDict
+
+import helper
+
+K = 5
+UNITS = {"t": "C"}
+
+
+def add(a, b):
+    return a + b
+
+
+def boom():
+    return {}["nope"]
+
+
+def obj():
+    return threading.Lock()
+
+
+class Tool:
+    LEVEL = 3
+
+    def run(self=None):
+        return "ran"
+
+    @staticmethod
+    def static():
+        return "static"
+
+    @classmethod
+    def klass(cls):
+        return cls.__name__
+
+
+class Sub(OrderedDict):
+    pass
+
+
+tool = Tool()
+""",
+    "helper.py": "def helps():\n    return 'helped'\n",
+    "ratings/__init__.py": "from ratings.levels import SAFE\n",
+    "ratings/levels.py": "SAFE = 'safe'\n",
+    "venv/lib/python3/site-packages/dep.py": "def f():\n    return 1\n",
+}
+
+
+def core_with_plugin(tmp):
+    root = os.path.join(tmp, "plug")
+    for rel, text in PLUGIN_FILES.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    core = loader.Core(types.ModuleType("aigis"),
+                       lambda p: loader.plugin_logger(p, logging.NullHandler()))
+    core.load("plug", root, os.path.join(root, "AIGIS", "AIGIS.core"))
+    # A module of the plugin that lives in an installed tree under ENTRYPOINT.
+    sys.path.append(os.path.join(root, "venv/lib/python3/site-packages"))
+    import m  # noqa: F401 - the plugin's own module, loaded by AIGIS.core
+    m.dep = __import__("dep")
+    return core
 
 
 class Loopback:
     """A transport that serves calls in a thread, like central would."""
 
-    def __init__(self, root):
-        self.root = root
+    def __init__(self, core):
+        self.core = core
         self.link = proxy.Link(self.send)
 
     def send(self, frame):
         def answer():
-            reply = proxy.serve(self.root, frame)
+            reply = proxy.serve(self.core, frame)
             self.link.deliver(struct.unpack(">Q", reply[1:9])[0], reply)
         threading.Thread(target=answer).start()
+
+
+def getattr_path(obj, path):
+    if not path:
+        return proxy._Path(obj._link, "")
+    for part in path.split("."):
+        obj = getattr(obj, part) if not part.startswith("_") else proxy._Path(
+            obj._link, obj._path + "." + part)
+    return obj
 
 
 class Evil:
@@ -44,8 +118,18 @@ class Evil:
 
 
 class ProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.core = core_with_plugin(cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.core.shutdown()
+        cls.tmp.cleanup()
+
     def setUp(self):
-        self.aigis = proxy.AigisProxy(Loopback(namespace()).link)
+        self.aigis = proxy.AigisProxy(Loopback(self.core).link)
 
     def test_calls_constants_and_errors(self):
         self.assertEqual(self.aigis.m.add(2, b=3), 5)
@@ -53,7 +137,11 @@ class ProxyTest(unittest.TestCase):
         with self.assertRaises(KeyError) as e:
             self.aigis.m.boom()
         self.assertIsInstance(e.exception, proxy.AigisRemoteError)
-        self.assertIn("Traceback in the AIGIS core", str(e.exception))
+        # str() is what a local call gives; the core's traceback is a note.
+        self.assertEqual(str(e.exception), str(KeyError("nope")))
+        self.assertIn("Traceback in the AIGIS core", e.exception.remote_traceback + "".join(
+            getattr(e.exception, "__notes__", [])))
+        self.assertIn("boom", e.exception.remote_traceback)
         with self.assertRaises(TypeError):
             self.aigis.m.K(1)
         with self.assertRaises(AttributeError):
@@ -76,9 +164,53 @@ class ProxyTest(unittest.TestCase):
         value = {"d": datetime.date(2026, 1, 2), "x": decimal.Decimal("1.5"), "s": frozenset({1})}
         self.assertEqual(self.aigis.m.add(value["x"], 1), decimal.Decimal("2.5"))
         frame = b"C" + struct.pack(">Q", 7) + pickle.dumps(("m.add", (value, {}), {}), protocol=4)
-        reply = proxy.serve(namespace(), frame)
+        reply = proxy.serve(self.core, frame)
         self.assertEqual(reply[9:10], b"\x01")  # dict + dict fails in the skill, not in unpickling
         self.assertEqual(json.loads(reply[10:])["type"], "TypeError")
+
+    def test_what_a_plugin_defines_is_reachable(self):
+        self.assertEqual(self.aigis.ratings.SAFE(), "safe")
+        self.assertEqual(self.aigis.ratings.levels.SAFE(), "safe")
+        self.assertEqual(self.aigis.m.helper.helps(), "helped")
+        self.assertEqual(self.aigis.m.UNITS(), {"t": "C"})
+        self.assertEqual(self.aigis.m.Tool.run(), "ran")
+        self.assertEqual(self.aigis.m.Tool.static(), "static")
+        self.assertEqual(self.aigis.m.Tool.klass(), "Tool")
+        self.assertEqual(self.aigis.m.Tool.LEVEL(), 3)
+        self.assertEqual(self.aigis.part("101"), 5)  # an exposed skill, called
+
+    def test_the_reach_rule_refuses_everything_else(self):
+        refused = [
+            "smtplib.socket.os.system",   # an exposed foreign module
+            "m.smtplib.socket",           # a module the plugin imported
+            "m.os.getpid",
+            "m.getpid",                   # a builtin imported by name
+            "m.threading.Lock",
+            "m.OrderedDict",              # a class from the standard library
+            "m.UNITS.update",             # a method of a value
+            "m.add.__globals__",
+            "m.K.real",
+            "m.tool.run",                 # a method of an instance
+            "m.Sub.fromkeys",             # inherited from a foreign class
+            "m.dep.f",                    # installed package under ENTRYPOINT
+            "part.keywords",              # an attribute of a skill's value
+            "part.func",
+            "AIGISReload",
+            "os.system",
+            "nothing",
+            "m.missing",
+            "",
+            "m..add",
+        ]
+        for path in refused:
+            with self.subTest(path=path):
+                with self.assertRaises(AttributeError) as e:
+                    getattr_path(self.aigis, path)()
+                self.assertIn("is not exposed", str(e.exception))
+        frame = b"C" + struct.pack(">Q", 9) + pickle.dumps(("m.os.getpid", (), {}), protocol=4)
+        info = json.loads(proxy.serve(self.core, frame)[10:])
+        self.assertEqual(info["type"], "AttributeError")
+        self.assertIn("the module os", info["message"])
 
     def test_many_threads_share_one_link(self):
         results = []

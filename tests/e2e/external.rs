@@ -253,14 +253,14 @@ fn a_bad_central_config_is_reported_with_file_and_line() {
     write(
         base,
         "aigis.toml",
-        "[external]\nok = \"a\"\n\n[extrenal]\nx = \"b\"\n",
+        "[external]\nok = \"a\"\n\n[core]\n\"bad name\" = \"b\"\n",
     );
     let mut daemon = Daemon::start(base, &["run", "-c", "aigis.toml"]);
     let status = daemon.wait_exit(PATIENCE).expect("aigis exits");
     assert!(!status.success());
     let out = daemon.output();
-    assert!(out.contains("aigis.toml:4"), "{out}");
-    assert!(out.contains("extrenal"), "{out}");
+    assert!(out.contains("aigis.toml:5"), "{out}");
+    assert!(out.contains("bad name"), "{out}");
 }
 
 #[test]

@@ -86,6 +86,8 @@ def launch(log):
     except KeyError as e:
         out["fail_type"] = type(e).__name__
         out["fail_text"] = str(e)
+        out["fail_notes"] = getattr(e, "__notes__", [])
+        out["fail_tb"] = e.remote_traceback
     try:
         aigis.store.nothing_here()
     except AttributeError as e:
@@ -127,8 +129,9 @@ def launch(log):
     has("\"limit\": 10");
     has("\"echo_ok\": true");
     has("\"fail_type\": \"KeyError\"");
-    has("missing thing");
-    has("Traceback in the AIGIS core");
+    // str(e) is what the same call gives locally; the traceback is a note.
+    has("\"fail_text\": \"'missing thing'\"");
+    has("\"fail_notes\": [\"Traceback in the AIGIS core:");
     has("store_impl.py");
     has("\"missing_type\": \"AttributeError\"");
     // The hostile pickle is refused by central and nothing ran.

@@ -46,7 +46,7 @@ fn core_skills_reach_an_internal_local_plugin_through_its_copied_core() {
     write(
         &user,
         "AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
+        "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
     );
     write(
         &user,

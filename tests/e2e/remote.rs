@@ -123,6 +123,7 @@ def launch(log):
         aigis.store.fail()
     except ValueError as e:
         out["fail"] = str(e)
+        out["fail_tb"] = e.remote_traceback
     with open("results.json", "w") as f:
         json.dump(out, f)
     log.info("caller-marker ok")
@@ -179,7 +180,7 @@ def launch(log):
         "{results}"
     );
     assert!(
-        results.contains("no such record") && results.contains("Traceback in the AIGIS core"),
+        results.contains("\"fail\": \"no such record\"") && results.contains("store_impl.py"),
         "{results}"
     );
     assert!(!out.contains("remote-secret-value"));
