@@ -10,17 +10,13 @@
 //! A link ends with `Shutdown` (stop everything, `Bye`), or by going away.
 //! Stdio mode (the local agent, [`serve`]) treats going away as central's
 //! death and stops every plugin; the daemon of a LAN host
-//! (`crate::daemon`) keeps them running for the next link.
+//! (`daemon.rs`) keeps them running for the next link.
 
-use crate::fetch::{copy_local, fetch_git, finish_staged, stage, FetchOutcome};
 use crate::install::install;
 use crate::outbox::{Outbox, Outgoing};
 use crate::supervisor::{Controls, Supervised};
-use proto::{
-    FetchSource, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
-};
+use proto::{FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
@@ -38,6 +34,8 @@ pub struct AgentState {
     pub outbox: Outbox,
     /// The central run these plugins belong to.
     session: Arc<std::sync::Mutex<Option<u64>>>,
+    /// Set by `Shutdown`: a `Start` that arrives after it is refused.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AgentState {
@@ -47,6 +45,7 @@ impl AgentState {
             controls: Arc::default(),
             outbox: Outbox::start(),
             session: Arc::default(),
+            closing: Arc::default(),
         }
     }
 
@@ -129,18 +128,18 @@ where
                 let state = state.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let result = handle(request, &tx, &state.plugins, state.controls.clone()).await;
+                    let result = handle(request, &tx, &state).await;
                     let _ = tx.send(FromAgent::Reply { id, result }).await;
                 });
             }
-            Ok(Some(ToAgent::ControlReply { plugin, payload })) => {
+            Ok(Some(ToAgent::Answer { plugin, answer })) => {
                 let to = state
                     .controls
                     .lock()
                     .ok()
                     .and_then(|m| m.get(&plugin).cloned());
                 if let Some(to) = to {
-                    let _ = to.try_send(payload);
+                    let _ = to.try_send(crate::calls::to_shim(answer));
                 }
             }
             Ok(Some(ToAgent::Ack { seq })) => state.outbox.ack(seq).await,
@@ -151,6 +150,9 @@ where
         }
     };
     if end.as_ref().is_ok_and(|e| *e == LinkEnd::Shutdown) {
+        state
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         state.stop_all().await;
         let _ = tx.send(FromAgent::Bye).await;
         state.outbox.drain().await;
@@ -205,21 +207,41 @@ async fn stop_all(plugins: &Plugins) {
 async fn handle(
     request: Request,
     events: &mpsc::Sender<FromAgent>,
-    plugins: &Plugins,
-    controls: Controls,
+    state: &AgentState,
 ) -> Result<Reply, String> {
     match request {
-        Request::Fetch {
-            plugin: _,
-            source,
-            dest,
-        } => fetch(source, dest).await,
+        Request::Sync { dest, files } => {
+            blocking(move || {
+                crate::tree::missing(&dest, &files).map(|paths| Reply::Missing { paths })
+            })
+            .await
+        }
+        Request::Stage { dest, first, piece } => {
+            blocking(move || {
+                crate::tree::stage(
+                    &dest,
+                    first,
+                    &piece.path,
+                    piece.mode,
+                    piece.offset,
+                    &piece.contents,
+                )
+                .map(|()| Reply::Staged)
+            })
+            .await
+        }
+        Request::Apply { dest, files } => {
+            blocking(move || crate::tree::apply(&dest, &files).map(|()| Reply::Applied)).await
+        }
         Request::Install(spec) => install(spec, events.clone())
             .await
             .map(|()| Reply::Installed),
         Request::Start(spec) => {
             let name = spec.plugin.clone();
-            let mut map = plugins.lock().await;
+            let mut map = state.plugins.lock().await;
+            if state.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("the agent is stopping".into());
+            }
             if map.get(&name).is_some_and(Supervised::is_active) {
                 return Err(format!("plugin `{name}` is already running"));
             }
@@ -227,26 +249,13 @@ async fn handle(
             if let Some(old) = map.remove(&name) {
                 old.stop().await;
             }
-            let (handle, pid) = Supervised::start(spec, events.clone(), controls).await?;
+            let (handle, pid) =
+                Supervised::start(spec, events.clone(), state.controls.clone()).await?;
             map.insert(name, handle);
             Ok(Reply::Started { pid })
         }
-        Request::Stage { dest, first, piece } => tokio::task::spawn_blocking(move || {
-            stage(
-                &dest,
-                first,
-                &piece.path,
-                piece.mode,
-                piece.offset,
-                &piece.contents,
-            )
-            .map(|()| Reply::Staged)
-            .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("stage task failed: {e}"))?,
         Request::Stop { plugin } => {
-            let handle = plugins.lock().await.remove(&plugin);
+            let handle = state.plugins.lock().await.remove(&plugin);
             if let Some(h) = handle {
                 h.stop().await;
             }
@@ -255,41 +264,13 @@ async fn handle(
     }
 }
 
-async fn fetch(source: FetchSource, dest: PathBuf) -> Result<Reply, String> {
-    let fetch_dest = dest.clone();
-    let outcome = tokio::task::spawn_blocking(move || match &source {
-        FetchSource::Git { url, reference } => fetch_git(url, reference.as_deref(), &fetch_dest)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        FetchSource::LocalDir(src) => copy_local(src, &fetch_dest)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        FetchSource::Staged => finish_staged(&fetch_dest).map_err(|e| e.to_string()),
-    })
-    .await
-    .map_err(|e| format!("fetch task failed: {e}"))??;
-    let Some(outcome) = outcome else {
-        return Ok(Reply::NothingStaged);
-    };
-    let (outcome, warning) = match outcome {
-        FetchOutcome::Cloned { commit } => (format!("cloned at {commit}"), None),
-        FetchOutcome::Updated { from, to } => (format!("updated {from} -> {to}"), None),
-        FetchOutcome::UpToDate { commit } => (format!("up to date at {commit}"), None),
-        FetchOutcome::Copied => ("copied".to_string(), None),
-        FetchOutcome::Kept { reason } => ("kept what is on disk".to_string(), Some(reason)),
-    };
-    Ok(Reply::Fetched {
-        outcome,
-        warning,
-        config: read_plugin_config(&dest),
-    })
-}
-
-fn read_plugin_config(root: &Path) -> Result<String, String> {
-    let path = root.join("AIGIS").join("AIGIS.config");
-    std::fs::read(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))
-        .and_then(|bytes| {
-            String::from_utf8(bytes).map_err(|_| format!("{}: not valid UTF-8", path.display()))
-        })
+/// Runs file work off the async threads; an error is the operator's message.
+async fn blocking<F>(work: F) -> Result<Reply, String>
+where
+    F: FnOnce() -> std::io::Result<Reply> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("file task failed: {e}"))?
+        .map_err(|e| e.to_string())
 }

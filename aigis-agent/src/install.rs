@@ -4,7 +4,8 @@
 //! The requirements command's output is relayed line by line like a plugin's
 //! own output, so an operator sees why `pip install` failed in the plugin's log.
 
-use crate::supervisor::{relay, GroupGuard};
+use crate::group::GroupGuard;
+use crate::output::relay;
 use proto::{FromAgent, InstallSpec, OutputStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -3,12 +3,15 @@
 //! stdin/stdout: a local child of `aigis`, or an SSH exec channel.
 
 pub mod agent;
+pub mod calls;
 pub mod daemon;
 pub mod fetch;
+pub mod group;
 pub mod install;
 pub mod outbox;
 pub mod output;
 pub mod python;
 pub mod supervisor;
+pub mod tree;
 
 pub use agent::serve;

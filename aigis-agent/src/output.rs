@@ -5,7 +5,10 @@
 //! line: long lines are cut into pieces of at most [`MAX_LINE`] bytes, invalid
 //! UTF-8 is replaced (U+FFFD), and a last unterminated line is still sent.
 
+use proto::{Event, FromAgent, OutputStream};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// The longest line sent as one message; longer lines arrive in pieces.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -84,6 +87,34 @@ where
     if !ready.is_empty() {
         batch(ready).await;
     }
+}
+
+/// Relays one of a process's output streams as `Output` events.
+pub fn relay<R>(
+    stream: R,
+    which: OutputStream,
+    plugin: &str,
+    events: &mpsc::Sender<FromAgent>,
+) -> JoinHandle<()>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let plugin = plugin.to_string();
+    let events = events.clone();
+    tokio::spawn(async move {
+        relay_lines(stream, |lines| {
+            let msg = FromAgent::Event(Event::Output {
+                plugin: plugin.clone(),
+                stream: which,
+                lines,
+            });
+            let events = events.clone();
+            async move {
+                let _ = events.send(msg).await;
+            }
+        })
+        .await
+    })
 }
 
 #[cfg(test)]

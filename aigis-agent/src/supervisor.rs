@@ -7,11 +7,13 @@
 //!   waited for, so no zombie is left.
 //! - `RESTART = N` allows at most N restarts after exits nobody asked for, with
 //!   a delay that doubles from [`FIRST_RESTART_DELAY`] up to [`MAX_RESTART_DELAY`].
+//!   A run that lasted [`HEALTHY_RUN`] refills the budget and resets the delay.
 //! - Output lines of one run are all sent before the state change that ends it.
 
-use crate::output::relay_lines;
+use crate::group::kill_group;
+use crate::output::relay;
 use crate::python;
-use proto::{Event, FromAgent, LaunchSpec, OutputStream, ProcessState, Program};
+use proto::{Backoff, Event, FromAgent, LaunchSpec, OutputStream, ProcessState, Program};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
@@ -31,6 +33,8 @@ const MAX_CONTROL: usize = 1024 * 1024;
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A run at least this long refills the restart budget and resets the delay.
+pub const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How long output readers may keep going after the process exited (a
 /// grandchild that left the group can hold the pipe open).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -109,8 +113,9 @@ async fn supervise(
     let inactive = || active.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut started = Some(started);
     let mut restarts_left = spec.restart;
-    let mut delay = FIRST_RESTART_DELAY;
+    let mut backoff = Backoff::new(FIRST_RESTART_DELAY, MAX_RESTART_DELAY);
     loop {
+        let started_at = std::time::Instant::now();
         let (mut child, readers) = match spawn(&spec, &events, &controls) {
             Ok(c) => c,
             Err(msg) => {
@@ -144,6 +149,14 @@ async fn supervise(
                 kill_group(pid, libc::SIGKILL);
                 drain(readers).await;
                 let exit = describe(status);
+                if started_at.elapsed() >= HEALTHY_RUN {
+                    // A healthy run earns the whole budget back, like
+                    // systemd's StartLimitIntervalSec: a plugin that
+                    // crashes once a week is not dead after N weeks.
+                    restarts_left = spec.restart;
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
                 match restarts_left {
                     Some(n) if n > 0 => {
                         restarts_left = Some(n - 1);
@@ -160,7 +173,6 @@ async fn supervise(
                                 return;
                             }
                         }
-                        delay = (delay * 2).min(MAX_RESTART_DELAY);
                     }
                     _ => {
                         let _ = events.send(state(&spec.plugin, ProcessState::Failed { exit })).await;
@@ -299,9 +311,16 @@ fn relay_control(
             if rd.read_exact(&mut payload).await.is_err() {
                 break;
             }
-            let msg = FromAgent::Event(Event::Control {
+            let call = match crate::calls::from_shim(payload) {
+                Ok(call) => call,
+                Err(e) => {
+                    warn_plugin(&plugin, &events, std::io::Error::other(e));
+                    continue;
+                }
+            };
+            let msg = FromAgent::Event(Event::Call {
                 plugin: plugin.clone(),
-                payload,
+                call,
             });
             if events.send(msg).await.is_err() {
                 break;
@@ -309,34 +328,6 @@ fn relay_control(
         }
         writer.abort();
     }))
-}
-
-/// Relays one of a process's output streams as `Output` events.
-pub fn relay<R>(
-    stream: R,
-    which: OutputStream,
-    plugin: &str,
-    events: &mpsc::Sender<FromAgent>,
-) -> JoinHandle<()>
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    let plugin = plugin.to_string();
-    let events = events.clone();
-    tokio::spawn(async move {
-        relay_lines(stream, |lines| {
-            let msg = FromAgent::Event(Event::Output {
-                plugin: plugin.clone(),
-                stream: which,
-                lines,
-            });
-            let events = events.clone();
-            async move {
-                let _ = events.send(msg).await;
-            }
-        })
-        .await
-    })
 }
 
 async fn drain(readers: Vec<JoinHandle<()>>) {
@@ -359,26 +350,6 @@ async fn terminate(child: &mut Child, pid: u32) {
         let _ = child.wait().await;
     } else {
         kill_group(pid, libc::SIGKILL);
-    }
-}
-
-/// Kills a process group when dropped: whatever a finished or abandoned
-/// command left behind in its group goes with it.
-pub struct GroupGuard(pub u32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0, libc::SIGKILL);
-    }
-}
-
-fn kill_group(pgid: u32, signal: i32) {
-    if pgid > 1 {
-        // SAFETY: killpg has no memory-safety preconditions; ESRCH (group
-        // already gone) is the expected outcome after a clean exit.
-        unsafe {
-            libc::killpg(pgid as libc::pid_t, signal);
-        }
     }
 }
 

@@ -6,8 +6,8 @@
 //! `run` keeps it), else the source itself (a git source is cloned into a
 //! temporary directory, then removed).
 
+use crate::daemon::python_entry;
 use crate::home::Home;
-use crate::plugins::python_entry;
 use aigis_agent::fetch::fetch_git;
 use aigis_agent::install::{check_system_requirements, find_on_path};
 use aigis_agent::python::resolve_launch;

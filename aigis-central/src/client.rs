@@ -56,26 +56,24 @@ fn table(rows: &[PluginStatus]) -> String {
         "STATE",
         "PID",
         "RESTARTS LEFT",
-        "UPTIME",
+        "IN STATE",
     ];
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             // A running plugin's reason is its pid, which has its column.
-            let state = match &r.reason {
-                Some(reason) if r.state != "running" => {
-                    format!("{} ({})", r.state, first_line(reason, 60))
-                }
-                _ => r.state.clone(),
+            let state = match r.state.reason() {
+                Some(reason) => format!("{} ({})", r.state.word(), first_line(reason, 60)),
+                None => r.state.word().to_string(),
             };
             [
                 r.name.clone(),
-                r.kind.clone(),
+                r.kind.as_str().to_string(),
                 r.host.clone(),
                 state,
                 r.pid.map_or("-".into(), |p| p.to_string()),
                 r.restarts_left.map_or("-".into(), |n| n.to_string()),
-                duration(r.uptime_s),
+                duration(r.in_state_s),
             ]
         })
         .collect();
@@ -219,13 +217,14 @@ mod tests {
     fn table_aligns_columns() {
         let rows = vec![PluginStatus {
             name: "web".into(),
-            kind: "external".into(),
+            kind: config::PluginKind::External,
             host: "local".into(),
-            state: "failed".into(),
-            reason: Some("exited with status 3\nmore".into()),
+            state: crate::daemon::state::State::Failed {
+                reason: "exited with status 3\nmore".into(),
+            },
             pid: None,
             restarts_left: Some(0),
-            uptime_s: 3725,
+            in_state_s: 3725,
         }];
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();

@@ -1,14 +1,20 @@
-//! `AgentLink`: central's end of the conversation with one agent.
+//! `AgentLink`: central's end of one agent connection. It only carries:
+//! requests out and their replies back (by id, with a timeout), and every
+//! event the agent reports handed, with where it came from, to the daemon's
+//! dispatcher. It knows nothing of plugins or policy.
 //!
-//! The link is transport-agnostic: it takes any byte stream pair, so the local
-//! agent (a child on stdin/stdout) and a remote one (an SSH exec channel) are
-//! driven by the same code. Requests carry ids and are answered out of order;
-//! events (plugin output, state changes) are handed to the [`Registry`].
+//! The link is transport-agnostic: the local agent (a child on
+//! stdin/stdout) and a remote one (an SSH exec channel) use the same code.
+//!
+//! Invariants:
+//! - What a link has handed to the dispatcher and not yet handled is
+//!   bounded in bytes ([`LINK_BUDGET`]): a flood from one agent waits in
+//!   that agent's outbox (slowing its plugins), never in central's memory.
+//! - A request is answered, fails when the link ends, or times out.
 
-use crate::core::{Control, PythonCore};
-use crate::plugins::Registry;
+use crate::tasks::Tasks;
 use proto::{
-    Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
+    Call, Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,21 +24,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+/// Bytes of events one link may have in the dispatcher at once.
+pub const LINK_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Where an event came from, and how to answer the plugin that sent it.
+#[derive(Clone)]
+pub struct Origin {
+    /// "local", or the `HOST` as written.
+    pub host: String,
+    pub answers: mpsc::Sender<ToAgent>,
+}
+
+/// One event for the dispatcher; `budget` returns to the link once dropped.
+pub struct Delivery {
+    pub origin: Origin,
+    pub event: Event,
+    pub budget: OwnedSemaphorePermit,
+}
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
 
-/// Where a link sends what plugins' shims ask for.
-#[derive(Clone)]
-pub struct Controls {
-    /// Requests for the daemon (reload).
-    pub daemon: mpsc::Sender<Control>,
-    /// The core that answers AigisProxy calls, when it runs.
-    pub core: Option<PythonCore>,
-}
-
 pub struct AgentLink {
-    /// Where the agent runs, for messages ("local", later a host name).
     pub host: String,
     tx: mpsc::Sender<ToAgent>,
     pending: Pending,
@@ -40,14 +54,17 @@ pub struct AgentLink {
     /// Becomes true once the agent has said `Bye` or the stream has ended.
     closed: watch::Receiver<bool>,
     child: tokio::sync::Mutex<Option<Child>>,
+    /// The agent is not the one the previous link talked to: whatever ran
+    /// under the old one is gone.
+    pub replaced: bool,
 }
 
 impl AgentLink {
     /// Starts the agent binary as a local child and shakes hands with it.
     pub async fn spawn_local(
         agent: &Path,
-        registry: Registry,
-        control: Controls,
+        inbox: mpsc::Sender<Delivery>,
+        tasks: &Tasks,
     ) -> anyhow::Result<AgentLink> {
         let mut child = Command::new(agent)
             .stdin(Stdio::piped())
@@ -64,33 +81,26 @@ impl AgentLink {
         else {
             anyhow::bail!("the agent's stdio was not captured");
         };
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::warn!(agent = "local", "{line}");
             }
         });
-        let link = AgentLink::start(
-            "local".into(),
-            stdout,
-            stdin,
-            registry,
-            control,
-            Arc::default(),
-        )
-        .await?;
+        let link =
+            AgentLink::start("local".into(), stdout, stdin, inbox, Arc::default(), tasks).await?;
         *link.child.lock().await = Some(child);
         Ok(link)
     }
 
-    /// Shakes hands over an established byte stream and starts the reader.
+    /// Shakes hands over an established byte stream and starts carrying.
     pub async fn start<R, W>(
         host: String,
         input: R,
         output: W,
-        registry: Registry,
-        control: Controls,
+        inbox: mpsc::Sender<Delivery>,
         received: Arc<Received>,
+        tasks: &Tasks,
     ) -> anyhow::Result<AgentLink>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -98,113 +108,38 @@ impl AgentLink {
     {
         let mut reader = FrameReader::new(input);
         let mut writer = FrameWriter::new(output);
-        writer
-            .send(&ToAgent::Hello {
-                version: PROTOCOL_VERSION,
-                session: session_id(),
-                resume: received.resume(),
-            })
-            .await?;
-        let hello = tokio::time::timeout(Duration::from_secs(30), reader.next::<FromAgent>())
-            .await
-            .map_err(|_| anyhow::anyhow!("agent on {host} did not answer the handshake"))??;
-        match hello {
-            Some(FromAgent::Hello {
-                version,
-                os,
-                arch,
-                instance,
-            }) if version == PROTOCOL_VERSION => {
-                tracing::debug!(%host, %os, %arch, "agent ready");
-                received.meet(instance);
-            }
-            Some(FromAgent::Hello { version, .. }) => anyhow::bail!(
-                "agent on {host} speaks protocol {version}, central speaks {PROTOCOL_VERSION}"
-            ),
-            other => anyhow::bail!("agent on {host} sent {other:?} instead of Hello"),
-        }
+        let replaced = handshake(&host, &mut reader, &mut writer, &received).await?;
 
         let (tx, mut rx) = mpsc::channel::<ToAgent>(256);
-        tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
+        let pending: Pending = Arc::default();
+        let (closed_tx, closed) = watch::channel(false);
+        let mut ended = closed.clone();
+        tasks.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    msg = rx.recv() => msg,
+                    _ = ended.wait_for(|c| *c) => None,
+                };
+                let Some(msg) = msg else { break };
                 if writer.send(&msg).await.is_err() {
                     break;
                 }
             }
         });
-
-        let pending: Pending = Arc::default();
-        let (closed_tx, closed) = watch::channel(false);
-        let reader_pending = pending.clone();
-        let reader_host = host.clone();
-        let replies = tx.clone();
-        tokio::spawn(async move {
-            let mut unacked = 0u32;
-            let mut last_ack = std::time::Instant::now();
-            loop {
-                let event = match reader.next::<FromAgent>().await {
-                    Ok(Some(FromAgent::Numbered { seq, event })) => {
-                        if !received.take(seq) {
-                            continue; // had it before the link broke
-                        }
-                        // Acknowledge in batches: the agent keeps what is
-                        // not acknowledged, for the next link.
-                        unacked += 1;
-                        if unacked >= 256 || last_ack.elapsed() >= Duration::from_millis(250) {
-                            let _ = replies.send(ToAgent::Ack { seq }).await;
-                            unacked = 0;
-                            last_ack = std::time::Instant::now();
-                        }
-                        Ok(Some(FromAgent::Event(event)))
-                    }
-                    other => other,
-                };
-                match event {
-                    Ok(Some(FromAgent::Reply { id, result })) => {
-                        let waiter = reader_pending.lock().ok().and_then(|mut p| p.remove(&id));
-                        if let Some(w) = waiter {
-                            let _ = w.send(result);
-                        }
-                    }
-                    Ok(Some(FromAgent::Event(Event::Control { plugin, payload }))) => {
-                        if payload.first() == Some(&b'C') {
-                            // An AigisProxy call: answered concurrently.
-                            let replies = replies.clone();
-                            let core = control.core.clone();
-                            tokio::spawn(async move {
-                                let payload = match core {
-                                    Some(core) => core.serve_call(payload).await,
-                                    None => no_core_reply(&payload),
-                                };
-                                let _ = replies
-                                    .send(ToAgent::ControlReply { plugin, payload })
-                                    .await;
-                            });
-                        } else {
-                            let payload = answer_control(&payload, &control.daemon);
-                            let _ = replies
-                                .send(ToAgent::ControlReply { plugin, payload })
-                                .await;
-                        }
-                    }
-                    Ok(Some(FromAgent::Event(event))) => registry.agent_event(event).await,
-                    Ok(Some(FromAgent::Bye)) | Ok(None) => break,
-                    Ok(Some(FromAgent::Hello { .. })) | Ok(Some(FromAgent::Numbered { .. })) => {}
-                    Err(e) => {
-                        tracing::error!(host = %reader_host, "link to the agent broke: {e}");
-                        break;
-                    }
-                }
-            }
-            // Nobody will answer what is still pending.
-            if let Ok(mut p) = reader_pending.lock() {
-                for (_, w) in p.drain() {
-                    let _ = w.send(Err(format!("the agent on {reader_host} went away")));
-                }
-            }
+        let carrier = Carrier {
+            origin: Origin {
+                host: host.clone(),
+                answers: tx.clone(),
+            },
+            pending: pending.clone(),
+            inbox,
+            received,
+            budget: Arc::new(Semaphore::new(LINK_BUDGET)),
+        };
+        tasks.spawn(async move {
+            carrier.carry(reader).await;
             let _ = closed_tx.send(true);
         });
-
         Ok(AgentLink {
             host,
             tx,
@@ -212,6 +147,7 @@ impl AgentLink {
             next_id: AtomicU64::new(1),
             closed,
             child: tokio::sync::Mutex::new(None),
+            replaced,
         })
     }
 
@@ -221,27 +157,37 @@ impl AgentLink {
         let _ = closed.wait_for(|c| *c).await;
     }
 
-    /// Sends a request and waits for its reply.
-    pub async fn request(&self, request: Request) -> Result<Reply, String> {
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Sends a request and waits up to `limit` for its reply.
+    pub async fn request(&self, request: Request, limit: Duration) -> Result<Reply, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(id, tx);
-        }
-        if *self.closed.borrow()
+        lock(&self.pending).insert(id, tx);
+        if self.is_closed()
             || self
                 .tx
                 .send(ToAgent::Request { id, request })
                 .await
                 .is_err()
         {
-            if let Ok(mut p) = self.pending.lock() {
-                p.remove(&id);
-            }
+            lock(&self.pending).remove(&id);
             return Err(format!("the agent on {} is not running", self.host));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(format!("the agent on {} went away", self.host)))
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(format!("the agent on {} went away", self.host)),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(format!(
+                    "the agent on {} did not answer within {} s",
+                    self.host,
+                    limit.as_secs()
+                ))
+            }
+        }
     }
 
     /// Asks the agent to stop every plugin and exit; waits up to `limit`,
@@ -251,9 +197,9 @@ impl AgentLink {
         let mut closed = self.closed.clone();
         let done = tokio::time::timeout(limit, closed.wait_for(|c| *c))
             .await
-            .map(|r| r.is_ok());
+            .is_ok();
         if let Some(child) = self.child.lock().await.as_mut() {
-            let remaining = if done.is_ok() {
+            let remaining = if done {
                 Duration::from_secs(1)
             } else {
                 Duration::ZERO
@@ -263,6 +209,132 @@ impl AgentLink {
                 let _ = child.kill().await;
             }
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn handshake<R, W>(
+    host: &str,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    received: &Received,
+) -> anyhow::Result<bool>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    writer
+        .send(&ToAgent::Hello {
+            version: PROTOCOL_VERSION,
+            session: session_id(),
+            resume: received.resume(),
+        })
+        .await?;
+    let hello = tokio::time::timeout(Duration::from_secs(30), reader.next::<FromAgent>())
+        .await
+        .map_err(|_| anyhow::anyhow!("agent on {host} did not answer the handshake"))??;
+    match hello {
+        Some(FromAgent::Hello {
+            version,
+            os,
+            arch,
+            instance,
+        }) if version == PROTOCOL_VERSION => {
+            tracing::debug!(%host, %os, %arch, "agent ready");
+            Ok(received.meet(instance))
+        }
+        Some(FromAgent::Hello { version, .. }) => anyhow::bail!(
+            "agent on {host} speaks protocol {version}, central speaks {PROTOCOL_VERSION}"
+        ),
+        other => anyhow::bail!("agent on {host} sent {other:?} instead of Hello"),
+    }
+}
+
+/// The reading half of a link.
+struct Carrier {
+    origin: Origin,
+    pending: Pending,
+    inbox: mpsc::Sender<Delivery>,
+    received: Arc<Received>,
+    budget: Arc<Semaphore>,
+}
+
+impl Carrier {
+    async fn carry<R: AsyncRead + Unpin>(self, mut reader: FrameReader<R>) {
+        let host = &self.origin.host;
+        let mut unacked = 0u32;
+        let mut last_ack = std::time::Instant::now();
+        loop {
+            match reader.next::<FromAgent>().await {
+                Ok(Some(FromAgent::Numbered { seq, event })) => {
+                    if !self.received.take(seq) {
+                        continue; // had it before the link broke
+                    }
+                    if !self.deliver(event).await {
+                        break;
+                    }
+                    // Acknowledge in batches: the agent keeps what is not
+                    // acknowledged, for the next link.
+                    unacked += 1;
+                    if unacked >= 256 || last_ack.elapsed() >= Duration::from_millis(250) {
+                        let _ = self.origin.answers.send(ToAgent::Ack { seq }).await;
+                        unacked = 0;
+                        last_ack = std::time::Instant::now();
+                    }
+                }
+                Ok(Some(FromAgent::Event(event))) => {
+                    if !self.deliver(event).await {
+                        break;
+                    }
+                }
+                Ok(Some(FromAgent::Reply { id, result })) => {
+                    if let Some(w) = lock(&self.pending).remove(&id) {
+                        let _ = w.send(result);
+                    }
+                }
+                Ok(Some(FromAgent::Bye)) | Ok(None) => break,
+                Ok(Some(FromAgent::Hello { .. })) => {}
+                Err(e) => {
+                    tracing::error!(%host, "link to the agent broke: {e}");
+                    break;
+                }
+            }
+        }
+        // Nobody will answer what is still pending.
+        for (_, w) in lock(&self.pending).drain() {
+            let _ = w.send(Err(format!("the agent on {host} went away")));
+        }
+    }
+
+    /// Hands one event to the dispatcher once the link's budget has room.
+    async fn deliver(&self, event: Event) -> bool {
+        let cost = event_bytes(&event).clamp(1, LINK_BUDGET) as u32;
+        let Ok(budget) = self.budget.clone().acquire_many_owned(cost).await else {
+            return false;
+        };
+        self.inbox
+            .send(Delivery {
+                origin: self.origin.clone(),
+                event,
+                budget,
+            })
+            .await
+            .is_ok()
+    }
+}
+
+/// What an event costs in memory until it is handled.
+fn event_bytes(event: &Event) -> usize {
+    match event {
+        Event::Output { lines, .. } => lines.iter().map(|l| l.len() + 24).sum::<usize>() + 64,
+        Event::Call {
+            call: Call::Proxy(frame),
+            ..
+        } => frame.len() + 64,
+        Event::Call { .. } | Event::State { .. } => 128,
     }
 }
 
@@ -282,11 +354,15 @@ impl Received {
         }
     }
 
-    /// A different agent process numbers from the start again.
-    fn meet(&self, instance: u64) {
-        if self.instance.swap(instance, Ordering::SeqCst) != instance {
+    /// A different agent process numbers from the start again. True when
+    /// an agent central knew was replaced by another (its plugins died with
+    /// it).
+    fn meet(&self, instance: u64) -> bool {
+        let before = self.instance.swap(instance, Ordering::SeqCst);
+        if before != instance {
             self.seq.store(0, Ordering::SeqCst);
         }
+        before != 0 && before != instance
     }
 
     /// True for an event not seen before.
@@ -298,46 +374,5 @@ impl Received {
 /// This central run's identity for agents (see `ToAgent::Hello`).
 fn session_id() -> u64 {
     static SESSION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SESSION.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        nanos ^ (u64::from(std::process::id()) << 32)
-    })
-}
-
-/// The answer to a proxy call when central has no Python core.
-fn no_core_reply(call: &[u8]) -> Vec<u8> {
-    let mut out = b"R".to_vec();
-    out.extend_from_slice(call.get(1..9).unwrap_or(&[0; 8]));
-    out.push(1);
-    let body = serde_json::json!({"type": "RuntimeError", "message": "the AIGIS core is not running in central", "traceback": ""});
-    out.extend_from_slice(body.to_string().as_bytes());
-    out
-}
-
-/// Answers one control message of a plugin's shim (JSON, see
-/// `python/shim.py`): `{"id", "op": "reload", "plugin"}`. The reload runs
-/// after the answer, so a plugin may reload itself.
-fn answer_control(payload: &[u8], control: &mpsc::Sender<Control>) -> Vec<u8> {
-    let request: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-    let id = request.get("id").cloned().unwrap_or_default();
-    let op = request
-        .get("op")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let plugin = request.get("plugin").and_then(|v| v.as_str());
-    let answer = match (op, plugin) {
-        ("reload", Some(name)) => match control.try_send(Control::Reload(name.to_string())) {
-            Ok(()) => serde_json::json!({"id": id, "ok": true, "result": true}),
-            Err(_) => {
-                serde_json::json!({"id": id, "ok": false, "error": "central is busy; try again"})
-            }
-        },
-        _ => {
-            serde_json::json!({"id": id, "ok": false, "error": format!("unknown control request {op:?}")})
-        }
-    };
-    answer.to_string().into_bytes()
+    *SESSION.get_or_init(|| fastrand::u64(1..))
 }

@@ -4,14 +4,14 @@ mod check;
 mod client;
 mod control;
 mod core;
+mod daemon;
+mod deploy;
 mod home;
 mod link;
 mod logs;
 mod new;
-mod plugins;
-mod remote;
-mod run;
 mod ssh;
+mod tasks;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -146,11 +146,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves with the name of the first of SIGINT or SIGTERM to arrive.
+fn signals() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     use control::Request;
     let home = |t: &Target| client::home(t.home.as_deref(), t.config.as_deref());
     match command {
-        Command::Run { config, home, .. } => run::run(&config, home.as_deref()).await?,
+        Command::Run { config, home, .. } => {
+            let config = config::load_central(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let home = home::Home::resolve(home.as_deref(), config.aigis.home.as_deref())?;
+            daemon::run(config, home, signals()?).await?
+        }
         Command::Check { config, home } => {
             if check::check(&config, home.as_deref()).await? > 0 {
                 return Ok(ExitCode::FAILURE);

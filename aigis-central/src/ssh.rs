@@ -11,7 +11,7 @@ use config::HostSpec;
 use russh::client;
 use russh::keys::{self, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A `HOST` after `~/.ssh/config`: where to connect, as whom, with which keys.
@@ -168,22 +168,29 @@ pub enum SshError {
     },
 }
 
-/// What the host-key check found, for the error after a refused handshake.
-#[derive(Debug, Clone)]
-enum KeyVerdict {
-    Unknown(String),
-    Changed(String, usize),
+/// Why a handshake ended: the host-key check's verdict travels as the
+/// handler's error, so the caller learns it from `connect`'s result.
+#[derive(Debug)]
+enum Handshake {
+    UnknownKey(String),
+    ChangedKey(String, usize),
+    Ssh(russh::Error),
+}
+
+impl From<russh::Error> for Handshake {
+    fn from(e: russh::Error) -> Handshake {
+        Handshake::Ssh(e)
+    }
 }
 
 struct KnownHostsCheck {
     hostname: String,
     port: u16,
     known_hosts: PathBuf,
-    verdict: Arc<Mutex<Option<KeyVerdict>>>,
 }
 
 impl client::Handler for KnownHostsCheck {
-    type Error = russh::Error;
+    type Error = Handshake;
 
     async fn check_server_key(
         &mut self,
@@ -193,17 +200,11 @@ impl client::Handler for KnownHostsCheck {
             return Ok(false);
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        let verdict =
-            match keys::check_known_hosts_path(&self.hostname, self.port, key, &self.known_hosts) {
-                Ok(true) => return Ok(true),
-                Ok(false) => KeyVerdict::Unknown(fingerprint),
-                Err(keys::Error::KeyChanged { line }) => KeyVerdict::Changed(fingerprint, line),
-                Err(_) => KeyVerdict::Unknown(fingerprint),
-            };
-        if let Ok(mut v) = self.verdict.lock() {
-            *v = Some(verdict);
+        match keys::check_known_hosts_path(&self.hostname, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Err(keys::Error::KeyChanged { line }) => Err(Handshake::ChangedKey(fingerprint, line)),
+            Ok(false) | Err(_) => Err(Handshake::UnknownKey(fingerprint)),
         }
-        Ok(false)
     }
 }
 
@@ -216,12 +217,10 @@ pub struct Connection {
 /// and logs in with ssh-agent or the identity files.
 pub async fn connect(target: &Target) -> Result<Connection, SshError> {
     let known_hosts = home().join(".ssh").join("known_hosts");
-    let verdict = Arc::new(Mutex::new(None));
     let handler = KnownHostsCheck {
         hostname: target.hostname.clone(),
         port: target.port,
         known_hosts: known_hosts.clone(),
-        verdict: verdict.clone(),
     };
     let config = Arc::new(client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
@@ -241,28 +240,23 @@ pub async fn connect(target: &Target) -> Result<Connection, SshError> {
     let result = tokio::time::timeout(Duration::from_secs(15), connecting)
         .await
         .map_err(|_| connect_err("timed out after 15 s".into()))?;
-    let mut handle = match result {
-        Ok(h) => h,
-        Err(e) => {
-            let shown = known_hosts.display().to_string();
-            return Err(match verdict.lock().ok().and_then(|v| v.clone()) {
-                Some(KeyVerdict::Unknown(fingerprint)) => SshError::UnknownHostKey {
-                    host: target.name.clone(),
-                    hostname: target.hostname.clone(),
-                    port: target.port,
-                    fingerprint,
-                    known_hosts: shown,
-                },
-                Some(KeyVerdict::Changed(fingerprint, line)) => SshError::ChangedHostKey {
-                    host: target.name.clone(),
-                    fingerprint,
-                    known_hosts: shown,
-                    line,
-                },
-                None => connect_err(e.to_string()),
-            });
-        }
-    };
+    let shown = known_hosts.display().to_string();
+    let mut handle = result.map_err(|e| match e {
+        Handshake::UnknownKey(fingerprint) => SshError::UnknownHostKey {
+            host: target.name.clone(),
+            hostname: target.hostname.clone(),
+            port: target.port,
+            fingerprint,
+            known_hosts: shown,
+        },
+        Handshake::ChangedKey(fingerprint, line) => SshError::ChangedHostKey {
+            host: target.name.clone(),
+            fingerprint,
+            known_hosts: shown,
+            line,
+        },
+        Handshake::Ssh(e) => connect_err(e.to_string()),
+    })?;
     if !authenticate(&mut handle, target).await {
         return Err(SshError::Auth {
             host: target.name.clone(),

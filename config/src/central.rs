@@ -28,6 +28,9 @@ pub struct AigisSettings {
     /// `aigis-agent` binaries for other hosts, by `<arch>-<os>` (e.g.
     /// `aarch64-linux`); the one beside `aigis` serves its own kind.
     pub agents: Vec<(String, PathBuf)>,
+    /// Which plugins a plugin may reload beyond itself and core plugins
+    /// (`may_reload = { "bot" = ["web", "db"] }`, `"*"` for any).
+    pub may_reload: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +203,27 @@ fn parse_aigis(
                     settings.agents.push((kind.get_ref().to_string(), local_path(p, base)));
                 }
             }
+            "may_reload" => {
+                let expected = |found: &str| {
+                    format!("[aigis] may_reload: expected a table like {{ \"bot\" = [\"web\", \"db\"] }} (\"*\" for any plugin), found {found}")
+                };
+                let DeValue::Table(t) = value.get_ref() else {
+                    return Err(err(value.span().start, expected(type_name(value.get_ref()))));
+                };
+                for (who, whom) in t {
+                    let DeValue::Array(items) = whom.get_ref() else {
+                        return Err(err(whom.span().start, expected(type_name(whom.get_ref()))));
+                    };
+                    let mut names = Vec::new();
+                    for item in items.iter() {
+                        let DeValue::String(n) = item.get_ref() else {
+                            return Err(err(item.span().start, expected(type_name(item.get_ref()))));
+                        };
+                        names.push(n.to_string());
+                    }
+                    settings.may_reload.push((who.get_ref().to_string(), names));
+                }
+            }
             name @ ("log_max_bytes" | "log_keep") => {
                 let n = match value.get_ref() {
                     DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
@@ -220,7 +244,7 @@ fn parse_aigis(
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload"),
                 ))
             }
         }

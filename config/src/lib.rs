@@ -29,6 +29,7 @@ pub use plugin::{
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     Core,
     InternalLocal,

@@ -12,9 +12,11 @@
 //! - This crate only moves bytes and types; what a message *means* (policy)
 //!   lives in the agent and in central.
 
+pub mod backoff;
 mod codec;
 mod messages;
 
+pub use backoff::Backoff;
 pub use codec::{decode_frame, encode_frame, FrameError, FrameReader, FrameWriter, MAX_FRAME};
 pub use messages::*;
 

@@ -28,10 +28,10 @@ pub enum ToAgent {
         id: u64,
         request: Request,
     },
-    /// Central's answer to a plugin's control message (`Event::Control`).
-    ControlReply {
+    /// Central's answer to a plugin's call (`Event::Call`).
+    Answer {
         plugin: String,
-        payload: Vec<u8>,
+        answer: Answer,
     },
     /// Stop every plugin (SIGTERM, grace, SIGKILL), answer `Bye`, exit.
     Shutdown,
@@ -72,43 +72,39 @@ pub struct Resume {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Put the plugin's files at `dest` and return its `AIGIS/AIGIS.config`.
-    Fetch {
-        plugin: String,
-        source: FetchSource,
-        dest: PathBuf,
-    },
-    /// Check system requirements, write secrets, run the requirements command.
-    Install(InstallSpec),
-    /// Start (and from now on supervise) a plugin process.
-    Start(LaunchSpec),
-    /// Stop a plugin: SIGTERM to its group, grace period, SIGKILL.
-    Stop { plugin: String },
-    /// One piece of a local-directory plugin, written beside `dest`;
+    /// Which of these files `dest` lacks (answered `Missing`): the start of
+    /// putting the tree central fetched on the agent's host.
+    Sync { dest: PathBuf, files: Vec<TreeFile> },
+    /// One piece of a file `Sync` found missing, written beside `dest`;
     /// `first` starts a new upload (anything staged before is dropped).
     Stage {
         dest: PathBuf,
         first: bool,
         piece: UploadedFile,
     },
+    /// Put the staged files into `dest`; afterwards it holds `files` exactly.
+    Apply { dest: PathBuf, files: Vec<TreeFile> },
+    /// Check system requirements, write secrets, run the requirements command.
+    Install(InstallSpec),
+    /// Start (and from now on supervise) a plugin process.
+    Start(LaunchSpec),
+    /// Stop a plugin: SIGTERM to its group, grace period, SIGKILL.
+    Stop { plugin: String },
 }
 
+/// One file of a plugin's tree, as central has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FetchSource {
-    Git {
-        url: String,
-        reference: Option<String>,
-    },
-    /// A directory on the agent's own host.
-    LocalDir(PathBuf),
-    /// A directory of central's host streamed with `Request::Stage`: put
-    /// what was staged for `dest` in place. Answered `NothingStaged` when
-    /// `dest` does not exist and nothing was staged (central then streams).
-    Staged,
+pub struct TreeFile {
+    /// Relative, `/`-separated; never absolute, never `..`.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub size: u64,
+    pub sha256: [u8; 32],
 }
 
-/// A piece of one file of a local-directory plugin streamed to a remote
-/// agent; files are sent in pieces so a plugin of any size fits in frames.
+/// A piece of one file of a plugin's tree streamed to a remote agent; files
+/// are sent in pieces so a plugin of any size fits in frames.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedFile {
     /// Relative, `/`-separated; never absolute, never `..`.
@@ -135,23 +131,19 @@ impl fmt::Debug for UploadedFile {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Fetched {
-        /// What happened, for the operator ("cloned abc123", "copied").
-        outcome: String,
-        /// Set when the fetch kept what was on disk (not an error).
-        warning: Option<String>,
-        /// Contents of `AIGIS/AIGIS.config`, or why it could not be read.
-        config: Result<String, String>,
+    /// The files of a `Sync` that must be sent.
+    Missing {
+        paths: Vec<String>,
     },
+    /// A `Stage` piece is written.
+    Staged,
+    /// `Apply` put the tree in place.
+    Applied,
     Installed,
     Started {
         pid: u32,
     },
     Stopped,
-    /// A `Stage` piece is written.
-    Staged,
-    /// `Fetch { source: Staged }` found neither the plugin nor a staged upload.
-    NothingStaged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,12 +259,30 @@ pub enum Event {
         plugin: String,
         state: ProcessState,
     },
-    /// A control message from a plugin's shim (e.g. `aigis.AIGISReload`),
-    /// passed through unread; central answers with `ToAgent::ControlReply`.
-    Control {
+    /// A call from a plugin's shim to central, answered with `ToAgent::Answer`.
+    Call {
         plugin: String,
-        payload: Vec<u8>,
+        call: Call,
     },
+}
+
+/// What a plugin's shim asks central (see `python/shim.py`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Call {
+    /// An AigisProxy call frame (`b"C"` + id + pickle), passed through
+    /// unread: central's `proxy.serve` reads it.
+    Proxy(Vec<u8>),
+    /// `aigis.AIGISReload(target)`.
+    Reload { id: u64, target: String },
+}
+
+/// Central's answer to a [`Call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// An AigisProxy reply frame (`b"R"` + id + ...), for the shim as is.
+    Proxy(Vec<u8>),
+    /// The reload was scheduled, or why not.
+    Reload { id: u64, result: Result<(), String> },
 }
 
 /// What the agent's supervisor knows about a plugin process.

@@ -147,6 +147,12 @@ def launch(log):
     let user_home = lan.user_home.to_str().unwrap();
     let env = [("HOME", user_home)];
 
+    // An older copy of the caller from an earlier run on its host.
+    write(
+        &hosts_dir.join("lan2/ext/caller"),
+        "main.py",
+        "raise SystemExit('the stale copy ran')\n",
+    );
     let mut daemon =
         Daemon::start_with_env(base, &["run", "-c", "aigis.toml", "--home", home_s], &env);
     daemon.expect_output("[ticker] tick 2", PATIENCE);
@@ -173,6 +179,14 @@ def launch(log):
         ticker_root.to_str().unwrap()
     );
     let results = std::fs::read_to_string(hosts_dir.join("lan2/ext/caller/results.json")).unwrap();
+    // The host got the tree central fetched, not a clone of its own: it
+    // needs no access to the git server, and an older copy it held (written
+    // below before the run) was replaced by what central read.
+    assert!(!hosts_dir.join("lan2/ext/caller/.git").exists());
+    assert_eq!(
+        std::fs::read_to_string(hosts_dir.join("lan2/ext/caller/main.py")).unwrap(),
+        std::fs::read_to_string(home.join("ext/caller/main.py")).unwrap()
+    );
     assert!(results.contains("\"get\": {\"key\": \"k1\"}"), "{results}");
     assert!(results.contains("\"limit\": 10"), "{results}");
     assert!(

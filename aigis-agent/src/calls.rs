@@ -1,0 +1,78 @@
+//! The plugin side of calls to central: what a shim writes on its control
+//! socket (fd 3), as typed [`Call`]s, and central's [`Answer`]s back in the
+//! shim's framing (see `python/shim.py`).
+//!
+//! A shim frame is a 4-byte big-endian length and a payload: an AigisProxy
+//! call (`b"C"` + id + pickle, passed on unread) or a JSON control request
+//! (`{"id", "op": "reload", "plugin"}`). Nothing else crosses.
+
+use proto::{Answer, Call};
+
+/// The typed call in one shim payload, or why it is not one.
+pub fn from_shim(payload: Vec<u8>) -> Result<Call, String> {
+    match payload.first() {
+        Some(b'C') => Ok(Call::Proxy(payload)),
+        Some(b'{') => {
+            let request: serde_json::Value = serde_json::from_slice(&payload)
+                .map_err(|e| format!("a control request that is not JSON: {e}"))?;
+            let id = request.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
+            match (
+                request.get("op").and_then(|v| v.as_str()),
+                request.get("plugin").and_then(|v| v.as_str()),
+            ) {
+                (Some("reload"), Some(target)) => Ok(Call::Reload {
+                    id,
+                    target: target.to_string(),
+                }),
+                (op, _) => Err(format!("unknown control request {op:?}")),
+            }
+        }
+        _ => Err("a frame that is neither a proxy call nor a control request".into()),
+    }
+}
+
+/// Central's answer as the shim reads it.
+pub fn to_shim(answer: Answer) -> Vec<u8> {
+    match answer {
+        Answer::Proxy(frame) => frame,
+        Answer::Reload { id, result } => {
+            let body = match result {
+                Ok(()) => serde_json::json!({"id": id, "ok": true, "result": true}),
+                Err(e) => serde_json::json!({"id": id, "ok": false, "error": e}),
+            };
+            body.to_string().into_bytes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_frames_become_typed_calls_and_back() {
+        let call = from_shim(br#"{"id": 7, "op": "reload", "plugin": "x"}"#.to_vec()).unwrap();
+        assert_eq!(
+            call,
+            Call::Reload {
+                id: 7,
+                target: "x".into()
+            }
+        );
+        assert_eq!(
+            from_shim(b"C\0\0\0\0\0\0\0\x01pickle".to_vec()),
+            Ok(Call::Proxy(b"C\0\0\0\0\0\0\0\x01pickle".to_vec()))
+        );
+        assert!(from_shim(br#"{"id": 1, "op": "rm"}"#.to_vec()).is_err());
+        assert!(from_shim(b"X".to_vec()).is_err());
+        assert!(from_shim(Vec::new()).is_err());
+        let back = to_shim(Answer::Reload {
+            id: 7,
+            result: Err("not allowed".into()),
+        });
+        let v: serde_json::Value = serde_json::from_slice(&back).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"], "not allowed");
+    }
+}

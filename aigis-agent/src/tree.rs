@@ -1,0 +1,199 @@
+//! A plugin's tree as central fetched it, put on this host: only the files
+//! that differ cross the link, by content hash.
+//!
+//! Central sends the manifest (`Request::Sync`); the agent answers with the
+//! files it lacks (missing, other size, mode or SHA-256). Central streams
+//! those in pieces (`Request::Stage`) into a staging directory beside the
+//! destination, then `Request::Apply` moves each into place. Files the
+//! plugin made itself (secrets, a virtualenv, its state) are left alone;
+//! files an earlier sync shipped that are no longer in the manifest are
+//! removed, so the host runs exactly the tree central read.
+
+use proto::TreeFile;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// `rel` as a path inside a tree: relative, no `..`, no root.
+fn inside(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || p.is_absolute()
+        || p.components().any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refused `{rel}`: a path must stay inside the plugin"),
+        ));
+    }
+    Ok(root.join(p))
+}
+
+fn sibling(dest: &Path, what: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    dest.with_file_name(format!(".{name}.aigis-{what}"))
+}
+
+/// Where streamed files wait before [`apply`] puts them in place.
+fn staging(dest: &Path) -> PathBuf {
+    sibling(dest, "staging")
+}
+
+/// The list of files the last [`apply`] put into `dest`.
+fn shipped(dest: &Path) -> PathBuf {
+    sibling(dest, "shipped")
+}
+
+/// The SHA-256 of a file's contents.
+pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+fn same(path: &Path, want: &TreeFile) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => {
+            m.len() == want.size
+                && m.permissions().mode() & 0o7777 == want.mode & 0o7777
+                && sha256_file(path).is_ok_and(|h| h == want.sha256)
+        }
+        _ => false,
+    }
+}
+
+/// The paths of `files` that `dest` does not hold as they are.
+pub fn missing(dest: &Path, files: &[TreeFile]) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        if !same(&inside(dest, &f.path)?, f) {
+            out.push(f.path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes one piece of a file into the staging directory of `dest`;
+/// `first` starts a new upload.
+pub fn stage(
+    dest: &Path,
+    first: bool,
+    rel: &str,
+    mode: u32,
+    offset: u64,
+    contents: &[u8],
+) -> io::Result<()> {
+    let dir = staging(dest);
+    if first && dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    let path = inside(&dir, rel)?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(offset == 0)
+        .open(&path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(contents)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+/// Puts every staged file into `dest` (each by rename, so a reader never
+/// sees half a file), checks the result against `files`, and removes what
+/// an earlier sync shipped that `files` no longer lists.
+pub fn apply(dest: &Path, files: &[TreeFile]) -> io::Result<()> {
+    let dir = staging(dest);
+    fs::create_dir_all(dest)?;
+    for f in files {
+        let staged = inside(&dir, &f.path)?;
+        let target = inside(dest, &f.path)?;
+        if staged.is_file() {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&target)?;
+            }
+            fs::rename(&staged, &target)?;
+        }
+        if !same(&target, f) {
+            return Err(io::Error::other(format!(
+                "{} is not what central sent (size, mode or content differ)",
+                target.display()
+            )));
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+    let before = fs::read_to_string(shipped(dest)).unwrap_or_default();
+    for old in before.lines() {
+        if !files.iter().any(|f| f.path == old) {
+            if let Ok(path) = inside(dest, old) {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+    let list: String = files.iter().map(|f| format!("{}\n", f.path)).collect();
+    fs::write(shipped(dest), list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, mode: u32, contents: &[u8]) -> TreeFile {
+        TreeFile {
+            path: path.into(),
+            mode,
+            size: contents.len() as u64,
+            sha256: Sha256::digest(contents).into(),
+        }
+    }
+
+    #[test]
+    fn only_what_differs_is_sent_and_old_files_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("ext/p");
+        let v1 = vec![
+            file("run.sh", 0o755, b"echo 1\n"),
+            file("lib/a.py", 0o644, b"A"),
+        ];
+        assert_eq!(missing(&dest, &v1).unwrap(), ["run.sh", "lib/a.py"]);
+        stage(&dest, true, "run.sh", 0o755, 0, b"echo ").unwrap();
+        stage(&dest, false, "run.sh", 0o755, 5, b"1\n").unwrap();
+        stage(&dest, false, "lib/a.py", 0o644, 0, b"A").unwrap();
+        apply(&dest, &v1).unwrap();
+        assert!(missing(&dest, &v1).unwrap().is_empty());
+        // The plugin's own files stay; a file central no longer has goes.
+        fs::write(dest.join("state.json"), "{}").unwrap();
+        let v2 = vec![file("run.sh", 0o755, b"echo 2\n")];
+        assert_eq!(missing(&dest, &v2).unwrap(), ["run.sh"]);
+        stage(&dest, true, "run.sh", 0o755, 0, b"echo 2\n").unwrap();
+        apply(&dest, &v2).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("run.sh")).unwrap(), "echo 2\n");
+        assert!(!dest.join("lib/a.py").exists());
+        assert!(dest.join("state.json").exists());
+        // A changed mode alone is a difference.
+        let v3 = vec![file("run.sh", 0o700, b"echo 2\n")];
+        assert_eq!(missing(&dest, &v3).unwrap(), ["run.sh"]);
+        // Nothing leaves the tree.
+        assert!(missing(&dest, &[file("../x", 0o644, b"")]).is_err());
+        assert!(stage(&dest, false, "/abs", 0o644, 0, b"x").is_err());
+        // Apply refuses a tree that does not match what was announced.
+        assert!(apply(&dest, &[file("run.sh", 0o755, b"other")]).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! What agents report, checked and routed. A link hands every event here
+//! with its [`Origin`]; nothing from a LAN host is trusted:
+//!
+//! - an event is accepted only for a plugin central placed on that link
+//!   (a host cannot write another host's logs or states, and no name it
+//!   made up ever becomes a file name);
+//! - AigisProxy calls run in the core with a fair share per plugin (at most
+//!   [`CALLS_PER_PLUGIN`] at once each), so one plugin's flood of slow calls
+//!   never starves another's;
+//! - a reload asked by a plugin is allowed for itself, core plugins, and
+//!   what `[aigis] may_reload` grants.
+
+use super::{lock, Daemon};
+use crate::link::{Delivery, Origin};
+use proto::{Answer, Call, Event, ToAgent};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Proxy calls of one plugin that run in the core at the same time.
+pub const CALLS_PER_PLUGIN: usize = 8;
+
+/// Routes deliveries until every link has ended (`links_done`).
+pub(super) async fn run(
+    daemon: Arc<Daemon>,
+    mut inbox: mpsc::Receiver<Delivery>,
+    links_done: CancellationToken,
+) {
+    let mut router = Router {
+        daemon,
+        calls: Mutex::default(),
+        refused: HashMap::new(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            delivery = inbox.recv() => match delivery {
+                Some(d) => router.route(d).await,
+                None => break,
+            },
+            _ = links_done.cancelled() => {
+                // What the links handed over before they ended still counts.
+                while let Ok(d) = inbox.try_recv() {
+                    router.route(d).await;
+                }
+                break;
+            }
+        }
+    }
+}
+
+struct Router {
+    daemon: Arc<Daemon>,
+    calls: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Events refused per host, reported once per host and then counted.
+    refused: HashMap<String, u64>,
+}
+
+impl Router {
+    async fn route(&mut self, delivery: Delivery) {
+        let Delivery {
+            origin,
+            event,
+            budget,
+        } = delivery;
+        let plugin = match &event {
+            Event::Output { plugin, .. }
+            | Event::State { plugin, .. }
+            | Event::Call { plugin, .. } => plugin.clone(),
+        };
+        if !self.placed_there(&plugin, &origin.host) {
+            self.refuse(&origin.host, &plugin).await;
+            return;
+        }
+        let daemon = &self.daemon;
+        match event {
+            // One record per batch; the log writer splits it into lines.
+            Event::Output { stream, lines, .. } => {
+                daemon.log.output(&plugin, stream.as_str(), lines).await
+            }
+            Event::State { state, .. } => daemon.registry.process(&plugin, state).await,
+            Event::Call {
+                call: Call::Proxy(frame),
+                ..
+            } => {
+                let fair = self.share_of(&plugin);
+                let core = daemon.core.as_ref().ok().cloned();
+                daemon.tasks.spawn_cancellable(async move {
+                    let _budget = budget; // the link's bytes come back once answered
+                    let Ok(_turn) = fair.acquire().await else {
+                        return;
+                    };
+                    let reply = match core {
+                        Some(core) => core.serve_call(frame).await,
+                        None => no_core_reply(&frame),
+                    };
+                    answer(&origin, plugin, Answer::Proxy(reply)).await;
+                });
+            }
+            Event::Call {
+                call: Call::Reload { id, target },
+                ..
+            } => {
+                let result = self.reload_for(&plugin, &target);
+                answer(&origin, plugin, Answer::Reload { id, result }).await;
+            }
+        }
+    }
+
+    /// The plugin is one central placed on this link.
+    fn placed_there(&self, plugin: &str, host: &str) -> bool {
+        lock(&self.daemon.placed)
+            .get(plugin)
+            .is_some_and(|p| p.host == host)
+    }
+
+    async fn refuse(&mut self, host: &str, plugin: &str) {
+        let n = self.refused.entry(host.to_string()).or_default();
+        *n += 1;
+        if *n == 1 || n.is_power_of_two() {
+            // The name is the host's claim, not ours: shown escaped, never
+            // used for a file.
+            self.daemon
+                .log
+                .warn(
+                    "aigis",
+                    format!(
+                        "{host}: refused an event for {plugin:?}, which does not run there ({n} refused so far)"
+                    ),
+                )
+                .await;
+        }
+    }
+
+    fn share_of(&self, plugin: &str) -> Arc<Semaphore> {
+        lock(&self.calls)
+            .entry(plugin.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(CALLS_PER_PLUGIN)))
+            .clone()
+    }
+
+    /// Schedules a reload a plugin asked for, if it may.
+    fn reload_for(&self, caller: &str, target: &str) -> Result<(), String> {
+        let daemon = &self.daemon;
+        if daemon.entry(target).is_none() {
+            return Err(format!("no plugin named `{target}`"));
+        }
+        if !daemon.may_reload(caller, target) {
+            return Err(format!(
+                "`{caller}` may reload itself and core plugins; reloading `{target}` needs \
+                 [aigis] may_reload = {{ \"{caller}\" = [\"{target}\"] }} in the central config"
+            ));
+        }
+        // The reload runs after the answer, so a plugin may reload itself.
+        let (daemon, target) = (daemon.clone(), target.to_string());
+        self.daemon.tasks.spawn_cancellable(async move {
+            if let Err(e) = daemon.reload(&target).await {
+                daemon.log.warn(&target, format!("reload: {e}")).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn answer(origin: &Origin, plugin: String, answer: Answer) {
+    let _ = origin
+        .answers
+        .send(ToAgent::Answer { plugin, answer })
+        .await;
+}
+
+/// The answer to a proxy call when central has no Python core.
+fn no_core_reply(call: &[u8]) -> Vec<u8> {
+    let mut out = b"R".to_vec();
+    out.extend_from_slice(call.get(1..9).unwrap_or(&[0; 8]));
+    out.push(1);
+    let body = serde_json::json!({"type": "RuntimeError", "message": "the AIGIS core is not running in central", "traceback": ""});
+    out.extend_from_slice(body.to_string().as_bytes());
+    out
+}

@@ -1,0 +1,251 @@
+//! LAN hosts: one SSH connection and one agent per host, connected on first
+//! use under that host's own lock (a slow host never holds up another), and
+//! linked again whenever the connection drops.
+//!
+//! The agent daemon on the host outlives the SSH connection: when the link
+//! drops, [`RemoteAgent`] reconnects with backoff and jitter and attaches to
+//! the same running plugins, whose output waited on the host. If the agent
+//! itself was replaced (killed, host rebooted), its plugins are gone: the
+//! daemon hears of it through `lost` and fails or reloads them.
+
+use crate::deploy::{self, RemoteSettings};
+use crate::link::{AgentLink, Delivery, Received};
+use crate::logs::LogSink;
+use crate::ssh::{self, Connection};
+use crate::tasks::Tasks;
+use config::{shell_quote as sh, HostSpec};
+use proto::Backoff;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a remote agent needs from the daemon.
+#[derive(Clone)]
+pub struct Wiring {
+    pub settings: RemoteSettings,
+    pub local_agent: PathBuf,
+    pub inbox: mpsc::Sender<Delivery>,
+    /// Hosts whose agent was replaced while linked away.
+    pub lost: mpsc::Sender<String>,
+    pub log: LogSink,
+    pub tasks: Tasks,
+}
+
+/// The agent on a LAN host, and the connection it runs over; both are
+/// replaced when the link drops and comes back.
+pub struct RemoteAgent {
+    host: HostSpec,
+    /// The remote dir on that host, absolute.
+    pub base: PathBuf,
+    agent: PathBuf,
+    link: RwLock<Arc<AgentLink>>,
+    connection: tokio::sync::Mutex<Connection>,
+    received: Arc<Received>,
+    wiring: Wiring,
+}
+
+impl RemoteAgent {
+    /// The current link (requests fail while the host is away).
+    pub fn link(&self) -> Arc<AgentLink> {
+        self.link
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Stops every plugin there and the agent.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.link().shutdown(limit).await;
+        self.connection.lock().await.close().await;
+    }
+
+    /// Links again whenever the link drops, until shutdown.
+    fn keep_linked(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let tasks = self.wiring.tasks.clone();
+        self.wiring.tasks.spawn_cancellable(async move {
+            loop {
+                let Some(agent) = me.upgrade() else { return };
+                let link = agent.link();
+                drop(agent);
+                link.closed().await;
+                if tasks.is_cancelled() {
+                    return;
+                }
+                let Some(agent) = me.upgrade() else { return };
+                agent.relink().await;
+            }
+        });
+    }
+
+    async fn relink(&self) {
+        let log = &self.wiring.log;
+        let host = &self.host;
+        log.warn(
+            "aigis",
+            format!("{host}: link lost; its plugins keep running there; reconnecting"),
+        )
+        .await;
+        let mut backoff =
+            Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).jittered();
+        loop {
+            match self.open().await {
+                Ok((connection, link)) => {
+                    let replaced = link.replaced;
+                    *self.connection.lock().await = connection;
+                    if let Ok(mut l) = self.link.write() {
+                        *l = Arc::new(link);
+                    }
+                    if replaced {
+                        log.warn("aigis", format!("{host}: reconnected to a new agent; the plugins that ran there are gone")).await;
+                        let _ = self.wiring.lost.send(host.to_string()).await;
+                    } else {
+                        log.info("aigis", format!("{host}: reconnected to the running agent"))
+                            .await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    log.warn(
+                        "aigis",
+                        format!(
+                            "{host}: reconnect failed ({e}); next try in {:.1}s",
+                            wait.as_secs_f64()
+                        ),
+                    )
+                    .await;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// A fresh connection and link to the (running or new) agent daemon.
+    async fn open(&self) -> Result<(Connection, AgentLink), String> {
+        let connection = ssh::connect(&ssh::resolve(&self.host))
+            .await
+            .map_err(|e| e.to_string())?;
+        let link = attach(
+            &connection,
+            &self.host,
+            &self.agent,
+            &self.base,
+            self.received.clone(),
+            &self.wiring,
+        )
+        .await?;
+        Ok((connection, link))
+    }
+}
+
+async fn attach(
+    connection: &Connection,
+    host: &HostSpec,
+    agent: &Path,
+    base: &Path,
+    received: Arc<Received>,
+    wiring: &Wiring,
+) -> Result<AgentLink, String> {
+    let command = format!(
+        "{} attach --dir {}",
+        sh(&agent.to_string_lossy()),
+        sh(&base.to_string_lossy())
+    );
+    let stream = connection.stream(&command).await?;
+    let (rd, wr) = tokio::io::split(stream);
+    AgentLink::start(
+        host.to_string(),
+        rd,
+        wr,
+        wiring.inbox.clone(),
+        received,
+        &wiring.tasks,
+    )
+    .await
+    .map_err(|e| format!("{host}: {e:#}"))
+}
+
+/// Connects to `host`, makes sure its agent is there, and starts it.
+async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, String> {
+    let connection = ssh::connect(&ssh::resolve(host))
+        .await
+        .map_err(|e| e.to_string())?;
+    let deployed = deploy::agent(
+        &connection,
+        host,
+        &wiring.settings,
+        &wiring.local_agent,
+        &wiring.log,
+    )
+    .await?;
+    let received = Arc::new(Received::default());
+    let link = attach(
+        &connection,
+        host,
+        &deployed.agent,
+        &deployed.base,
+        received.clone(),
+        wiring,
+    )
+    .await?;
+    let remote = Arc::new(RemoteAgent {
+        host: host.clone(),
+        base: deployed.base,
+        agent: deployed.agent,
+        link: RwLock::new(Arc::new(link)),
+        connection: tokio::sync::Mutex::new(connection),
+        received,
+        wiring: wiring.clone(),
+    });
+    remote.keep_linked();
+    Ok(remote)
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<RemoteAgent>>>>;
+
+/// Every LAN host's agent, each behind its own lock.
+#[derive(Default)]
+pub struct HostPool {
+    slots: Mutex<HashMap<String, Slot>>,
+    connected: Mutex<Vec<Arc<RemoteAgent>>>,
+}
+
+impl HostPool {
+    /// The agent on `host`: connected, deployed and started on first use,
+    /// then shared by every plugin there.
+    pub async fn agent(
+        &self,
+        host: &HostSpec,
+        wiring: &Wiring,
+    ) -> Result<Arc<RemoteAgent>, String> {
+        let slot: Slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(agent) = slot.as_ref() {
+            return Ok(agent.clone()); // it relinks by itself after a drop
+        }
+        let agent = connect(host, wiring).await?;
+        *slot = Some(agent.clone());
+        self.connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(agent.clone());
+        Ok(agent)
+    }
+
+    /// Every connected agent (for shutdown).
+    pub fn all(&self) -> Vec<Arc<RemoteAgent>> {
+        self.connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

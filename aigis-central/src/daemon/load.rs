@@ -1,0 +1,508 @@
+//! One plugin from its config entry to a running process, in four steps:
+//!
+//! 1. **resolve**: central fetches it into `<home>/ext/<name>` (git clone or
+//!    fetch, or a copy of a local directory) and reads its `AIGIS.config`
+//!    once. Everything later uses that one reading.
+//! 2. **place**: the local agent, or the agent on its `HOST`, which gets the
+//!    tree central fetched (only the files that differ): a LAN host runs
+//!    exactly what central read and needs no access to the git server.
+//! 3. **install**: secrets, `SYSTEM_REQUIREMENTS`, the requirements command.
+//! 4. **start**: skills into the core; the process under its agent.
+//!
+//! A failure fails that plugin only, as a [`LoadError`] whose kind decides
+//! whether the load is tried again (an unreachable host is).
+
+use super::state::State;
+use super::{lock, Daemon, Placement};
+use crate::core::core_file;
+use crate::deploy;
+use config::{CoreAccess, Launch, PluginEntry, PluginKind, PluginSpec, PythonLaunch, Source};
+use proto::{Backoff, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, Request};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a load failed.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The plugin's host could not be reached: tried again later.
+    Unreachable(String),
+    /// Its source could not be fetched.
+    Fetch(String),
+    /// Its `AIGIS.config` (or `AIGIS.core`) is wrong.
+    Config(String),
+    Secrets(String),
+    /// Its agent failed a step (sync, install, start).
+    Agent(String),
+    /// The core could not take its skills.
+    Core(String),
+}
+
+impl LoadError {
+    fn retry(&self) -> bool {
+        matches!(self, LoadError::Unreachable(_))
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Unreachable(e) => write!(
+                f,
+                "host unreachable: {e}; the other plugins run, this one is retried"
+            ),
+            LoadError::Fetch(e)
+            | LoadError::Config(e)
+            | LoadError::Secrets(e)
+            | LoadError::Agent(e)
+            | LoadError::Core(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A plugin fetched and read: the one reading every later step uses.
+struct Resolved {
+    /// Its files here, in `<home>/ext/<name>`.
+    root: std::path::PathBuf,
+    text: String,
+    spec: PluginSpec,
+}
+
+/// How long an agent may take for each step.
+const INSTALL_LIMIT: Duration = Duration::from_secs(30 * 60);
+const START_LIMIT: Duration = Duration::from_secs(60);
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    /// Loads every configured plugin in order; runs once, at start-up.
+    pub(super) async fn load_all(self: Arc<Self>) {
+        for entry in &self.entries {
+            // An operator's `aigis start` may have been quicker.
+            if self.registry.state(&entry.name) != Some(State::Pending) {
+                continue;
+            }
+            if let Some(claim) = self.claim(&entry.name) {
+                self.load(entry).await;
+                drop(claim);
+            }
+        }
+        self.summarize().await;
+    }
+
+    async fn summarize(&self) {
+        let table = self.registry.snapshot();
+        let states = table
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ({} on {}): {}",
+                    s.name,
+                    s.kind.as_str(),
+                    s.host,
+                    s.state.word()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.log
+            .info(
+                "aigis",
+                format!("{} plugin(s) loaded: {states}", table.len()),
+            )
+            .await;
+        let failed: Vec<&str> = table
+            .iter()
+            .filter(|s| matches!(s.state, State::Failed { .. }))
+            .map(|s| s.name.as_str())
+            .collect();
+        if !failed.is_empty() {
+            self.log
+                .warn("aigis", format!("failed to load: {}", failed.join(", ")))
+                .await;
+        }
+    }
+
+    /// Fetches, configures, installs and starts one plugin; a failure marks
+    /// it failed (and queues a retry for an unreachable host). The caller
+    /// holds its claim.
+    async fn load(self: &Arc<Self>, entry: &PluginEntry) {
+        if self.tasks.is_cancelled() {
+            return;
+        }
+        if let Err(e) = self.try_load(entry).await {
+            let retry = e.retry();
+            self.registry
+                .set(
+                    &entry.name,
+                    State::Failed {
+                        reason: e.to_string(),
+                    },
+                )
+                .await;
+            if retry {
+                lock(&self.retries).push(entry.name.clone());
+            }
+        }
+    }
+
+    async fn try_load(self: &Arc<Self>, entry: &PluginEntry) -> Result<(), LoadError> {
+        let resolved = self.resolve(entry).await?;
+        let (placement, spec) = self.place(entry, &resolved).await?;
+        self.install(&placement, &spec).await?;
+        self.start_plugin(&placement, &resolved, &spec).await
+    }
+
+    /// Step 1: fetch into `<home>/ext/<name>` and read the config once.
+    async fn resolve(&self, entry: &PluginEntry) -> Result<Resolved, LoadError> {
+        let name = &entry.name;
+        self.registry.set(name, State::Fetching).await;
+        let root = self.home.ext().join(name);
+        let (source, dest) = (entry.source.clone(), root.clone());
+        let outcome = tokio::task::spawn_blocking(move || fetch(&source, &dest))
+            .await
+            .map_err(|e| LoadError::Fetch(format!("fetch task failed: {e}")))?
+            .map_err(LoadError::Fetch)?;
+        self.log
+            .info(name, format!("source {} (local)", outcome.0))
+            .await;
+        if let Some(w) = outcome.1 {
+            self.log
+                .warn(name, format!("not updated: {w}; loading what is on disk"))
+                .await;
+        }
+        let config_file = root.join("AIGIS").join("AIGIS.config");
+        let text = read_config(&config_file).map_err(LoadError::Config)?;
+        let spec = config::parse_plugin(entry, &root, &config_file, &text)
+            .map_err(|e| LoadError::Config(e.to_string()))?;
+        for w in &spec.warnings {
+            self.log.warn(name, w.clone()).await;
+        }
+        Ok(Resolved { root, text, spec })
+    }
+
+    /// Step 2: the agent that runs it; a LAN host gets the tree first.
+    async fn place(
+        &self,
+        entry: &PluginEntry,
+        resolved: &Resolved,
+    ) -> Result<(Placement, PluginSpec), LoadError> {
+        let name = &entry.name;
+        let spec = &resolved.spec;
+        let (remote, spec) = match spec.remote_host() {
+            None => (None, spec.clone()),
+            Some(host) => {
+                let remote = self
+                    .hosts
+                    .agent(host, &self.wiring)
+                    .await
+                    .map_err(LoadError::Unreachable)?;
+                let remote_root = remote.base.join("ext").join(name);
+                let sent = deploy::tree(&remote.link(), &resolved.root, &remote_root)
+                    .await
+                    .map_err(|e| LoadError::Agent(format!("sending the plugin to {host}: {e}")))?;
+                self.log
+                    .info(name, format!("{sent} changed file(s) sent to {host}"))
+                    .await;
+                // The same text, read for where it runs there.
+                let file = remote_root.join("AIGIS").join("AIGIS.config");
+                let there = config::parse_plugin(entry, &remote_root, &file, &resolved.text)
+                    .map_err(|e| LoadError::Config(e.to_string()))?;
+                (Some(remote), there)
+            }
+        };
+        let placement = Placement {
+            host: spec
+                .remote_host()
+                .map_or_else(|| "local".to_string(), ToString::to_string),
+            kind: spec.kind,
+            remote,
+            restart: spec.restart,
+        };
+        self.registry.place(name, spec.kind, &placement.host);
+        lock(&self.placed).insert(name.clone(), placement.clone());
+        Ok((placement, spec))
+    }
+
+    /// Step 3: secrets, system requirements, the requirements command.
+    async fn install(&self, placement: &Placement, spec: &PluginSpec) -> Result<(), LoadError> {
+        let name = &spec.name;
+        let wanted: Vec<_> = spec
+            .secrets
+            .iter()
+            .map(|s| (s.key.clone(), s.dest.clone()))
+            .collect();
+        let secret_files =
+            secrets::collect(name, &self.home.secrets().join(name), &spec.root, &wanted)
+                .map_err(|e| LoadError::Secrets(e.to_string()))?;
+        self.registry.set(name, State::Installing).await;
+        self.link_for(placement)
+            .request(
+                Request::Install(InstallSpec {
+                    plugin: name.clone(),
+                    root: spec.root.clone(),
+                    entrypoint: spec.entrypoint.clone(),
+                    system_requirements: spec.system_requirements.clone(),
+                    requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
+                    secrets: secret_files,
+                }),
+                INSTALL_LIMIT,
+            )
+            .await
+            .map_err(|e| LoadError::Agent(format!("install failed: {e}")))?;
+        Ok(())
+    }
+
+    /// Step 4: skills into the core, then the process.
+    async fn start_plugin(
+        &self,
+        placement: &Placement,
+        resolved: &Resolved,
+        spec: &PluginSpec,
+    ) -> Result<(), LoadError> {
+        let name = &spec.name;
+        self.registry.set(name, State::Starting).await;
+        self.add_skills(resolved, spec).await?;
+        let program = match &spec.launch {
+            Launch::None => {
+                self.registry.set(name, State::Running).await;
+                return Ok(());
+            }
+            Launch::Command(argv) => Program::Command(argv.clone()),
+            Launch::Python(launch) => {
+                let proxy = spec.core != Some(CoreAccess::Copy);
+                Program::Python {
+                    launch: python_entry(launch),
+                    core_plugins: if proxy {
+                        Vec::new()
+                    } else {
+                        lock(&self.cores).clone()
+                    },
+                    proxy,
+                }
+            }
+        };
+        self.link_for(placement)
+            .request(
+                Request::Start(LaunchSpec {
+                    plugin: name.clone(),
+                    program,
+                    cwd: spec.entrypoint.clone(),
+                    env: vec![
+                        ("AIGIS_PLUGIN".into(), name.clone()),
+                        ("AIGIS_ROOT".into(), spec.root.display().to_string()),
+                        ("PYTHONUNBUFFERED".into(), "1".into()),
+                    ],
+                    restart: spec.restart,
+                }),
+                START_LIMIT,
+            )
+            .await
+            .map_err(|e| LoadError::Agent(format!("start failed: {e}")))?;
+        Ok(())
+    }
+
+    /// A core plugin's (or an internal plugin's) `AIGIS.core` joins the
+    /// core; an external plugin's is ignored: only core and internal
+    /// plugins may add to the core.
+    async fn add_skills(&self, resolved: &Resolved, spec: &PluginSpec) -> Result<(), LoadError> {
+        let name = &spec.name;
+        let core_file = core_file(&resolved.root);
+        match (spec.kind, core_file) {
+            (PluginKind::External, Some(_)) => {
+                self.log
+                    .warn(
+                        name,
+                        "AIGIS/AIGIS.core ignored: only core and internal plugins add to the core",
+                    )
+                    .await;
+                return Ok(());
+            }
+            (PluginKind::Core, None) => {
+                return Err(LoadError::Config(format!(
+                    "{} is missing",
+                    resolved.root.join("AIGIS/AIGIS.core").display()
+                )))
+            }
+            (_, None) => return Ok(()),
+            (_, Some(file)) => {
+                if self.tasks.is_cancelled() {
+                    return Err(LoadError::Core("aigis is stopping".into()));
+                }
+                let skills = self
+                    .python()
+                    .map_err(LoadError::Core)?
+                    .load(name, &resolved.spec.entrypoint, &file)
+                    .await
+                    .map_err(LoadError::Core)?;
+                lock(&self.cores).push(CorePlugin {
+                    name: name.clone(),
+                    entrypoint: resolved.spec.entrypoint.clone(),
+                    core_file: file,
+                });
+                let exposed = skills
+                    .iter()
+                    .map(|s| format!("aigis.{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.log.info(name, format!("skills: {exposed}")).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn link_for(&self, placement: &Placement) -> Arc<crate::link::AgentLink> {
+        match &placement.remote {
+            Some(r) => r.link(),
+            None => self.local.clone(),
+        }
+    }
+
+    /// Stops the plugin's process, or for a core plugin runs its `cleanup()`
+    /// and removes its skills. Other plugins are untouched.
+    async fn stop_plugin(&self, name: &str) {
+        let _ = self
+            .link_of(name)
+            .request(
+                Request::Stop {
+                    plugin: name.to_string(),
+                },
+                STOP_LIMIT,
+            )
+            .await;
+        let was_core = {
+            let mut cores = lock(&self.cores);
+            let before = cores.len();
+            cores.retain(|p| p.name != name);
+            before != cores.len()
+        };
+        if was_core {
+            if let Ok(core) = self.python() {
+                if let Err(e) = core.unload(name).await {
+                    self.log.error(name, e).await;
+                }
+            }
+        }
+        if self.registry.state(name) != Some(State::Stopped) {
+            self.registry.set(name, State::Stopped).await;
+        }
+    }
+
+    /// `aigis stop NAME`.
+    pub(super) async fn stop(self: &Arc<Self>, name: &str) -> Result<State, String> {
+        let _claim = self.claim_for(name, "stop")?;
+        self.stop_plugin(name).await;
+        Ok(self.registry.state(name).unwrap_or(State::Stopped))
+    }
+
+    /// `aigis start NAME`: loads a plugin that is not running.
+    pub(super) async fn start(self: &Arc<Self>, name: &str) -> Result<State, String> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| format!("no plugin named `{name}`"))?
+            .clone();
+        let _claim = self.claim_for(name, "start")?;
+        let state = self.registry.state(name).unwrap_or(State::Pending);
+        if !state.is_down() {
+            return Err(format!(
+                "{name} is {}; stop it first or use reload",
+                state.word()
+            ));
+        }
+        self.load(&entry).await;
+        self.outcome(name)
+    }
+
+    /// Stops the plugin, drops its skills, and loads it again from its
+    /// source (re-fetch, re-read its config): `aigis reload` and
+    /// `aigis.AIGISReload(name)`.
+    pub(super) async fn reload(self: &Arc<Self>, name: &str) -> Result<State, String> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| format!("no plugin named `{name}`"))?
+            .clone();
+        let _claim = self.claim_for(name, "reload")?;
+        self.log.info(name, "reloading").await;
+        self.stop_plugin(name).await;
+        self.load(&entry).await;
+        self.outcome(name)
+    }
+
+    fn claim_for(self: &Arc<Self>, name: &str, verb: &str) -> Result<super::Claim, String> {
+        if self.tasks.is_cancelled() {
+            return Err(format!("aigis is stopping; {name} is not {verb}ed"));
+        }
+        self.claim(name).ok_or_else(|| {
+            let state = self.registry.state(name).map_or("busy", |s| s.word());
+            format!("{name} is {state}: another operation on it is under way; try again when it is done")
+        })
+    }
+
+    /// The state a start or reload ended in, as the verb's result.
+    fn outcome(&self, name: &str) -> Result<State, String> {
+        match self.registry.state(name) {
+            Some(State::Failed { reason }) => Err(format!("{name} failed: {reason}")),
+            Some(state) => Ok(state),
+            None => Err(format!("no plugin named `{name}`")),
+        }
+    }
+
+    /// Loads again every plugin whose host could not be reached, with a
+    /// growing pause between rounds; runs until the daemon stops.
+    pub(super) async fn retry_unreachable(self: Arc<Self>) {
+        let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60)).jittered();
+        loop {
+            tokio::time::sleep(backoff.next_delay()).await;
+            let names = std::mem::take(&mut *lock(&self.retries));
+            if names.is_empty() {
+                backoff.reset();
+                continue;
+            }
+            for name in names {
+                // An operator's `aigis stop` meanwhile wins over the retry.
+                if !matches!(self.registry.state(&name), Some(State::Failed { .. })) {
+                    continue;
+                }
+                let (Some(entry), Some(claim)) = (self.entry(&name).cloned(), self.claim(&name))
+                else {
+                    continue;
+                };
+                self.log.info(&name, "trying its host again").await;
+                self.load(&entry).await;
+                drop(claim);
+            }
+        }
+    }
+}
+
+/// Fetches `source` into `dest` here; the outcome for the log, and a
+/// warning when what is on disk was kept.
+fn fetch(source: &Source, dest: &Path) -> Result<(String, Option<String>), String> {
+    use aigis_agent::fetch::{copy_local, fetch_git, FetchOutcome};
+    let outcome = match source {
+        Source::Git { url, reference } => fetch_git(url, reference.as_deref(), dest),
+        Source::LocalDir(src) => copy_local(src, dest),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(match outcome {
+        FetchOutcome::Cloned { commit } => (format!("cloned at {commit}"), None),
+        FetchOutcome::Updated { from, to } => (format!("updated {from} -> {to}"), None),
+        FetchOutcome::UpToDate { commit } => (format!("up to date at {commit}"), None),
+        FetchOutcome::Copied => ("copied".to_string(), None),
+        FetchOutcome::Kept { reason } => ("kept what is on disk".to_string(), Some(reason)),
+    })
+}
+
+/// A plugin's `AIGIS.config`, as text.
+fn read_config(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the plugin config: {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| format!("{}: not valid UTF-8", path.display()))
+}
+
+/// An internal plugin's `LAUNCH` as the agent's shim takes it.
+pub fn python_entry(launch: &PythonLaunch) -> PythonEntry {
+    match launch {
+        PythonLaunch::Module(m) => PythonEntry::Module(m.clone()),
+        PythonLaunch::File(f) => PythonEntry::File(f.clone()),
+    }
+}

@@ -1,0 +1,226 @@
+//! Every plugin's state as central sees it: the [`Registry`], the one place
+//! state changes are made and logged, and [`PluginStatus`], the typed row
+//! that `aigis status` receives (daemon and client share these types).
+
+use crate::logs::LogSink;
+use config::{PluginEntry, PluginKind};
+use proto::ProcessState;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A plugin's life: `pending → fetching → installing → starting → running`,
+/// then `restarting`, `stopped` (on request) or `failed` (with the reason).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Fetching,
+    Installing,
+    Starting,
+    Running,
+    Restarting { reason: String },
+    Stopped,
+    Failed { reason: String },
+}
+
+impl State {
+    pub fn word(&self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Fetching => "fetching",
+            State::Installing => "installing",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting { .. } => "restarting",
+            State::Stopped => "stopped",
+            State::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            State::Restarting { reason } | State::Failed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Nothing runs and nothing is due: `start` may load it.
+    pub fn is_down(&self) -> bool {
+        matches!(self, State::Pending | State::Stopped | State::Failed { .. })
+    }
+}
+
+/// One row of `aigis status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: PluginKind,
+    /// Where it runs ("local" or the `HOST`), known once its config is read.
+    pub host: String,
+    #[serde(flatten)]
+    pub state: State,
+    pub pid: Option<u32>,
+    pub restarts_left: Option<u32>,
+    /// Seconds in the current state.
+    pub in_state_s: u64,
+}
+
+struct Row {
+    name: String,
+    kind: PluginKind,
+    host: String,
+    state: State,
+    pid: Option<u32>,
+    restarts_left: Option<u32>,
+    since: Instant,
+}
+
+/// Every plugin's current status, in load order.
+#[derive(Clone)]
+pub struct Registry {
+    rows: Arc<Mutex<Vec<Row>>>,
+    log: LogSink,
+}
+
+impl Registry {
+    pub fn new(log: LogSink, entries: &[PluginEntry]) -> Registry {
+        let rows = entries
+            .iter()
+            .map(|e| Row {
+                name: e.name.clone(),
+                kind: e.section,
+                host: "local".into(),
+                state: State::Pending,
+                pid: None,
+                restarts_left: None,
+                since: Instant::now(),
+            })
+            .collect();
+        Registry {
+            rows: Arc::new(Mutex::new(rows)),
+            log,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<PluginStatus> {
+        self.with_rows(|rows| {
+            rows.iter()
+                .map(|r| PluginStatus {
+                    name: r.name.clone(),
+                    kind: r.kind,
+                    host: r.host.clone(),
+                    state: r.state.clone(),
+                    pid: r.pid,
+                    restarts_left: r.restarts_left,
+                    in_state_s: r.since.elapsed().as_secs(),
+                })
+                .collect()
+        })
+    }
+
+    /// The plugin's state (`None` for a name not configured).
+    pub fn state(&self, plugin: &str) -> Option<State> {
+        self.with_rows(|rows| {
+            rows.iter()
+                .find(|r| r.name == plugin)
+                .map(|r| r.state.clone())
+        })
+    }
+
+    /// Where and as what the plugin runs, once its config is read.
+    pub fn place(&self, plugin: &str, kind: PluginKind, host: &str) {
+        self.with_row(plugin, |r| {
+            r.kind = kind;
+            r.host = host.to_string();
+        });
+    }
+
+    /// Records a state change and logs it (an error for `failed`).
+    pub async fn set(&self, plugin: &str, state: State) {
+        self.set_with(plugin, state, None).await
+    }
+
+    async fn set_with(&self, plugin: &str, state: State, note: Option<String>) {
+        let text = match state.reason().or(note.as_deref()) {
+            Some(r) => format!("{}: {r}", state.word()),
+            None => state.word().to_string(),
+        };
+        let failed = matches!(state, State::Failed { .. });
+        self.with_row(plugin, |r| {
+            if state != State::Running {
+                r.pid = None;
+            }
+            r.state = state;
+            r.since = Instant::now();
+        });
+        if failed {
+            self.log.error(plugin, text).await;
+        } else {
+            self.log.info(plugin, text).await;
+        }
+    }
+
+    /// What the plugin's agent reports about its process.
+    pub async fn process(&self, plugin: &str, state: ProcessState) {
+        match state {
+            ProcessState::Running { pid, restarts_left } => {
+                self.with_row(plugin, |r| {
+                    r.restarts_left = restarts_left;
+                });
+                self.set_with(plugin, State::Running, Some(format!("pid {pid}")))
+                    .await;
+                self.with_row(plugin, |r| r.pid = Some(pid));
+            }
+            ProcessState::Restarting {
+                exit,
+                delay_ms,
+                restarts_left,
+            } => {
+                self.with_row(plugin, |r| r.restarts_left = Some(restarts_left));
+                let reason = format!(
+                    "{exit}; restarting in {:.1}s ({restarts_left} restart(s) left after this one)",
+                    delay_ms as f64 / 1000.0
+                );
+                self.set(plugin, State::Restarting { reason }).await;
+            }
+            ProcessState::Stopped => self.set(plugin, State::Stopped).await,
+            ProcessState::Failed { exit } => self.set(plugin, State::Failed { reason: exit }).await,
+        }
+    }
+
+    /// Marks every live non-core plugin on `host` failed, with `reason`.
+    pub async fn fail_host(&self, host: &str, reason: &str) {
+        let live: Vec<String> = self.with_rows(|rows| {
+            rows.iter()
+                .filter(|r| r.host == host && !r.state.is_down() && r.kind != PluginKind::Core)
+                .map(|r| r.name.clone())
+                .collect()
+        });
+        for name in live {
+            self.set(
+                &name,
+                State::Failed {
+                    reason: reason.to_string(),
+                },
+            )
+            .await;
+        }
+    }
+
+    fn with_rows<R>(&self, f: impl FnOnce(&mut Vec<Row>) -> R) -> R {
+        match self.rows.lock() {
+            Ok(mut rows) => f(&mut rows),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn with_row(&self, plugin: &str, f: impl FnOnce(&mut Row)) {
+        self.with_rows(|rows| {
+            if let Some(r) = rows.iter_mut().find(|r| r.name == plugin) {
+                f(r);
+            }
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! Putting things on a LAN host: the right `aigis-agent` (uploaded only
+//! when its content hash is not cached there) and a plugin's tree as
+//! central fetched it (only the files that differ, by content hash).
+//!
+//! On the host everything lives under the remote dir (`[aigis] remote_dir`,
+//! default `~/.aigis`): `bin/aigis-agent-<sha256>`, `ext/<plugin>`, and the
+//! agent daemon's socket.
+
+use crate::link::AgentLink;
+use crate::logs::LogSink;
+use crate::ssh::Connection;
+use config::{shell_quote as sh, HostSpec};
+use proto::{Reply, Request, TreeFile, UploadedFile};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How remote hosts are set up, from `[aigis]`.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSettings {
+    pub remote_dir: Option<String>,
+    pub agents: Vec<(String, PathBuf)>,
+}
+
+/// Where the agent is on a host.
+pub struct Deployed {
+    /// The remote dir, absolute.
+    pub base: PathBuf,
+    /// The agent binary there.
+    pub agent: PathBuf,
+}
+
+/// Makes sure the agent for the host's platform is under its remote dir.
+pub async fn agent(
+    connection: &Connection,
+    host: &HostSpec,
+    settings: &RemoteSettings,
+    local_agent: &Path,
+    log: &LogSink,
+) -> Result<Deployed, String> {
+    let (status, out) = connection
+        .run("uname -sm; printf '%s\\n' \"$HOME\"", b"")
+        .await?;
+    let out = String::from_utf8_lossy(&out);
+    let mut lines = out.lines();
+    let (Some(uname), Some(remote_home), 0) = (lines.next(), lines.next(), status) else {
+        return Err(format!(
+            "{host}: cannot tell the host's platform (uname -sm failed)"
+        ));
+    };
+    let platform =
+        platform(uname).ok_or_else(|| format!("{host}: unexpected `uname -sm`: {uname}"))?;
+    let binary = binary_for(host, &platform, settings, local_agent)?;
+    let bytes = std::fs::read(&binary)
+        .map_err(|e| format!("cannot read the agent binary {}: {e}", binary.display()))?;
+    let hash = hex(&Sha256::digest(&bytes));
+
+    let dir = settings
+        .remote_dir
+        .clone()
+        .unwrap_or_else(|| "~/.aigis".into())
+        .replace("{host}", &host.host);
+    let base = match dir.strip_prefix("~/") {
+        Some(rest) => Path::new(remote_home).join(rest),
+        None if dir == "~" => PathBuf::from(remote_home),
+        None => PathBuf::from(&dir),
+    };
+    let bin_dir = base.join("bin");
+    let agent = bin_dir.join(format!("aigis-agent-{}", &hash[..16]));
+    let agent_s = agent.to_string_lossy().into_owned();
+    let (present, _) = connection
+        .run(&format!("test -x {}", sh(&agent_s)), b"")
+        .await?;
+    if present == 0 {
+        log.info(
+            "aigis",
+            format!("{host}: agent {} is already there", &hash[..16]),
+        )
+        .await;
+        return Ok(Deployed { base, agent });
+    }
+    let tmp = format!("{agent_s}.tmp-upload");
+    let script = format!(
+        "umask 077 && mkdir -p {bin} && cat > {tmp} && chmod 700 {tmp} && mv -f {tmp} {agent}",
+        bin = sh(&bin_dir.to_string_lossy()),
+        tmp = sh(&tmp),
+        agent = sh(&agent_s)
+    );
+    let (status, _) = connection.run(&script, &bytes).await?;
+    if status != 0 {
+        return Err(format!(
+            "{host}: uploading the agent to {agent_s} failed (status {status})"
+        ));
+    }
+    log.info(
+        "aigis",
+        format!(
+            "{host}: uploaded agent {} ({} bytes) to {agent_s}",
+            &hash[..16],
+            bytes.len()
+        ),
+    )
+    .await;
+    Ok(Deployed { base, agent })
+}
+
+/// The agent binary for `platform`: ours, or one listed in `[aigis] agents`.
+fn binary_for(
+    host: &HostSpec,
+    platform: &str,
+    settings: &RemoteSettings,
+    local_agent: &Path,
+) -> Result<PathBuf, String> {
+    let local = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    if platform == local {
+        return Ok(local_agent.to_path_buf());
+    }
+    settings
+        .agents
+        .iter()
+        .find(|(k, _)| k == platform)
+        .map(|(_, p)| p.clone())
+        .ok_or_else(|| {
+            format!(
+                "{host} is {platform} and there is no aigis-agent for {platform}: build one \
+                 (cargo build --release --target <{platform} target triple> -p aigis-agent) \
+                 and list it in [aigis] agents = {{ \"{platform}\" = \"/path/to/aigis-agent\" }}"
+            )
+        })
+}
+
+/// `uname -sm` as Rust names it: `x86_64-linux`, `aarch64-linux`, …
+fn platform(uname: &str) -> Option<String> {
+    let mut words = uname.split_whitespace();
+    let os = words.next()?.to_ascii_lowercase();
+    let arch = match words.next()? {
+        "arm64" => "aarch64",
+        "armv7l" | "armv6l" => "arm",
+        "i686" | "i386" => "x86",
+        other => other,
+    };
+    Some(format!("{arch}-{os}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How much of a file one `Stage` request carries.
+const PIECE: usize = 1024 * 1024;
+/// How long the agent may take for one step of a tree sync.
+const SYNC_STEP: Duration = Duration::from_secs(120);
+
+/// Puts the tree at `root` (central's fetched copy) at `dest` on the host
+/// behind `link`: only files that differ cross. Returns how many did.
+pub async fn tree(link: &AgentLink, root: &Path, dest: &Path) -> Result<usize, String> {
+    let root_owned = root.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || manifest(&root_owned))
+        .await
+        .map_err(|e| format!("reading the plugin's files failed: {e}"))?
+        .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
+    let manifest: Vec<TreeFile> = files.iter().map(|(f, _)| f.clone()).collect();
+    let reply = link
+        .request(
+            Request::Sync {
+                dest: dest.to_path_buf(),
+                files: manifest.clone(),
+            },
+            SYNC_STEP,
+        )
+        .await?;
+    let Reply::Missing { paths } = reply else {
+        return Err(format!("unexpected reply to Sync: {reply:?}"));
+    };
+    let mut first = true;
+    for (file, path) in files.iter().filter(|(f, _)| paths.contains(&f.path)) {
+        send_file(link, dest, file, path, &mut first).await?;
+    }
+    let reply = link
+        .request(
+            Request::Apply {
+                dest: dest.to_path_buf(),
+                files: manifest,
+            },
+            SYNC_STEP,
+        )
+        .await?;
+    match reply {
+        Reply::Applied => Ok(paths.len()),
+        other => Err(format!("unexpected reply to Apply: {other:?}")),
+    }
+}
+
+/// Streams one file in pieces, one in flight at a time, so a plugin of any
+/// size needs neither a large frame nor a large buffer.
+async fn send_file(
+    link: &AgentLink,
+    dest: &Path,
+    file: &TreeFile,
+    path: &Path,
+    first: &mut bool,
+) -> Result<(), String> {
+    let read_err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut reader = std::fs::File::open(path).map_err(read_err)?;
+    let mut offset = 0u64;
+    loop {
+        let mut contents = Vec::with_capacity(PIECE.min(file.size as usize));
+        (&mut reader)
+            .take(PIECE as u64)
+            .read_to_end(&mut contents)
+            .map_err(read_err)?;
+        let len = contents.len() as u64;
+        // Every file gets at least one piece, so empty files arrive too.
+        if len > 0 || offset == 0 {
+            let piece = UploadedFile {
+                path: file.path.clone(),
+                mode: file.mode,
+                offset,
+                contents,
+            };
+            link.request(
+                Request::Stage {
+                    dest: dest.to_path_buf(),
+                    first: std::mem::take(first),
+                    piece,
+                },
+                SYNC_STEP,
+            )
+            .await
+            .map_err(|e| format!("sending {}: {e}", file.path))?;
+        }
+        offset += len;
+        if len < PIECE as u64 {
+            return Ok(());
+        }
+    }
+}
+
+/// Every file under `root` with its hash, in path order. Links are
+/// followed (a plugin is copied as what it points to); `.git` is not part
+/// of what runs and stays behind.
+pub fn manifest(root: &Path) -> std::io::Result<Vec<(TreeFile, PathBuf)>> {
+    let mut out = Vec::new();
+    walk(root, "", &mut out)?;
+    Ok(out)
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(TreeFile, PathBuf)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if prefix.is_empty() && name == ".git" {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let path = entry.path();
+        let meta = std::fs::metadata(&path)?;
+        if meta.is_dir() {
+            walk(&path, &rel, out)?;
+        } else {
+            let sha256 = aigis_agent::tree::sha256_file(&path)?;
+            out.push((
+                TreeFile {
+                    path: rel,
+                    mode: meta.permissions().mode() & 0o7777,
+                    size: meta.len(),
+                    sha256,
+                },
+                path,
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms() {
+        assert_eq!(platform("Linux x86_64").as_deref(), Some("x86_64-linux"));
+        assert_eq!(platform("Linux aarch64").as_deref(), Some("aarch64-linux"));
+        assert_eq!(platform("Darwin arm64").as_deref(), Some("aarch64-darwin"));
+        assert_eq!(platform("Linux armv7l").as_deref(), Some("arm-linux"));
+        assert_eq!(platform("").as_deref(), None);
+    }
+
+    #[test]
+    fn quoting_and_hashes() {
+        assert_eq!(sh("a b'c"), r"'a b'\''c'");
+        assert_eq!(
+            hex(&Sha256::digest(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_manifest_lists_every_file_but_git_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join(".git/objects")).unwrap();
+        std::fs::write(root.join(".git/HEAD"), "ref").unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/a.py"), "A").unwrap();
+        std::fs::write(root.join("run.sh"), "").unwrap();
+        let m = manifest(root).unwrap();
+        let paths: Vec<_> = m.iter().map(|(f, _)| f.path.as_str()).collect();
+        assert_eq!(paths, ["run.sh", "src/a.py"]);
+        assert_eq!(m[1].0.size, 1);
+        assert_eq!(m[1].0.sha256, <[u8; 32]>::from(Sha256::digest(b"A")));
+    }
+}
