@@ -198,6 +198,7 @@ fn setup<'py>(
                 level,
                 source: "python",
                 lines: crate::logs::split_lines(&text),
+                budget: None,
             });
             Ok(())
         },

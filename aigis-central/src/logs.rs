@@ -94,6 +94,9 @@ pub struct Record {
     /// One or more lines (a batch of output, or a multi-line message such
     /// as a traceback): each becomes its own log line, tagged.
     pub lines: Vec<String>,
+    /// The link budget these lines count against, returned once they are
+    /// written: output waiting for the disk stays bounded in bytes.
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Msg {
@@ -134,12 +137,20 @@ impl LogSink {
         }
     }
 
-    pub async fn output(&self, plugin: &str, source: &'static str, lines: Vec<String>) {
+    /// A batch of a plugin's output; `budget` is released once it is written.
+    pub async fn output(
+        &self,
+        plugin: &str,
+        source: &'static str,
+        lines: Vec<String>,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         self.send(Record {
             plugin: plugin.to_string(),
             level: Level::Info,
             source,
             lines,
+            budget,
         })
         .await
     }
@@ -162,6 +173,7 @@ impl LogSink {
             level,
             source: "aigis",
             lines: split_lines(&text),
+            budget: None,
         })
         .await
     }
@@ -208,6 +220,8 @@ fn write_loop(dir: PathBuf, rotation: Rotation, mut rx: mpsc::Receiver<Msg>) {
                     dirty.push(record.plugin.clone());
                 }
             }
+            // Written: the link that carried these lines may send more.
+            drop(record.budget);
             next = rx.try_recv().ok();
         }
         // The queue is empty: make what we have visible to readers of the files.
@@ -387,6 +401,7 @@ mod tests {
                 "web",
                 "stdout",
                 vec![format!("line {i:04} {}", "x".repeat(20))],
+                None,
             )
             .await;
         }
@@ -425,13 +440,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (sink, task) = LogSink::start(dir.path().to_path_buf(), Rotation::default());
         for i in 0..1000 {
-            sink.output("web", "stdout", vec![format!("line {i}")])
+            sink.output("web", "stdout", vec![format!("line {i}")], None)
                 .await;
         }
         sink.output(
             "web",
             "stdout",
             vec!["".into(), "after an empty line".into()],
+            None,
         )
         .await;
         sink.warn("web", "careful").await;

@@ -7,8 +7,8 @@
 use aigis_e2e::git::TestRepo;
 use aigis_e2e::plugins::core_plugin;
 use aigis_e2e::process::{alive, read_pid, wait_until, write, Daemon};
-use aigis_e2e::sshd::Sshd;
-use std::path::{Path, PathBuf};
+use aigis_e2e::sshd::{lan, Sshd};
+use std::path::Path;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -27,38 +27,6 @@ fn running_from(dir: &Path) -> Vec<u32> {
         }
     }
     out
-}
-
-struct Lan {
-    _hosts: Vec<Sshd>,
-    user_home: PathBuf,
-}
-
-/// Two LAN hosts, `lan1` and `lan2`, in the user's ~/.ssh/config and known_hosts.
-fn lan(base: &Path) -> Lan {
-    let hosts = vec![
-        Sshd::start(&base.join("sshd1"), "127.0.0.2"),
-        Sshd::start(&base.join("sshd2"), "127.0.0.3"),
-    ];
-    let user_home = base.join("user");
-    let mut config = String::new();
-    let mut known = String::new();
-    for (i, h) in hosts.iter().enumerate() {
-        config.push_str(&format!(
-            "Host lan{}\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
-            i + 1,
-            h.addr,
-            h.port,
-            h.client_key.display()
-        ));
-        known.push_str(&h.known_hosts_line);
-    }
-    write(&user_home, ".ssh/config", &config);
-    write(&user_home, ".ssh/known_hosts", &known);
-    Lan {
-        _hosts: hosts,
-        user_home,
-    }
 }
 
 #[test]
@@ -342,10 +310,10 @@ fn a_dropped_ssh_connection_loses_no_line_and_restarts_nothing() {
     let pid = read_pid(&hosts_dir.join("lan1/ext/counter/pid.txt")).unwrap();
 
     // Cut the connection and keep the host unreachable for 3 seconds.
-    let cut = lan._hosts[0].cut_connections(true);
+    let cut = lan.hosts[0].cut_connections(true);
     assert!(cut >= 1, "no SSH connection to cut");
     std::thread::sleep(Duration::from_secs(3));
-    lan._hosts[0].resume();
+    lan.hosts[0].resume();
     daemon.expect_output("lan1: reconnected", PATIENCE);
 
     // Lines printed while away arrive; then the count goes on.

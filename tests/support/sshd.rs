@@ -3,6 +3,7 @@
 //! (127.0.0.2, 127.0.0.3, …, so "remote" is really remote to AIGIS).
 //! Stopped (by its PID) when dropped.
 
+use crate::process::write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,4 +149,35 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// LAN hosts for a test: sshds on loopback, and a user whose
+/// `~/.ssh/config` and `known_hosts` name them `lan1`, `lan2`.
+pub struct Lan {
+    pub hosts: Vec<Sshd>,
+    pub user_home: PathBuf,
+}
+
+/// Two LAN hosts, `lan1` and `lan2`, in the user's ~/.ssh/config and known_hosts.
+pub fn lan(base: &Path) -> Lan {
+    let hosts = vec![
+        Sshd::start(&base.join("sshd1"), "127.0.0.2"),
+        Sshd::start(&base.join("sshd2"), "127.0.0.3"),
+    ];
+    let user_home = base.join("user");
+    let mut config = String::new();
+    let mut known = String::new();
+    for (i, h) in hosts.iter().enumerate() {
+        config.push_str(&format!(
+            "Host lan{}\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
+            i + 1,
+            h.addr,
+            h.port,
+            h.client_key.display()
+        ));
+        known.push_str(&h.known_hosts_line);
+    }
+    write(&user_home, ".ssh/config", &config);
+    write(&user_home, ".ssh/known_hosts", &known);
+    Lan { hosts, user_home }
 }

@@ -77,7 +77,10 @@ impl Router {
         match event {
             // One record per batch; the log writer splits it into lines.
             Event::Output { stream, lines, .. } => {
-                daemon.log.output(&plugin, stream.as_str(), lines).await
+                daemon
+                    .log
+                    .output(&plugin, stream.as_str(), lines, Some(budget))
+                    .await
             }
             Event::State { state, .. } => daemon.registry.process(&plugin, state).await,
             Event::Call {
