@@ -388,3 +388,55 @@ fn a_host_down_at_start_is_retried_while_the_others_run() {
     write(&user_home, ".ssh/known_hosts", &sshd.known_hosts_line);
     daemon.expect_output("far-ok", PATIENCE);
 }
+
+/// The agent daemon on a host is killed (`kill -9`, an OOM kill, a reboot):
+/// central learns it when it links again, marks the plugins that ran there
+/// failed with the reason, and starts those with `RESTART` again.
+#[test]
+fn a_killed_agent_daemon_on_a_host_is_noticed_and_its_plugins_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    far_and_near(
+        base,
+        "lan1",
+        "echo far-pid $$; while true; do sleep 0.2; done",
+    );
+    // RESTART for the far plugin.
+    let config = base.join("src/far/AIGIS/AIGIS.config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}RESTART = 2\n")).unwrap();
+    let daemon = Daemon::start_with_env(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("far-pid", PATIENCE);
+    let hosts = base.join("hosts");
+    let agent_daemon = running_from(&hosts)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("daemon"))
+        })
+        .expect("the agent daemon on lan1");
+    // SAFETY: a process this test's daemon started on its own test host.
+    unsafe { libc::kill(agent_daemon as i32, libc::SIGKILL) };
+    daemon.expect_output("the agent on lan1 was replaced", PATIENCE);
+    assert!(wait_until(PATIENCE, || daemon
+        .output()
+        .matches("far-pid")
+        .count()
+        >= 2));
+    let out = daemon.output();
+    assert!(
+        out.contains("[far] failed: the agent on lan1 was replaced"),
+        "{out}"
+    );
+}
