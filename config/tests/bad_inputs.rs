@@ -314,8 +314,9 @@ fn bad_plugins() -> Vec<PluginCase> {
         (External, ext("HOST = '\\xZZ'\n"), Some((4, 9)), Some("HOST"), &["`\\x` needs 2 hex digits"]),
         (External, ext("LAUNCH = ['a' 'b' 3]\n"), Some((4, 19)), Some("LAUNCH"), &["expected `,` or `]`, found `3`"]),
         // `{'a' '/x'}` is the set {'a/x'} in Python: a type error, not a syntax error.
-        (External, ext("SECRETS = {'a' '/x'}\n"), Some((4, 11)), Some("SECRETS"), &["expected a dict", "found a set"]),
+        (External, ext("SECRETS = {'a' '/x'}\n"), Some((4, 11)), Some("SECRETS"), &["expected a dict {\"file\": \"dest/\"}", "found a set"]),
         (External, ext("SECRETS = {'a' 1}\n"), Some((4, 16)), Some("SECRETS"), &["expected `:` between a dict key and its value"]),
+        (External, ext("SECRETS = {\"a.secret\", \"b.secret\"}\n"), Some((4, 11)), Some("SECRETS"), &["expected a dict {\"file\": \"dest/\"}", "mapping each secret file to its destination", "found a set"]),
     ]
 }
 
