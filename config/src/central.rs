@@ -346,6 +346,45 @@ mod tests {
         assert_eq!(s[4], Source::LocalDir("/srv/p".into()));
     }
 
+    /// toml 0.9 stops at 80 levels of arrays and inline tables and at 80
+    /// dotted key parts (unless its `unbounded` feature is on), so 100 KB
+    /// of nesting is an error, not a stack overflow. Its 80 levels take
+    /// about 300-500 KiB of stack in a debug build, well under a thread's
+    /// usual 2 MiB.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let n = 100_000;
+        let inputs = [
+            format!("[core]\nx = {}", "[".repeat(n)),
+            format!("[core]\nx = {}1{}\n", "[".repeat(n), "]".repeat(n)),
+            format!(
+                "[core]\nx = {}1{}\n",
+                "{a=".repeat(n / 3),
+                "}".repeat(n / 3)
+            ),
+            format!("[core]\nx = {}", "{a=[".repeat(n / 4)),
+            format!("[core]\nx{} = 1\n", ".a".repeat(n / 2)),
+            format!("[core{}]\n", ".a".repeat(n / 2)),
+            format!("[[core{}]]\n", ".a".repeat(n / 2)),
+            format!("[core]\nx = {{ {} = 1 }}\n", vec!["a"; n / 2].join(".")),
+        ];
+        let worker = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || {
+                inputs
+                    .iter()
+                    .map(|text| match parse_central(text, Path::new("/a.toml")) {
+                        Ok(_) => "accepted".to_string(),
+                        Err(e) => e.message,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .expect("spawn");
+        for message in worker.join().expect("no stack overflow") {
+            assert!(message.starts_with("invalid TOML"), "{message}");
+        }
+    }
+
     #[test]
     fn empty_file_is_fine() {
         assert!(parse("").plugins.is_empty());
