@@ -1,6 +1,6 @@
 //! The central TOML file: which plugins run, from where, in which order.
 
-use crate::{line_col, ConfigError, PluginKind};
+use crate::{decode_utf8, line_col, ConfigError, PluginKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
@@ -51,9 +51,9 @@ const SECTIONS: &str =
     "[aigis], [core], [internal-local] (or [internal]), [internal-remote], [external]";
 
 pub fn load_central(path: &Path) -> Result<CentralConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| ConfigError::new(path, format!("cannot read the config file: {e}")))?;
-    parse_central(&text, path)
+    parse_central(&decode_utf8(path, &bytes)?, path)
 }
 
 pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigError> {

@@ -222,6 +222,22 @@ fn unreadable_central_file_is_named() {
     );
 }
 
+#[test]
+fn central_file_that_is_not_utf8_names_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("aigis.toml");
+    std::fs::write(&path, b"[external]\nweb = \"/srv/caf\xe9\"\n").expect("write");
+    let msg = config::load_central(&path)
+        .expect_err("latin-1")
+        .to_string();
+    check(
+        "",
+        &msg,
+        &format!("{}:2:16: ", path.display()),
+        &["not valid UTF-8 at line 2, column 16 (byte 0xe9)"],
+    );
+}
+
 const EXT: &str = "PLUGIN_TYPE = \"external\"\nENTRYPOINT = \"{root}\"\nLAUNCH = [\"./run\"]\n";
 const INT: &str = "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n";
 
