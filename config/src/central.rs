@@ -1,6 +1,6 @@
 //! The central TOML file: which plugins run, from where, in which order.
 
-use crate::{line_col, ConfigError, PluginKind};
+use crate::{decode_utf8, line_col, ConfigError, PluginKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
@@ -56,9 +56,9 @@ const SECTIONS: &str =
     "[aigis], [core], [internal-local] (or [internal]), [internal-remote], [external]";
 
 pub fn load_central(path: &Path) -> Result<CentralConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| ConfigError::new(path, format!("cannot read the config file: {e}")))?;
-    parse_central(&text, path)
+    parse_central(&decode_utf8(path, &bytes)?, path)
 }
 
 pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigError> {
@@ -377,6 +377,45 @@ mod tests {
         assert!(matches!(&s[2], Source::Git { url, .. } if url == "git@github.com:u/r.git"));
         assert_eq!(s[3], Source::LocalDir("/etc/aigis/plugins/p".into()));
         assert_eq!(s[4], Source::LocalDir("/srv/p".into()));
+    }
+
+    /// toml 0.9 stops at 80 levels of arrays and inline tables and at 80
+    /// dotted key parts (unless its `unbounded` feature is on), so 100 KB
+    /// of nesting is an error, not a stack overflow. Its 80 levels take
+    /// about 300-500 KiB of stack in a debug build, well under a thread's
+    /// usual 2 MiB.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let n = 100_000;
+        let inputs = [
+            format!("[core]\nx = {}", "[".repeat(n)),
+            format!("[core]\nx = {}1{}\n", "[".repeat(n), "]".repeat(n)),
+            format!(
+                "[core]\nx = {}1{}\n",
+                "{a=".repeat(n / 3),
+                "}".repeat(n / 3)
+            ),
+            format!("[core]\nx = {}", "{a=[".repeat(n / 4)),
+            format!("[core]\nx{} = 1\n", ".a".repeat(n / 2)),
+            format!("[core{}]\n", ".a".repeat(n / 2)),
+            format!("[[core{}]]\n", ".a".repeat(n / 2)),
+            format!("[core]\nx = {{ {} = 1 }}\n", vec!["a"; n / 2].join(".")),
+        ];
+        let worker = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || {
+                inputs
+                    .iter()
+                    .map(|text| match parse_central(text, Path::new("/a.toml")) {
+                        Ok(_) => "accepted".to_string(),
+                        Err(e) => e.message,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .expect("spawn");
+        for message in worker.join().expect("no stack overflow") {
+            assert!(message.starts_with("invalid TOML"), "{message}");
+        }
     }
 
     #[test]

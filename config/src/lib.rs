@@ -27,6 +27,7 @@ pub use plugin::{
 };
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -44,6 +45,28 @@ impl PluginKind {
             PluginKind::InternalLocal => "internal-local",
             PluginKind::InternalRemote => "internal-remote",
             PluginKind::External => "external",
+        }
+    }
+}
+
+/// `bytes` (a config file's contents) as text. A file that is not UTF-8 is
+/// an error naming the file and the line and column of the first invalid
+/// byte, which an editor can jump to.
+pub fn decode_utf8(path: &Path, bytes: &[u8]) -> Result<String, ConfigError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let valid = String::from_utf8_lossy(&bytes[..at]);
+            let (line, column) = line_col(&valid, at);
+            Err(ConfigError::new(
+                path,
+                format!(
+                    "not valid UTF-8 at line {line}, column {column} (byte 0x{:02x}); save the file as UTF-8",
+                    bytes[at]
+                ),
+            )
+            .at((line, column)))
         }
     }
 }
@@ -67,5 +90,35 @@ impl FloorCharBoundary for str {
             at -= 1;
         }
         at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_names_line_and_column() {
+        let path = Path::new("/etc/aigis/aigis.toml");
+        assert_eq!(
+            decode_utf8(path, "a = 'é'\n".as_bytes()).as_deref(),
+            Ok("a = 'é'\n")
+        );
+        for (bytes, pos, byte) in [
+            (&b"[core]\nx = \"/a\"\ny = \"\xff\"\n"[..], (3, 6), "0xff"),
+            (&b"\xfe"[..], (1, 1), "0xfe"),
+            // Columns count characters: `\xc3\xa9` is one.
+            (&b"# \xc3\xa9\xc3(\n"[..], (1, 4), "0xc3"),
+            // A sequence cut short by the end of the file.
+            (&b"a\nbc\xe2\x82"[..], (2, 3), "0xe2"),
+        ] {
+            let e = decode_utf8(path, bytes).expect_err("invalid");
+            assert_eq!((e.line, e.column), (Some(pos.0), Some(pos.1)), "{e}");
+            let expected = format!(
+                "/etc/aigis/aigis.toml:{}:{}: not valid UTF-8 at line {}, column {} (byte {byte})",
+                pos.0, pos.1, pos.0, pos.1
+            );
+            assert!(e.to_string().starts_with(&expected), "{e}");
+        }
     }
 }

@@ -576,6 +576,12 @@ impl<'a> Options<'a> {
         let items = match &a.value.value {
             Value::None => return Ok(Vec::new()),
             Value::Dict(items) => items,
+            Value::Set(_) => {
+                return Err(self.err(
+                    a,
+                    "expected a dict {\"file\": \"dest/\"} mapping each secret file to its destination, found a set (write `\"file\": \"destination\"` for each file)".into(),
+                ))
+            }
             other => {
                 return Err(self.type_err(a, "a dict of \"secret file\": \"destination\"", other))
             }

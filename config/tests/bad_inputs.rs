@@ -212,6 +212,22 @@ fn unreadable_central_file_is_named() {
     );
 }
 
+#[test]
+fn central_file_that_is_not_utf8_names_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("aigis.toml");
+    std::fs::write(&path, b"[external]\nweb = \"/srv/caf\xe9\"\n").expect("write");
+    let msg = config::load_central(&path)
+        .expect_err("latin-1")
+        .to_string();
+    check(
+        "",
+        &msg,
+        &format!("{}:2:16: ", path.display()),
+        &["not valid UTF-8 at line 2, column 16 (byte 0xe9)"],
+    );
+}
+
 const EXT: &str = "PLUGIN_TYPE = \"external\"\nENTRYPOINT = \"{root}\"\nLAUNCH = [\"./run\"]\n";
 const INT: &str = "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n";
 
@@ -288,8 +304,10 @@ fn bad_plugins() -> Vec<PluginCase> {
         (External, ext("import os\n"), Some((4, 1)), None, &["`import` is a Python keyword", "only literal values are allowed"]),
         (External, ext("RESTART += 1\n"), Some((4, 9)), None, &["expected `=` after `RESTART`", "only literal values are allowed"]),
         (External, ext("HOST = f'{x}'\n"), Some((4, 8)), Some("HOST"), &["f-strings are not allowed"]),
-        (External, ext("HOST = b'nas'\n"), Some((4, 8)), Some("HOST"), &["bytes literals are not allowed"]),
-        (External, ext("RESTART = +1\n"), Some((4, 11)), Some("RESTART"), &["unexpected `+`", "only literal values are allowed"]),
+        // Bytes are a literal (Python accepts them), just not a string.
+        (External, ext("HOST = b'nas'\n"), Some((4, 8)), Some("HOST"), &["expected a string like \"user@host:port\"", "found bytes"]),
+        // `+1` is a literal for literal_eval; `--1` is not.
+        (External, ext("RESTART = --1\n"), Some((4, 11)), Some("RESTART"), &["`-` must be followed by a number", "only literal values are allowed"]),
         (External, ext("SECRETS = {\n  'a': '{root}/',\n"), Some((4, 11)), Some("SECRETS"), &["this `{` is never closed"]),
         (External, ext("LAUNCH = ['a',\n 'b'\nRESTART = 1\n"), Some((4, 10)), Some("LAUNCH"), &["this `[` is never closed", "before line 6, column 1"]),
         (External, ext("HOST = \"nas\n"), Some((4, 8)), Some("HOST"), &["this string is never closed"]),
@@ -298,7 +316,10 @@ fn bad_plugins() -> Vec<PluginCase> {
         (External, ext("RESTART = 0x\n"), Some((4, 11)), Some("RESTART"), &["`0x` is not a number"]),
         (External, ext("HOST = '\\xZZ'\n"), Some((4, 9)), Some("HOST"), &["`\\x` needs 2 hex digits"]),
         (External, ext("LAUNCH = ['a' 'b' 3]\n"), Some((4, 19)), Some("LAUNCH"), &["expected `,` or `]`, found `3`"]),
-        (External, ext("SECRETS = {'a' '/x'}\n"), Some((4, 20)), Some("SECRETS"), &["expected `:` between a dict key and its value"]),
+        // `{'a' '/x'}` is the set {'a/x'} in Python: a type error, not a syntax error.
+        (External, ext("SECRETS = {'a' '/x'}\n"), Some((4, 11)), Some("SECRETS"), &["expected a dict {\"file\": \"dest/\"}", "found a set"]),
+        (External, ext("SECRETS = {'a' 1}\n"), Some((4, 16)), Some("SECRETS"), &["expected `:` between a dict key and its value"]),
+        (External, ext("SECRETS = {\"a.secret\", \"b.secret\"}\n"), Some((4, 11)), Some("SECRETS"), &["expected a dict {\"file\": \"dest/\"}", "mapping each secret file to its destination", "found a set"]),
     ]
 }
 
