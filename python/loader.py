@@ -102,6 +102,25 @@ class _Plugin:
         self.names = names
         self.own_dir = _own_dir(entrypoint, core_file)
         self._own: Dict[str, bool] = {}
+        self.logger: Optional[logging.Logger] = None
+        self._wrapped: Dict[Any, Any] = {}
+
+    def with_logger(self, value: Any) -> Any:
+        """A callable reached inside an exposed module or class gets the
+        plugin's logger like an exposed skill does (decided once per
+        callable, from its signature)."""
+        if self.logger is None or isinstance(value, type) or not callable(value):
+            return value
+        try:
+            return self._wrapped[value]
+        except (KeyError, TypeError):
+            pass
+        wrapped = _with_logger(value, self.logger) if _wants_logger(value) else value
+        try:
+            self._wrapped[value] = wrapped
+        except TypeError:  # an unhashable callable: decided again next time
+            pass
+        return wrapped
 
     # -- what this plugin's own files define ------------------------------
     def owns_module(self, module: Any) -> bool:
@@ -224,6 +243,7 @@ class Core:
             self._exposed[name] = value
         names = [n for n, _ in resolved]
         self._plugins[plugin] = _Plugin(plugin, entrypoint, core_file, module, names)
+        self._plugins[plugin].logger = logger
         return names
 
     def _import(self, plugin: str, entrypoint: str, core_file: str) -> types.ModuleType:
@@ -330,9 +350,11 @@ class Core:
             raise NotExposed(path, "no core plugin's SKILLS name it")
         plugin = self._plugins[owner]
         value = self._exposed[name]
+        if i == len(parts):
+            return value  # a skill itself, wrapped at load time
         for part in parts[i:]:
             value = plugin.attribute(value, part, path)
-        return value
+        return plugin.with_logger(value)
 
     # -- unloading -------------------------------------------------------
     def cleanup(self, plugin: str) -> None:

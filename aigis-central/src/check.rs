@@ -142,14 +142,19 @@ fn check_plugin(
             ));
         }
     }
-    let config_file = root.join("AIGIS").join("AIGIS.config");
-    let text = match std::fs::read_to_string(files.join("AIGIS").join("AIGIS.config")) {
+    // Errors name the file the operator can open: the source directory's,
+    // or the copy in ext/ (a git clone's scratch copy is gone afterwards).
+    let config_file = match &entry.source {
+        Source::LocalDir(_) if files != root => files.join("AIGIS").join("AIGIS.config"),
+        _ => root.join("AIGIS").join("AIGIS.config"),
+    };
+    let read = std::fs::read(files.join("AIGIS").join("AIGIS.config"))
+        .map_err(|e| format!("cannot read {}: {e}", config_file.display()))
+        .and_then(|bytes| config::decode_utf8(&config_file, &bytes).map_err(|e| e.to_string()));
+    let text = match read {
         Ok(t) => t,
         Err(e) => {
-            problem(format!(
-                "cannot read {}: {e}",
-                files.join("AIGIS/AIGIS.config").display()
-            ));
+            problem(e);
             return None;
         }
     };

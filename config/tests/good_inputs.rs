@@ -449,7 +449,7 @@ fn unknown_central_sections_are_warnings() {
 /// a module name, `PLUGIN_TYPE = "internal"`.
 #[test]
 fn original_dialect_internal_plugin() {
-    let text = "# AIGIS config for mad-bot\nPLUGIN_TYPE = \"internal\"\n\
+    let text = "\"\"\"\nAIGIS config for mad-bot\n\"\"\"\nPLUGIN_TYPE = \"internal\"\n\
                 ENTRYPOINT = \"{root}\"\nLAUNCH = \"main\"\n";
     let spec = parse(PluginKind::InternalLocal, "/r", text);
     assert_eq!(spec.kind, PluginKind::InternalLocal);

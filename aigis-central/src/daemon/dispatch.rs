@@ -104,10 +104,7 @@ impl Router {
             Event::Call {
                 call: Call::Reload { id, target },
                 ..
-            } => {
-                let result = self.reload_for(&plugin, &target);
-                answer(&origin, plugin, Answer::Reload { id, result }).await;
-            }
+            } => self.reload_for(origin, plugin, id, target).await,
         }
     }
 
@@ -143,26 +140,40 @@ impl Router {
             .clone()
     }
 
-    /// Schedules a reload a plugin asked for, if it may.
-    fn reload_for(&self, caller: &str, target: &str) -> Result<(), String> {
+    /// A reload a plugin asked for, if it may. Another plugin's reload is
+    /// answered once it is done, so the caller sees the new code right
+    /// after `AIGISReload` returns; its own is answered first (it is about
+    /// to be stopped).
+    async fn reload_for(&self, origin: Origin, caller: String, id: u64, target: String) {
         let daemon = &self.daemon;
-        if daemon.entry(target).is_none() {
-            return Err(format!("no plugin named `{target}`"));
-        }
-        if !daemon.may_reload(caller, target) {
-            return Err(format!(
+        let refusal = if daemon.entry(&target).is_none() {
+            Some(format!("no plugin named `{target}`"))
+        } else if !daemon.may_reload(&caller, &target) {
+            Some(format!(
                 "`{caller}` may reload itself and core plugins; reloading `{target}` needs \
                  [aigis] may_reload = {{ \"{caller}\" = [\"{target}\"] }} in the central config"
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            return answer(&origin, caller, Answer::Reload { id, result: Err(e) }).await;
         }
-        // The reload runs after the answer, so a plugin may reload itself.
-        let (daemon, target) = (daemon.clone(), target.to_string());
+        let own = caller == target;
+        if own {
+            let result = Ok(());
+            answer(&origin, caller.clone(), Answer::Reload { id, result }).await;
+        }
+        let daemon = daemon.clone();
         self.daemon.tasks.spawn_cancellable(async move {
-            if let Err(e) = daemon.reload(&target).await {
+            let result = daemon.reload(&target).await.map(|_| ());
+            if let Err(e) = &result {
                 daemon.log.warn(&target, format!("reload: {e}")).await;
             }
+            if !own {
+                answer(&origin, caller, Answer::Reload { id, result }).await;
+            }
         });
-        Ok(())
     }
 }
 

@@ -171,7 +171,7 @@ impl Daemon {
                 .await;
         }
         let config_file = root.join("AIGIS").join("AIGIS.config");
-        let text = read_config(&config_file).map_err(LoadError::Config)?;
+        let text = read_config(name, &config_file).map_err(LoadError::Config)?;
         let spec = config::parse_plugin(entry, &root, &config_file, &text)
             .map_err(|e| LoadError::Config(e.to_string()))?;
         for w in &spec.warnings {
@@ -492,11 +492,11 @@ fn fetch(source: &Source, dest: &Path) -> Result<(String, Option<String>), Strin
     })
 }
 
-/// A plugin's `AIGIS.config`, as text.
-fn read_config(path: &Path) -> Result<String, String> {
+/// A plugin's `AIGIS.config`, as text (a bad byte is named by line).
+fn read_config(plugin: &str, path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read the plugin config: {}: {e}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| format!("{}: not valid UTF-8", path.display()))
+    config::decode_utf8(path, &bytes).map_err(|e| format!("plugin `{plugin}`: {e}"))
 }
 
 /// An internal plugin's `LAUNCH` as the agent's shim takes it.
