@@ -3,21 +3,27 @@
 //!
 //! `<home>/run/aigis.sock`, a Unix socket with mode 0600 (only the daemon's
 //! user may steer it; no TCP port is ever opened). One request per
-//! connection: a JSON line in, a JSON line out. `<home>/run/aigis.lock`,
+//! connection: a JSON line in, a JSON line out. Connections are bounded in
+//! number, time and size (see [`serve`]), and nothing a client does ends
+//! the accept loop. `<home>/run/aigis.lock`,
 //! held with `flock` for the daemon's lifetime, makes a second `aigis run`
 //! on the same home fail instead of fighting over plugins.
 
 use crate::home::Home;
 use crate::plugins::{LoadContext, Status};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, Semaphore};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
@@ -121,7 +127,35 @@ pub fn lock_home(home: &Home) -> anyhow::Result<HomeLock> {
     Ok(HomeLock { _file: file })
 }
 
+/// Connections served at once. More wait for a slot; a slot held by a
+/// connection that has not sent its request yet is taken back for them.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its whole request line within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// After an accept error: the pause before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Out of descriptors is said at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// Binds the socket (mode 0600) and serves requests until the task is dropped.
+///
+/// Bounded so that no client, or many of them, can take it down (they all
+/// run as the daemon's user, but a stuck script or a hostile plugin must
+/// not leave the operator without `aigis status`):
+/// - at most [`MAX_CONNECTIONS`] are served at once: a permit is taken
+///   before each accept and given back when the connection ends, so
+///   descriptors stay bounded and a flood waits in the listen backlog;
+/// - a connection has [`REQUEST_TIMEOUT`] to send one line of at most
+///   [`MAX_REQUEST`] bytes;
+/// - when every permit is held, the connection that has been waiting
+///   longest for its request is dropped to make room for the next one, so
+///   `aigis status` answers at once even while idle connections are held
+///   open (a real client sends its line as soon as it connects);
+/// - an accept error never ends the loop: out of descriptors (EMFILE,
+///   ENFILE) is logged (at most once a minute), the oldest idle connection
+///   is dropped to free one, and accepting resumes after a short pause.
 pub fn serve(home: &Home, ctx: Arc<LoadContext>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(home);
     // Only reached with the home lock held: a socket file left here is stale.
@@ -129,25 +163,142 @@ pub fn serve(home: &Home, ctx: Arc<LoadContext>) -> anyhow::Result<tokio::task::
     let listener = UnixListener::bind(&path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let _ = answer(stream, &ctx).await;
-            });
-        }
-    }))
+    Ok(tokio::spawn(accept_loop(listener, ctx)))
 }
 
-async fn answer(stream: UnixStream, ctx: &LoadContext) -> std::io::Result<()> {
+async fn accept_loop(listener: UnixListener, ctx: Arc<LoadContext>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let idle = Arc::new(IdleConnections::default());
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        // Keep one permit ready for the next client: if none is free, the
+        // connection idle the longest gives its up.
+        let mut evicted = false;
+        let permit = loop {
+            if let Ok(p) = permits.clone().try_acquire_owned() {
+                break p;
+            }
+            if !evicted {
+                evicted = idle.evict_oldest();
+            }
+            tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return, // closed: never happens, the semaphore is ours
+                },
+                // Every permit is busy with a request: wait for one, or for
+                // a connection that turns out idle (not yet reading).
+                _ = idle.added.notified(), if !evicted => {}
+            }
+        };
+        let stream = loop {
+            match listener.accept().await {
+                Ok((stream, _)) => break stream,
+                Err(e) => {
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if !matches!(last_warning, Some(t) if t.elapsed() < WARN_EVERY) {
+                        last_warning = Some(Instant::now());
+                        if out_of_fds {
+                            tracing::warn!(
+                                "control socket: out of file descriptors ({e}); dropping idle \
+                                 connections and retrying (said at most once a minute)"
+                            );
+                        } else {
+                            tracing::warn!("control socket: accept failed ({e}); retrying");
+                        }
+                    }
+                    let backoff = if out_of_fds && idle.evict_oldest() {
+                        // A descriptor is being freed: it is back as soon
+                        // as that connection's task has run.
+                        Duration::from_millis(1)
+                    } else {
+                        ACCEPT_BACKOFF
+                    };
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        };
+        let ctx = ctx.clone();
+        let idle = idle.clone();
+        tokio::spawn(async move {
+            let _ = answer(stream, &ctx, &idle).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Connections that have not sent their request yet, oldest first; each
+/// can be told to go.
+#[derive(Default)]
+struct IdleConnections {
+    next_id: AtomicU64,
+    waiting: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    /// Told whenever a connection starts waiting for its request.
+    added: Notify,
+}
+
+impl IdleConnections {
+    fn add(&self) -> (u64, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let go = Arc::new(Notify::new());
+        if let Ok(mut w) = self.waiting.lock() {
+            w.push_back((id, go.clone()));
+        }
+        self.added.notify_one();
+        (id, go)
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.retain(|(i, _)| *i != id);
+        }
+    }
+
+    /// Tells the oldest idle connection to go; false if there is none.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.waiting.lock().ok().and_then(|mut w| w.pop_front());
+        match oldest {
+            Some((_, go)) => {
+                go.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+async fn answer(
+    stream: UnixStream,
+    ctx: &LoadContext,
+    idle: &IdleConnections,
+) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     // One request line; a client that sends more than 64 KiB is not ours.
-    let mut limited = BufReader::new(tokio::io::AsyncReadExt::take(rd, 64 * 1024));
-    limited.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => handle(request, ctx).await,
-        Err(e) => failure(format!("bad request: {e}")),
+    let mut limited = BufReader::new(tokio::io::AsyncReadExt::take(rd, MAX_REQUEST));
+    let (id, go) = idle.add();
+    let read = tokio::select! {
+        read = tokio::time::timeout(REQUEST_TIMEOUT, limited.read_line(&mut line)) => Some(read),
+        _ = go.notified() => None,
+    };
+    idle.remove(id);
+    let response = match read {
+        // Dropped to make room, or silent too long: closed without an answer.
+        None | Some(Err(_)) => return Ok(()),
+        Some(Ok(read)) => {
+            read?;
+            if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+                failure(format!(
+                    "request refused: longer than {} KiB",
+                    MAX_REQUEST / 1024
+                ))
+            } else {
+                match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => handle(request, ctx).await,
+                    Err(e) => failure(format!("bad request: {e}")),
+                }
+            }
+        }
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');

@@ -2,6 +2,7 @@
 //! repositories served over file:// and http://127.0.0.1, real processes.
 
 mod external;
+mod hardening;
 mod operate;
 mod proxy;
 mod python;
