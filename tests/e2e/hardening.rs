@@ -139,3 +139,129 @@ fn idle_connections_do_not_take_the_control_socket_down() {
         assert!(ok && out.contains("running"), "{out}");
     }
 }
+
+/// The agent used to write its Python shim into `$TMPDIR/aigis-agent-<pid>`
+/// and accept that directory if it already existed: another user could
+/// create it in advance and put a module there that the shim imports
+/// (`python3 shim.py` puts the script's directory first on `sys.path`),
+/// and it ran as the agent's user. Here that directory is prepared for
+/// every pid the agent can get; the planted code must never run, and the
+/// agent's own directory must be a fresh, private one.
+#[test]
+fn the_agent_never_runs_code_from_a_prepared_shim_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let tmpdir = base.join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let marker = base.join("planted-code-ran");
+
+    write(
+        &base.join("src/probe"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
+    );
+    write(
+        &base.join("src/probe"),
+        "main.py",
+        r#"import os
+import sys
+import time
+
+
+def launch(log):
+    here = os.path.dirname(os.path.abspath(sys.modules["__main__"].__file__))
+    with open("shim-dir.txt", "w") as f:
+        f.write("%s\n%o\n%d\n" % (here, os.stat(here).st_mode & 0o777, os.getppid()))
+    print("probe-ready", flush=True)
+    while True:
+        time.sleep(1)
+"#,
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[internal-local]\nprobe = \"src/probe\"\n",
+    );
+
+    // The next pids: the daemon, its threads and the agent come from here.
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("read /proc/sys/kernel/ns_last_pid");
+    const AHEAD: u32 = 3000;
+    let planted_pids: Vec<u32> = (1..=AHEAD)
+        .map(|i| (last + i) % pid_max)
+        .filter(|p| *p > 1)
+        .collect();
+    let planted = format!(
+        "open({:?}, 'a').write('ran\\n')\n",
+        marker.to_str().unwrap()
+    );
+    for pid in &planted_pids {
+        let dir = tmpdir.join(format!("aigis-agent-{pid}"));
+        std::fs::create_dir(&dir).unwrap();
+        // Modules the shim imports, and the shim itself.
+        for module in ["json.py", "inspect.py", "shim.py"] {
+            std::fs::write(dir.join(module), &planted).unwrap();
+        }
+    }
+
+    let home_s = home.to_str().unwrap();
+    let mut daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home_s],
+        &[("TMPDIR", tmpdir.to_str().unwrap())],
+    );
+    let ready = wait_until(PATIENCE, || {
+        marker.exists() || daemon.output().contains("probe-ready")
+    });
+    assert!(
+        !marker.exists(),
+        "code planted in a predictable shim dir ran as the agent's user:\n{}",
+        daemon.output()
+    );
+    assert!(ready, "the probe never ran:\n{}", daemon.output());
+
+    let report = std::fs::read_to_string(home.join("ext/probe/shim-dir.txt")).unwrap();
+    let mut lines = report.lines();
+    let (dir, mode, agent_pid) = (
+        Path::new(lines.next().unwrap()).to_path_buf(),
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().parse::<u32>().unwrap(),
+    );
+    assert!(
+        planted_pids.contains(&agent_pid),
+        "the agent (pid {agent_pid}) got a pid outside the prepared range; the attack was not played"
+    );
+    assert_eq!(dir.parent(), Some(tmpdir.as_path()), "TMPDIR is honoured");
+    let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with("aigis-agent-"), "{name}");
+    assert_ne!(
+        name,
+        format!("aigis-agent-{agent_pid}"),
+        "a predictable name"
+    );
+    assert_eq!(mode, "700", "the shim dir is not private");
+    // What was prepared for the agent's pid is untouched.
+    let prepared = tmpdir.join(format!("aigis-agent-{agent_pid}"));
+    assert_eq!(
+        std::fs::read_to_string(prepared.join("shim.py")).unwrap(),
+        planted
+    );
+    assert!(!prepared.join("loader.py").exists());
+
+    // The agent removes its directory when it stops.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(
+        wait_until(Duration::from_secs(5), || !dir.exists()),
+        "{} was left behind",
+        dir.display()
+    );
+    assert!(!marker.exists());
+}
