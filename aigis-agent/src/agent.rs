@@ -210,10 +210,10 @@ async fn handle(
 ) -> Result<Reply, String> {
     match request {
         Request::Fetch {
-            plugin: _,
+            plugin,
             source,
             dest,
-        } => fetch(source, dest).await,
+        } => fetch(plugin, source, dest).await,
         Request::Install(spec) => install(spec, events.clone())
             .await
             .map(|()| Reply::Installed),
@@ -255,13 +255,13 @@ async fn handle(
     }
 }
 
-async fn fetch(source: FetchSource, dest: PathBuf) -> Result<Reply, String> {
+async fn fetch(plugin: String, source: FetchSource, dest: PathBuf) -> Result<Reply, String> {
     let fetch_dest = dest.clone();
     let outcome = tokio::task::spawn_blocking(move || match &source {
         FetchSource::Git { url, reference } => fetch_git(url, reference.as_deref(), &fetch_dest)
             .map(Some)
             .map_err(|e| e.to_string()),
-        FetchSource::LocalDir(src) => copy_local(src, &fetch_dest)
+        FetchSource::LocalDir(src) => copy_local(&plugin, src, &fetch_dest)
             .map(Some)
             .map_err(|e| e.to_string()),
         FetchSource::Staged => finish_staged(&fetch_dest).map_err(|e| e.to_string()),

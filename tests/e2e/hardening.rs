@@ -2,6 +2,7 @@
 //! and real sockets: each test does what an attacker (or an accident) would
 //! and checks that AIGIS holds.
 
+use aigis_e2e::git::TestRepo;
 use aigis_e2e::process::{aigis_within, wait_until, write, Daemon};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -264,4 +265,165 @@ def launch(log):
         dir.display()
     );
     assert!(!marker.exists());
+}
+
+/// Files under `dir` (symlinks not followed) whose contents hold `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => found.extend(files_containing(&path, needle)),
+            Ok(t)
+                if t.is_file()
+                    && std::fs::read(&path)
+                        .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) =>
+            {
+                found.push(path)
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The daemon's line that says `plugin` failed, if any.
+fn failure_of(output: &str, plugin: &str) -> Option<String> {
+    let tag = format!("[{plugin}] failed");
+    output.lines().find(|l| l.contains(&tag)).map(String::from)
+}
+
+/// A local-directory plugin with a symlink into AIGIS's home used to be
+/// copied following it: another plugin's secret landed in the plugin's own
+/// tree (and went on to a LAN host with it). Links into the home are
+/// refused; links inside the plugin, and to elsewhere, still work.
+#[test]
+fn a_local_plugin_cannot_copy_the_home_through_a_symlink() {
+    const SECRET: &str = "VICTIM-TOKEN-5d1e";
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    write(&home, "secrets/victim/token", SECRET);
+
+    let thief = base.join("src/thief");
+    looping(&thief, "thief-running");
+    std::fs::create_dir_all(thief.join("conf")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../home/secrets/victim/token",
+        thief.join("conf/leak.txt"),
+    )
+    .unwrap();
+    let thief_dir = base.join("src/thief_dir");
+    looping(&thief_dir, "thief-dir-running");
+    std::os::unix::fs::symlink(home.join("secrets/victim"), thief_dir.join("stolen")).unwrap();
+
+    let fine = base.join("src/fine");
+    write(
+        &fine,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+    );
+    write(
+        &fine,
+        "run.sh",
+        "echo \"fine $(cat inner.txt) $(cat shared.txt) $(cat datalink/real.txt)\"\n\
+         while true; do sleep 1; done\n",
+    );
+    write(&fine, "data/real.txt", "inner-content");
+    write(base, "shared/readme.txt", "shared-content");
+    std::os::unix::fs::symlink("data/real.txt", fine.join("inner.txt")).unwrap();
+    std::os::unix::fs::symlink(base.join("shared/readme.txt"), fine.join("shared.txt")).unwrap();
+    std::os::unix::fs::symlink("data", fine.join("datalink")).unwrap();
+
+    write(
+        base,
+        "aigis.toml",
+        "[external]\nthief = \"src/thief\"\nthief_dir = \"src/thief_dir\"\nfine = \"src/fine\"\n",
+    );
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("fine inner-content shared-content inner-content", PATIENCE);
+    daemon.expect_output("plugin(s) loaded", PATIENCE);
+    let output = daemon.output();
+
+    let failed =
+        failure_of(&output, "thief").unwrap_or_else(|| panic!("thief was not refused:\n{output}"));
+    assert!(
+        failed.contains("conf/leak.txt") && failed.contains("home"),
+        "the error does not name the link and why: {failed}"
+    );
+    let failed = failure_of(&output, "thief_dir")
+        .unwrap_or_else(|| panic!("thief_dir was not refused:\n{output}"));
+    assert!(failed.contains("stolen"), "{failed}");
+    assert!(!home.join("ext/thief").exists() && !home.join("ext/thief_dir").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(home.join("ext"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers, ["fine"], "half-made copies were left behind");
+    assert!(!output.contains(SECRET), "{output}");
+    assert_eq!(
+        files_containing(&home.join("ext"), SECRET),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        files_containing(&home.join("log"), SECRET),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // Links inside the plugin and to outside the home are followed: copies.
+    let inner = std::fs::symlink_metadata(home.join("ext/fine/inner.txt")).unwrap();
+    assert!(inner.file_type().is_file());
+}
+
+/// A git plugin can carry a symlink to anywhere. A secret destination
+/// through it used to create its directories outside the plugin's root
+/// before the check refused the write; now nothing is created there.
+#[test]
+fn a_secret_through_a_symlink_creates_nothing_outside_the_plugin() {
+    const SECRET: &str = "SNEAKY-TOKEN-9c2b";
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let outside = base.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    write(&home, "secrets/sneaky/api.token", SECRET);
+
+    let repo = TestRepo::new(&base.join("repos"), "sneaky");
+    repo.write(
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n\
+         SECRETS = {'api.token': '{root}/conf/made/by/aigis/'}\n",
+    );
+    repo.write(
+        "run.sh",
+        "echo sneaky-running\nwhile true; do sleep 1; done\n",
+    );
+    std::os::unix::fs::symlink(&outside, repo.dir.join("conf")).unwrap();
+    repo.commit("a link out");
+    write(
+        base,
+        "aigis.toml",
+        &format!("[external]\nsneaky = \"{}\"\n", repo.file_url()),
+    );
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("plugin(s) loaded", PATIENCE);
+    let output = daemon.output();
+    let failed = failure_of(&output, "sneaky")
+        .unwrap_or_else(|| panic!("sneaky was not refused:\n{output}"));
+    assert!(failed.contains("outside the plugin root"), "{failed}");
+    let created: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
+    assert!(
+        created.is_empty(),
+        "created outside the plugin: {created:?}"
+    );
+    assert!(!output.contains(SECRET));
+    assert_eq!(
+        files_containing(&home.join("log"), SECRET),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
