@@ -427,3 +427,73 @@ fn a_secret_through_a_symlink_creates_nothing_outside_the_plugin() {
         Vec::<std::path::PathBuf>::new()
     );
 }
+
+/// The mode bits of `path`, without following a final symlink.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Log files carry what plugins print (tokens in debug output, URLs with
+/// passwords): `<home>/log/` is the daemon user's alone, 0700, and every
+/// file in it 0600, rotated ones too, also in a home an older AIGIS
+/// left with 0755 and 0644.
+#[test]
+fn log_files_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    // What an older AIGIS left behind.
+    write(&home, "log/chatty.log", "an old line\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(home.join("log"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        home.join("log/chatty.log"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+
+    looping(
+        &base.join("src/chatty"),
+        "chatty-says-something-long-enough",
+    );
+    write(
+        &base.join("src/fresh"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+    );
+    write(
+        &base.join("src/fresh"),
+        "run.sh",
+        "echo fresh-says-hello\nwhile true; do sleep 1; done\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[aigis]\nlog_max_bytes = 1000\nlog_keep = 2\n\n\
+         [external]\nchatty = \"src/chatty\"\nfresh = \"src/fresh\"\n",
+    );
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("fresh-says-hello", PATIENCE);
+    // 1000 bytes hold about ten lines: wait for two rotations.
+    daemon.expect_output("chatty-says-something-long-enough 30", PATIENCE);
+    assert!(wait_until(PATIENCE, || home
+        .join("log/chatty.log.2")
+        .exists()));
+
+    let log = home.join("log");
+    assert_eq!(mode_of(&log), 0o700, "{}", log.display());
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&log).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert_eq!(mode_of(&entry.path()), 0o600, "{name}");
+        seen.push(name);
+    }
+    seen.sort();
+    for wanted in ["chatty.log", "chatty.log.1", "chatty.log.2", "fresh.log"] {
+        assert!(seen.iter().any(|s| s == wanted), "{wanted} not in {seen:?}");
+    }
+}
