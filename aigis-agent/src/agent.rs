@@ -12,7 +12,7 @@
 //! death and stops every plugin; the daemon of a LAN host
 //! (`crate::daemon`) keeps them running for the next link.
 
-use crate::fetch::{copy_local, fetch_git, finish_staged, stage, FetchOutcome};
+use crate::fetch::{copy_local, fetch_git, finish_staged, plugin_file, stage, FetchOutcome};
 use crate::install::install;
 use crate::outbox::{Outbox, Outgoing};
 use crate::supervisor::{Controls, Supervised};
@@ -257,6 +257,7 @@ async fn handle(
 
 async fn fetch(plugin: String, source: FetchSource, dest: PathBuf) -> Result<Reply, String> {
     let fetch_dest = dest.clone();
+    let name = plugin.clone();
     let outcome = tokio::task::spawn_blocking(move || match &source {
         FetchSource::Git { url, reference } => fetch_git(url, reference.as_deref(), &fetch_dest)
             .map(Some)
@@ -281,12 +282,14 @@ async fn fetch(plugin: String, source: FetchSource, dest: PathBuf) -> Result<Rep
     Ok(Reply::Fetched {
         outcome,
         warning,
-        config: read_plugin_config(&dest),
+        config: read_plugin_config(&name, &dest),
     })
 }
 
-fn read_plugin_config(root: &Path) -> Result<String, String> {
-    let path = root.join("AIGIS").join("AIGIS.config");
+/// The plugin's `AIGIS.config`, if it is its own file (see
+/// [`plugin_file`]): its text ends up quoted in parse errors.
+fn read_plugin_config(plugin: &str, root: &Path) -> Result<String, String> {
+    let path = plugin_file(plugin, root, "AIGIS.config")?;
     std::fs::read(&path)
         .map_err(|e| format!("{}: {e}", path.display()))
         .and_then(|bytes| {

@@ -67,6 +67,9 @@ pub enum FetchError {
         link: PathBuf,
         home: PathBuf,
     },
+    /// An `AIGIS.config` or `AIGIS.core` that is not the plugin's own.
+    #[error("{0}")]
+    NotOwnFile(String),
     #[error(
         "plugin `{plugin}`: refused to copy {}: it contains AIGIS's home {}",
         src.display(), home.display()
@@ -302,13 +305,17 @@ fn has_local_changes(repo: &Repository) -> bool {
 /// to. Otherwise a plugin directory could copy another plugin's secrets
 /// into its own tree, and from there to a LAN host. A `src` that contains
 /// the home is refused outright. When the home cannot be resolved, every
-/// link that leaves `src` is refused.
+/// link that leaves `src` is refused. `AIGIS/AIGIS.config` and
+/// `AIGIS/AIGIS.core` may not lead outside `src` at all ([`plugin_file`]).
 pub fn copy_local(plugin: &str, src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
     if !src.is_dir() {
         return Err(FetchError::NoSource(src.to_path_buf()));
     }
     if let Some(kept) = keep_existing_copy(dest) {
         return Ok(kept);
+    }
+    for name in ["AIGIS.config", "AIGIS.core"] {
+        plugin_file(plugin, src, name).map_err(FetchError::NotOwnFile)?;
     }
     let tmp = sibling(dest, "copy")?;
     let copy_err = |source| FetchError::Copy {
@@ -401,6 +408,31 @@ fn copy_tree(src: &Path, dest: &Path, rules: &LinkRules) -> Result<(), CopyFailu
     }
     fs::set_permissions(dest, fs::metadata(src)?.permissions())?;
     Ok(())
+}
+
+/// `root/AIGIS/<name>` (the plugin's `AIGIS.config` or `AIGIS.core`),
+/// checked to be the plugin's own file: when it (or `AIGIS/`) is a symlink
+/// that resolves outside `root`, it is refused. Its contents would
+/// otherwise be quoted by a parse error (a config line, a Python
+/// traceback): a link to a secret would print the secret. The error names
+/// the link and quotes nothing of its target. A missing file is not an
+/// error here; reading it says so.
+pub fn plugin_file(plugin: &str, root: &Path, name: &str) -> Result<PathBuf, String> {
+    let path = root.join("AIGIS").join(name);
+    let Ok(real) = fs::canonicalize(&path) else {
+        return Ok(path);
+    };
+    let inside = fs::canonicalize(root).is_ok_and(|r| real.starts_with(r));
+    if inside {
+        Ok(path)
+    } else {
+        Err(format!(
+            "plugin `{plugin}`: {} is a symlink that leads outside the plugin's directory {}; \
+             refused (a plugin's {name} must be its own file)",
+            path.display(),
+            root.display()
+        ))
+    }
 }
 
 /// Where a streamed local-directory plugin is assembled before it is

@@ -245,6 +245,42 @@ fn copy_local_refuses_links_into_the_home_and_follows_the_others() {
 }
 
 #[test]
+fn a_plugin_config_must_be_the_plugins_own_file() {
+    use aigis_agent::fetch::plugin_file;
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("private.txt"), "TOKEN=abc").unwrap();
+    let src = tmp.path().join("src/p");
+    fs::create_dir_all(src.join("AIGIS")).unwrap();
+    fs::create_dir_all(src.join("configs")).unwrap();
+    fs::write(src.join("configs/prod.config"), "PLUGIN_TYPE = 'core'\n").unwrap();
+    // A link inside the plugin is its own file.
+    symlink("../configs/prod.config", src.join("AIGIS/AIGIS.config")).unwrap();
+    assert!(plugin_file("p", &src, "AIGIS.config").is_ok());
+    // One that leads outside, even outside the home, is not.
+    symlink(tmp.path().join("private.txt"), src.join("AIGIS/AIGIS.core")).unwrap();
+    let err = plugin_file("p", &src, "AIGIS.core").unwrap_err();
+    assert!(
+        err.contains("plugin `p`") && err.contains("AIGIS.core"),
+        "{err}"
+    );
+    assert!(!err.contains("TOKEN") && !err.contains("private"), "{err}");
+    let err = copy_local("p", &src, &tmp.path().join("home/ext/p")).unwrap_err();
+    assert!(err.to_string().contains("AIGIS.core"), "{err}");
+    assert!(!tmp.path().join("home/ext/p").exists());
+    // Nor may AIGIS/ itself lead out.
+    let other = tmp.path().join("src/q");
+    fs::create_dir_all(&other).unwrap();
+    symlink(tmp.path(), other.join("AIGIS")).unwrap();
+    assert!(
+        plugin_file("q", &other, "AIGIS.config").is_ok(),
+        "missing is not refused here"
+    );
+    fs::write(tmp.path().join("AIGIS.config"), "x").unwrap();
+    assert!(plugin_file("q", &other, "AIGIS.config").is_err());
+}
+
+#[test]
 fn a_streamed_directory_is_staged_then_put_in_place_once() {
     use aigis_agent::fetch::{finish_staged, stage};
     let tmp = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@
 
 use crate::home::Home;
 use crate::plugins::python_entry;
-use aigis_agent::fetch::fetch_git;
+use aigis_agent::fetch::{fetch_git, plugin_file};
 use aigis_agent::install::{check_system_requirements, find_on_path};
 use aigis_agent::python::resolve_launch;
 use config::{Launch, PluginEntry, PluginSpec, Source};
@@ -143,16 +143,23 @@ fn check_plugin(
         }
     }
     let config_file = root.join("AIGIS").join("AIGIS.config");
-    let text = match std::fs::read_to_string(files.join("AIGIS").join("AIGIS.config")) {
-        Ok(t) => t,
+    // Only the plugin's own config is read: a parse error quotes it.
+    let text = match plugin_file(name, &files, "AIGIS.config") {
         Err(e) => {
-            problem(format!(
-                "cannot read {}: {e}",
-                files.join("AIGIS/AIGIS.config").display()
-            ));
+            problems.push(e);
             return None;
         }
+        Ok(path) => match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                problem(format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        },
     };
+    if let Err(e) = plugin_file(name, &files, "AIGIS.core") {
+        problems.push(e);
+    }
     let spec = match config::parse_plugin(entry, &root, &config_file, &text) {
         Ok(s) => s,
         Err(e) => {

@@ -10,6 +10,7 @@ use crate::home::Home;
 use crate::link::{AgentLink, Controls};
 use crate::logs::LogSink;
 use crate::remote::{self, upload_dir, RemoteAgent, RemoteSettings};
+use aigis_agent::fetch::plugin_file;
 use config::{CoreAccess, HostSpec, Launch, PluginEntry, PluginKind, PythonLaunch, Source};
 use proto::{
     CorePlugin, Event, FetchSource, InstallSpec, LaunchSpec, ProcessState, Program, PythonEntry,
@@ -527,8 +528,10 @@ async fn try_load(entry: &PluginEntry, ctx: &LoadContext) -> Result<(), String> 
         )
         .await;
     } else if spec.kind == PluginKind::Core || core_file.is_some() {
-        let file = core_file
+        core_file
             .ok_or_else(|| format!("{} is missing", root.join("AIGIS/AIGIS.core").display()))?;
+        // Imported by Python, whose errors quote it: it must be the plugin's own.
+        let file = plugin_file(name, &root, "AIGIS.core")?;
         let skills = ctx
             .python()?
             .load(name, &local_spec.entrypoint, &file)

@@ -497,3 +497,119 @@ fn log_files_are_private() {
         assert!(seen.iter().any(|s| s == wanted), "{wanted} not in {seen:?}");
     }
 }
+
+/// `AIGIS.config` (and `AIGIS.core`) as a symlink to a file that is not
+/// the plugin's: its parse error used to quote the target's first line,
+/// which printed a secret into the console and the logs. Such a link is
+/// refused, naming the link and quoting nothing of its target, by `run`
+/// (local copy, git clone, the core) and by `check`.
+#[test]
+fn a_plugin_config_that_links_elsewhere_is_never_quoted() {
+    const SECRET: &str = "ghp_OtherTokenMarker7f3a";
+    const ELSEWHERE: &str = "ElsewhereMarker41bd";
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let token = home.join("secrets/other/token");
+    write(&home, "secrets/other/token", SECRET);
+    write(base, "elsewhere/notes.txt", ELSEWHERE);
+    let external = "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n";
+    let link_config = |dir: &Path, to: &Path| {
+        write(dir, "run.sh", "while true; do sleep 1; done\n");
+        std::fs::create_dir_all(dir.join("AIGIS")).unwrap();
+        std::os::unix::fs::symlink(to, dir.join("AIGIS/AIGIS.config")).unwrap();
+    };
+    // Local directories: a link into the home, and one to elsewhere.
+    link_config(&base.join("src/local_link"), &token);
+    link_config(
+        &base.join("src/outside_link"),
+        &base.join("elsewhere/notes.txt"),
+    );
+    // A git clone keeps its links as links.
+    let repos = base.join("repos");
+    let git_link = TestRepo::new(&repos, "git_link");
+    link_config(&git_link.dir, &token);
+    git_link.commit("config elsewhere");
+    let core_link = TestRepo::new(&repos, "core_link");
+    core_link.write(
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n",
+    );
+    std::os::unix::fs::symlink(&token, core_link.dir.join("AIGIS/AIGIS.core")).unwrap();
+    core_link.commit("core elsewhere");
+    // And one plugin that is fine, to know the daemon got that far.
+    write(&base.join("src/fine"), "AIGIS/AIGIS.config", external);
+    write(
+        &base.join("src/fine"),
+        "run.sh",
+        "echo fine-runs\nwhile true; do sleep 1; done\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[core]\ncore_link = \"{}\"\n\n[external]\nlocal_link = \"src/local_link\"\n\
+             outside_link = \"src/outside_link\"\ngit_link = \"{}\"\nfine = \"src/fine\"\n",
+            core_link.file_url(),
+            git_link.file_url()
+        ),
+    );
+    let home_s = home.to_str().unwrap();
+    let check = |when: &str| {
+        let (ok, out) = aigis_within(
+            base,
+            &["check", "-c", "aigis.toml", "--home", home_s],
+            PATIENCE,
+        )
+        .expect("aigis check finished");
+        assert!(!ok, "{when}: check passed:\n{out}");
+        assert!(
+            !out.contains(SECRET) && !out.contains(ELSEWHERE),
+            "{when}:\n{out}"
+        );
+        for plugin in ["local_link", "outside_link", "git_link"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains(&format!("plugin `{plugin}`"))
+                        && l.contains("AIGIS.config")
+                        && l.contains("symlink")),
+                "{when}: no reason for {plugin}:\n{out}"
+            );
+        }
+    };
+    check("before run");
+
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("fine-runs", PATIENCE);
+    daemon.expect_output("plugin(s) loaded", PATIENCE);
+    let output = daemon.output();
+    assert!(
+        !output.contains(SECRET) && !output.contains(ELSEWHERE),
+        "{output}"
+    );
+    for (plugin, file) in [
+        ("local_link", "AIGIS.config"),
+        ("outside_link", "AIGIS.config"),
+        ("git_link", "AIGIS.config"),
+        ("core_link", "AIGIS.core"),
+    ] {
+        let failed = failure_of(&output, plugin)
+            .unwrap_or_else(|| panic!("{plugin} was not refused:\n{output}"));
+        assert!(
+            failed.contains(file) && failed.contains("symlink"),
+            "{plugin}: the error does not say why: {failed}"
+        );
+    }
+    for dir in ["log", "ext"] {
+        assert_eq!(
+            files_containing(&home.join(dir), SECRET),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert_eq!(
+            files_containing(&home.join(dir), ELSEWHERE),
+            Vec::<std::path::PathBuf>::new()
+        );
+    }
+    // With the clones now in ext/, check reads those: still nothing quoted.
+    check("after run");
+}
