@@ -56,6 +56,29 @@ pub enum FetchError {
     },
     #[error("cannot prepare {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "plugin `{plugin}`: refused to copy {}: the symlink {} leads into AIGIS's home {}; \
+         a local plugin's links must stay inside its directory or lead outside the home",
+        src.display(), link.display(), home.display()
+    )]
+    LinkIntoHome {
+        plugin: String,
+        src: PathBuf,
+        link: PathBuf,
+        home: PathBuf,
+    },
+    /// An `AIGIS.config` or `AIGIS.core` that is not the plugin's own.
+    #[error("{0}")]
+    NotOwnFile(String),
+    #[error(
+        "plugin `{plugin}`: refused to copy {}: it contains AIGIS's home {}",
+        src.display(), home.display()
+    )]
+    SourceHoldsHome {
+        plugin: String,
+        src: PathBuf,
+        home: PathBuf,
+    },
 }
 
 /// Clones `url` into `dest`, or updates the clone already there.
@@ -273,12 +296,26 @@ fn has_local_changes(repo: &Repository) -> bool {
 
 /// Copies directory `src` to `dest` like Python's `shutil.copytree`: symlinks
 /// followed, permission bits kept. An existing `dest` is left alone.
-pub fn copy_local(src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
+///
+/// The symlink rule. `dest` is `<home>/ext/<plugin>`, so AIGIS's home is
+/// its grandparent. A link whose target is inside `src` is followed, and so
+/// is one that leads outside the home (`/usr/share/...`); a link that
+/// leaves `src` into the home (`<home>/secrets/...`, another plugin's
+/// `ext/`, the logs) fails the copy, naming the link, not what it points
+/// to. Otherwise a plugin directory could copy another plugin's secrets
+/// into its own tree, and from there to a LAN host. A `src` that contains
+/// the home is refused outright. When the home cannot be resolved, every
+/// link that leaves `src` is refused. `AIGIS/AIGIS.config` and
+/// `AIGIS/AIGIS.core` may not lead outside `src` at all ([`plugin_file`]).
+pub fn copy_local(plugin: &str, src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
     if !src.is_dir() {
         return Err(FetchError::NoSource(src.to_path_buf()));
     }
     if let Some(kept) = keep_existing_copy(dest) {
         return Ok(kept);
+    }
+    for name in ["AIGIS.config", "AIGIS.core"] {
+        plugin_file(plugin, src, name).map_err(FetchError::NotOwnFile)?;
     }
     let tmp = sibling(dest, "copy")?;
     let copy_err = |source| FetchError::Copy {
@@ -286,29 +323,116 @@ pub fn copy_local(src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
         dest: dest.to_path_buf(),
         source,
     };
-    if let Err(e) = copy_tree(src, &tmp) {
+    let home = dest.parent().and_then(Path::parent);
+    let rules = LinkRules {
+        src: fs::canonicalize(src).map_err(copy_err)?,
+        home: home.and_then(|h| fs::canonicalize(h).ok()),
+    };
+    if let Some(real_home) = &rules.home {
+        if real_home.starts_with(&rules.src) {
+            return Err(FetchError::SourceHoldsHome {
+                plugin: plugin.to_string(),
+                src: src.to_path_buf(),
+                home: home.unwrap_or(real_home.as_path()).to_path_buf(),
+            });
+        }
+    }
+    if let Err(e) = copy_tree(src, &tmp, &rules) {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(copy_err(e));
+        return Err(match e {
+            CopyFailure::Io(e) => copy_err(e),
+            CopyFailure::IntoHome(link) => FetchError::LinkIntoHome {
+                plugin: plugin.to_string(),
+                src: src.to_path_buf(),
+                link,
+                home: home.unwrap_or(Path::new("?")).to_path_buf(),
+            },
+        });
     }
     fs::rename(&tmp, dest).map_err(copy_err)?;
     Ok(FetchOutcome::Copied)
 }
 
-fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+/// Which symlinks a local copy follows (see [`copy_local`]).
+struct LinkRules {
+    /// The source, resolved.
+    src: PathBuf,
+    /// AIGIS's home, resolved; `None` when it cannot be.
+    home: Option<PathBuf>,
+}
+
+impl LinkRules {
+    /// May the copy follow `link`?
+    fn check(&self, link: &Path) -> Result<(), CopyFailure> {
+        let target = fs::canonicalize(link)?;
+        let into_home = match &self.home {
+            _ if target.starts_with(&self.src) => false,
+            Some(home) => target.starts_with(home),
+            None => true,
+        };
+        if into_home {
+            return Err(CopyFailure::IntoHome(link.to_path_buf()));
+        }
+        Ok(())
+    }
+}
+
+enum CopyFailure {
+    Io(io::Error),
+    /// This link leads into the home.
+    IntoHome(PathBuf),
+}
+
+impl From<io::Error> for CopyFailure {
+    fn from(e: io::Error) -> CopyFailure {
+        CopyFailure::Io(e)
+    }
+}
+
+fn copy_tree(src: &Path, dest: &Path, rules: &LinkRules) -> Result<(), CopyFailure> {
     fs::create_dir(dest)?;
     for entry in fs::read_dir(src)? {
         let entry = entry?;
         let from = entry.path();
         let to = dest.join(entry.file_name());
+        if entry.file_type()?.is_symlink() {
+            rules.check(&from)?;
+        }
         // fs::metadata follows symlinks: a link is copied as what it points to.
         let meta = fs::metadata(&from)?;
         if meta.is_dir() {
-            copy_tree(&from, &to)?;
+            copy_tree(&from, &to, rules)?;
         } else {
             fs::copy(&from, &to)?; // copies the permission bits too
         }
     }
-    fs::set_permissions(dest, fs::metadata(src)?.permissions())
+    fs::set_permissions(dest, fs::metadata(src)?.permissions())?;
+    Ok(())
+}
+
+/// `root/AIGIS/<name>` (the plugin's `AIGIS.config` or `AIGIS.core`),
+/// checked to be the plugin's own file: when it (or `AIGIS/`) is a symlink
+/// that resolves outside `root`, it is refused. Its contents would
+/// otherwise be quoted by a parse error (a config line, a Python
+/// traceback): a link to a secret would print the secret. The error names
+/// the link and quotes nothing of its target. A missing file is not an
+/// error here; reading it says so.
+pub fn plugin_file(plugin: &str, root: &Path, name: &str) -> Result<PathBuf, String> {
+    let path = root.join("AIGIS").join(name);
+    let Ok(real) = fs::canonicalize(&path) else {
+        return Ok(path);
+    };
+    let inside = fs::canonicalize(root).is_ok_and(|r| real.starts_with(r));
+    if inside {
+        Ok(path)
+    } else {
+        Err(format!(
+            "plugin `{plugin}`: {} is a symlink that leads outside the plugin's directory {}; \
+             refused (a plugin's {name} must be its own file)",
+            path.display(),
+            root.display()
+        ))
+    }
 }
 
 /// A local-directory plugin already at `dest` is never copied over.

@@ -8,7 +8,7 @@
 use crate::install::find_on_path;
 use proto::{CorePlugin, PythonEntry};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -19,27 +19,46 @@ const PROXY: &str = include_str!("../../python/proxy.py");
 /// The fd number the control socket has in the plugin process.
 pub const CONTROL_FD: i32 = 3;
 
-static SHIM_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static SHIM_DIR: OnceLock<Result<tempfile::TempDir, String>> = OnceLock::new();
 
 /// The directory holding `shim.py` and `loader.py`, written on first use.
+///
+/// Its name is random and it is created here, mode 0700, never reused: a
+/// predictable name (it was `aigis-agent-<pid>`) could be created in
+/// advance by another user, and anything they put in it would be imported
+/// by the shim (`python3 shim.py` puts this directory on `sys.path`) and
+/// run as this agent's user. Kept for the agent's lifetime, removed by
+/// [`remove_shim_dir`].
 fn shim_dir() -> Result<&'static Path, String> {
     SHIM_DIR
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("aigis-agent-{}", std::process::id()));
-            write_files(&dir)
-                .map_err(|e| format!("cannot write the Python shim into {}: {e}", dir.display()))?;
+            let tmp = std::env::temp_dir();
+            let dir = tempfile::Builder::new()
+                .prefix("aigis-agent-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir_in(&tmp)
+                .map_err(|e| {
+                    format!(
+                        "cannot create a private directory for the Python shim in {}: {e}",
+                        tmp.display()
+                    )
+                })?;
+            write_files(dir.path()).map_err(|e| {
+                format!(
+                    "cannot write the Python shim into {}: {e}",
+                    dir.path().display()
+                )
+            })?;
             Ok(dir)
         })
         .as_ref()
-        .map(PathBuf::as_path)
+        .map(tempfile::TempDir::path)
         .map_err(Clone::clone)
 }
 
+/// Writes our files into `dir`, which this process has just created; a
+/// file already there (it cannot be) is an error, never overwritten.
 fn write_files(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
     for (name, text) in [
         ("loader.py", LOADER),
         ("shim.py", SHIM),
@@ -47,8 +66,7 @@ fn write_files(dir: &Path) -> std::io::Result<()> {
     ] {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(dir.join(name))?;
         f.write_all(text.as_bytes())?;
@@ -59,7 +77,7 @@ fn write_files(dir: &Path) -> std::io::Result<()> {
 /// Removes the shim directory (at agent exit).
 pub fn remove_shim_dir() {
     if let Some(Ok(dir)) = SHIM_DIR.get() {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(dir.path());
     }
 }
 

@@ -173,8 +173,9 @@ fn copy_local_is_copytree_and_never_overwrites() {
     fs::write(tmp.path().join("outside.txt"), "linked").unwrap();
     std::os::unix::fs::symlink(tmp.path().join("outside.txt"), src.join("link.txt")).unwrap();
 
-    let dest = tmp.path().join("ext/p");
-    assert_eq!(copy_local(&src, &dest).unwrap(), FetchOutcome::Copied);
+    // `link.txt` leads outside the source and outside the home: followed.
+    let dest = tmp.path().join("home/ext/p");
+    assert_eq!(copy_local("p", &src, &dest).unwrap(), FetchOutcome::Copied);
     assert_eq!(read(&dest.join("deep/er/f.txt")), "deep");
     let mode = fs::metadata(dest.join("run.sh"))
         .unwrap()
@@ -186,11 +187,95 @@ fn copy_local_is_copytree_and_never_overwrites() {
     assert_eq!(read(&dest.join("link.txt")), "linked");
 
     fs::write(src.join("deep/er/f.txt"), "changed").unwrap();
-    let out = copy_local(&src, &dest).unwrap();
+    let out = copy_local("p", &src, &dest).unwrap();
     assert!(matches!(out, FetchOutcome::Kept { .. }), "{out:?}");
     assert_eq!(read(&dest.join("deep/er/f.txt")), "deep");
 
     let missing = tmp.path().join("missing");
-    let err = copy_local(&missing, &tmp.path().join("ext/q")).unwrap_err();
+    let err = copy_local("q", &missing, &tmp.path().join("ext/q")).unwrap_err();
     assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn copy_local_refuses_links_into_the_home_and_follows_the_others() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    fs::create_dir_all(home.join("secrets/victim")).unwrap();
+    fs::write(home.join("secrets/victim/token"), "s3cret").unwrap();
+    fs::create_dir_all(home.join("ext")).unwrap();
+    fs::write(tmp.path().join("shared.txt"), "shared").unwrap();
+
+    // Inside the source, and outside the home: followed.
+    let src = tmp.path().join("src/ok");
+    fs::create_dir_all(src.join("data")).unwrap();
+    fs::write(src.join("data/real.txt"), "inner").unwrap();
+    symlink("data/real.txt", src.join("inner.txt")).unwrap();
+    symlink("data", src.join("datalink")).unwrap();
+    symlink(tmp.path().join("shared.txt"), src.join("shared.txt")).unwrap();
+    let dest = home.join("ext/ok");
+    assert_eq!(copy_local("ok", &src, &dest).unwrap(), FetchOutcome::Copied);
+    assert_eq!(read(&dest.join("inner.txt")), "inner");
+    assert_eq!(read(&dest.join("datalink/real.txt")), "inner");
+    assert_eq!(read(&dest.join("shared.txt")), "shared");
+
+    // Into the home, as a file, a directory or a chain of links: refused.
+    for (name, link) in [
+        ("file", home.join("secrets/victim/token")),
+        ("dir", home.join("secrets")),
+        ("chain", tmp.path().join("hop")),
+    ] {
+        let src = tmp.path().join("src").join(name);
+        fs::create_dir_all(src.join("sub")).unwrap();
+        symlink(&link, src.join("sub/leak")).unwrap();
+        let _ = symlink(home.join("secrets/victim"), tmp.path().join("hop"));
+        let dest = home.join("ext").join(name);
+        let err = copy_local(name, &src, &dest).unwrap_err().to_string();
+        assert!(err.contains(&format!("plugin `{name}`")), "{err}");
+        assert!(err.contains("sub/leak") && err.contains("home"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains("victim"), "{err}");
+        assert!(!dest.exists(), "{name}: a copy was made");
+    }
+    let left: Vec<_> = fs::read_dir(home.join("ext")).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "half-made copies were left: {left:?}");
+
+    // A source that holds the home would copy it: refused.
+    let err = copy_local("all", tmp.path(), &home.join("ext/all")).unwrap_err();
+    assert!(err.to_string().contains("contains AIGIS's home"), "{err}");
+}
+
+#[test]
+fn a_plugin_config_must_be_the_plugins_own_file() {
+    use aigis_agent::fetch::plugin_file;
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("private.txt"), "TOKEN=abc").unwrap();
+    let src = tmp.path().join("src/p");
+    fs::create_dir_all(src.join("AIGIS")).unwrap();
+    fs::create_dir_all(src.join("configs")).unwrap();
+    fs::write(src.join("configs/prod.config"), "PLUGIN_TYPE = 'core'\n").unwrap();
+    // A link inside the plugin is its own file.
+    symlink("../configs/prod.config", src.join("AIGIS/AIGIS.config")).unwrap();
+    assert!(plugin_file("p", &src, "AIGIS.config").is_ok());
+    // One that leads outside, even outside the home, is not.
+    symlink(tmp.path().join("private.txt"), src.join("AIGIS/AIGIS.core")).unwrap();
+    let err = plugin_file("p", &src, "AIGIS.core").unwrap_err();
+    assert!(
+        err.contains("plugin `p`") && err.contains("AIGIS.core"),
+        "{err}"
+    );
+    assert!(!err.contains("TOKEN") && !err.contains("private"), "{err}");
+    let err = copy_local("p", &src, &tmp.path().join("home/ext/p")).unwrap_err();
+    assert!(err.to_string().contains("AIGIS.core"), "{err}");
+    assert!(!tmp.path().join("home/ext/p").exists());
+    // Nor may AIGIS/ itself lead out.
+    let other = tmp.path().join("src/q");
+    fs::create_dir_all(&other).unwrap();
+    symlink(tmp.path(), other.join("AIGIS")).unwrap();
+    assert!(
+        plugin_file("q", &other, "AIGIS.config").is_ok(),
+        "missing is not refused here"
+    );
+    fs::write(tmp.path().join("AIGIS.config"), "x").unwrap();
+    assert!(plugin_file("q", &other, "AIGIS.config").is_err());
 }

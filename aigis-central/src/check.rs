@@ -8,7 +8,7 @@
 
 use crate::daemon::python_entry;
 use crate::home::Home;
-use aigis_agent::fetch::fetch_git;
+use aigis_agent::fetch::{fetch_git, plugin_file};
 use aigis_agent::install::{check_system_requirements, find_on_path};
 use aigis_agent::python::resolve_launch;
 use config::{Launch, PluginEntry, PluginSpec, Source};
@@ -148,9 +148,12 @@ fn check_plugin(
         Source::LocalDir(_) if files != root => files.join("AIGIS").join("AIGIS.config"),
         _ => root.join("AIGIS").join("AIGIS.config"),
     };
-    let read = std::fs::read(files.join("AIGIS").join("AIGIS.config"))
-        .map_err(|e| format!("cannot read {}: {e}", config_file.display()))
-        .and_then(|bytes| config::decode_utf8(&config_file, &bytes).map_err(|e| e.to_string()));
+    // Only the plugin's own config is read: a parse error quotes it.
+    let read = plugin_file(name, &files, "AIGIS.config").and_then(|path| {
+        std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", config_file.display()))
+            .and_then(|bytes| config::decode_utf8(&config_file, &bytes).map_err(|e| e.to_string()))
+    });
     let text = match read {
         Ok(t) => t,
         Err(e) => {
@@ -158,6 +161,9 @@ fn check_plugin(
             return None;
         }
     };
+    if let Err(e) = plugin_file(name, &files, "AIGIS.core") {
+        problems.push(e);
+    }
     let spec = match config::parse_plugin(entry, &root, &config_file, &text) {
         Ok(s) => s,
         Err(e) => {

@@ -4,7 +4,9 @@
 //!
 //! `<home>/run/aigis.sock`, a Unix socket with mode 0600 (only the daemon's
 //! user may steer it; no TCP port is ever opened). One request per
-//! connection: a JSON line in, a JSON line out. `<home>/run/aigis.lock`,
+//! connection: a JSON line in, a JSON line out. Connections are bounded in
+//! number, time and size (see [`serve`]), and nothing a client does ends
+//! the accept loop. `<home>/run/aigis.lock`,
 //! held with `flock` for the daemon's lifetime, makes a second `aigis run`
 //! on the same home fail instead of fighting over plugins.
 

@@ -238,16 +238,55 @@ async fn send_file(
     }
 }
 
-/// Every file under `root` with its hash, in path order. Links are
-/// followed (a plugin is copied as what it points to); `.git` is not part
-/// of what runs and stays behind.
+/// Every file under `root` (`<home>/ext/<name>`) with its hash, in path
+/// order. Links are followed (a plugin is sent as what it points to),
+/// except one that leads from the plugin into AIGIS's home (another
+/// plugin's secrets, say): that is refused, naming the link. `.git` is not
+/// part of what runs and stays behind.
 pub fn manifest(root: &Path) -> std::io::Result<Vec<(TreeFile, PathBuf)>> {
+    let real_root = std::fs::canonicalize(root)?;
+    let home = real_root
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    let fence = Fence {
+        root: real_root,
+        home,
+    };
     let mut out = Vec::new();
-    walk(root, "", &mut out)?;
+    walk(root, "", &fence, &mut out)?;
     Ok(out)
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(TreeFile, PathBuf)>) -> std::io::Result<()> {
+/// What a followed link may lead to.
+struct Fence {
+    root: PathBuf,
+    home: Option<PathBuf>,
+}
+
+impl Fence {
+    fn check(&self, path: &Path, rel: &str) -> std::io::Result<()> {
+        if !std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Ok(());
+        }
+        let real = std::fs::canonicalize(path)?;
+        let into_home = self.home.as_ref().is_some_and(|h| real.starts_with(h));
+        if into_home && !real.starts_with(&self.root) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("refused to send {rel}: it is a symlink into AIGIS's home"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    fence: &Fence,
+    out: &mut Vec<(TreeFile, PathBuf)>,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -261,9 +300,10 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(TreeFile, PathBuf)>) -> std::io
             format!("{prefix}/{name}")
         };
         let path = entry.path();
+        fence.check(&path, &rel)?;
         let meta = std::fs::metadata(&path)?;
         if meta.is_dir() {
-            walk(&path, &rel, out)?;
+            walk(&path, &rel, fence, out)?;
         } else {
             let sha256 = aigis_agent::tree::sha256_file(&path)?;
             out.push((
@@ -303,9 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_follows_no_link_into_the_home() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path();
+        std::fs::create_dir_all(home.join("secrets/victim")).unwrap();
+        std::fs::write(home.join("secrets/victim/token"), "s3cret").unwrap();
+        let root = home.join("ext/p");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("own.txt"), "own").unwrap();
+        std::os::unix::fs::symlink("own.txt", root.join("inner")).unwrap();
+        assert_eq!(manifest(&root).unwrap().len(), 2);
+        std::os::unix::fs::symlink(home.join("secrets/victim/token"), root.join("leak")).unwrap();
+        let err = manifest(&root).unwrap_err().to_string();
+        assert!(err.contains("refused to send leak"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains("victim"), "{err}");
+    }
+
+    #[test]
     fn a_manifest_lists_every_file_but_git_history() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
+        let root = &tmp.path().join("home/ext/p");
+        std::fs::create_dir_all(root).unwrap();
         std::fs::create_dir_all(root.join(".git/objects")).unwrap();
         std::fs::write(root.join(".git/HEAD"), "ref").unwrap();
         std::fs::create_dir_all(root.join("src")).unwrap();

@@ -31,11 +31,22 @@ impl Home {
         Ok(Home { root })
     }
 
-    /// Creates the directories central writes to.
+    /// Creates the directories central writes to. `log/` holds what
+    /// plugins print, so it is the daemon user's alone (0700), also when an
+    /// older AIGIS left it open.
     pub fn prepare(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for dir in [self.ext(), self.secrets(), self.log(), self.run()] {
-            std::fs::create_dir_all(&dir)
+            let private = dir == self.log();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(if private { 0o700 } else { 0o777 })
+                .create(&dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            if private {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", dir.display()))?;
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The central log: every line a plugin prints and everything central says
 //! about a plugin goes to the console (through `tracing`, with the plugin's
-//! name on the line) and to `<home>/log/<plugin>.log`.
+//! name on the line) and to `<home>/log/<plugin>.log` (mode 0600, and so
+//! are the rotated files; the directory is 0700, see `Home::prepare`).
 //!
 //! One task owns the files; producers send [`Record`]s over a bounded channel
 //! and wait when it is full, so a plugin printing fast slows down its own
@@ -41,9 +42,20 @@ struct LogFile {
 }
 
 impl LogFile {
+    /// Opens (or creates) a log file, mode 0600: it holds what the plugin
+    /// printed. A file an older AIGIS made 0644 is made 0600 too.
     fn open(path: PathBuf) -> std::io::Result<LogFile> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        let meta = file.metadata()?;
+        if meta.permissions().mode() & 0o777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        let size = meta.len();
         Ok(LogFile {
             path,
             out: BufWriter::new(file),

@@ -163,27 +163,16 @@ pub fn destination(file: &SecretFile) -> PathBuf {
 
 /// Writes one secret on this host, mode 0600, atomically (temp file + rename).
 ///
-/// Re-checks after creating the parent directories that the real path stays
-/// inside `root`, so a symlink in the plugin's tree cannot redirect it.
+/// The destination's missing directories are made one at a time, each
+/// step checked first: a symlink in the plugin's tree that leads out of
+/// `root` is refused before anything is created on its far side.
 /// Returns the path written.
 pub fn install(file: &SecretFile, root: &Path) -> io::Result<PathBuf> {
     let target = destination(file);
     let parent = target
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent directory", target.display())))?;
-    fs::create_dir_all(parent)?;
-    let real_parent = fs::canonicalize(parent)?;
-    let real_root = fs::canonicalize(root)?;
-    if !real_parent.starts_with(&real_root) {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} resolves outside the plugin root {}",
-                target.display(),
-                root.display()
-            ),
-        ));
-    }
+    let real_parent = dirs_inside(parent, root)?;
     let name = target
         .file_name()
         .ok_or_else(|| io::Error::other(format!("{} has no file name", target.display())))?;
@@ -201,6 +190,49 @@ pub fn install(file: &SecretFile, root: &Path) -> io::Result<PathBuf> {
     let final_path = real_parent.join(name);
     fs::rename(&tmp, &final_path)?;
     Ok(final_path)
+}
+
+/// Makes directory `dir` (and what is missing above it) inside `root`,
+/// never outside it: every existing step is resolved and checked before
+/// the next one is created. Returns `dir`'s real path.
+fn dirs_inside(dir: &Path, root: &Path) -> io::Result<PathBuf> {
+    let outside = || {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} resolves outside the plugin root {}",
+                dir.display(),
+                root.display()
+            ),
+        )
+    };
+    let real_root = fs::canonicalize(root)?;
+    let rel = normalize(dir)
+        .strip_prefix(normalize(root))
+        .map_err(|_| outside())?
+        .to_path_buf();
+    let mut real = real_root.clone();
+    for step in rel.components() {
+        let next = real.join(step);
+        real = match fs::symlink_metadata(&next) {
+            // Already there (a directory, or a link to be resolved): where
+            // does it really lead?
+            Ok(_) => fs::canonicalize(&next)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match fs::create_dir(&next) {
+                    Ok(()) => next,
+                    // Made meanwhile: resolve it like any existing step.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::canonicalize(&next)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if !real.starts_with(&real_root) {
+            return Err(outside());
+        }
+    }
+    Ok(real)
 }
 
 #[cfg(test)]
@@ -322,5 +354,34 @@ mod tests {
         let err = install(&files[0], &f.root).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
         assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn install_creates_nothing_outside_root_before_refusing() {
+        let f = fixture();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), f.root.join("escape")).unwrap();
+        let files = collect(
+            "web",
+            &f.dir,
+            &f.root,
+            &want(&[("a.secret", &f.root.join("escape/made/by/aigis/"))]),
+        )
+        .unwrap();
+        let err = install(&files[0], &f.root).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+        let made: Vec<_> = fs::read_dir(elsewhere.path()).unwrap().collect();
+        assert!(made.is_empty(), "created outside the root: {made:?}");
+        // Directories inside the root are still made as needed.
+        let files = collect(
+            "web",
+            &f.dir,
+            &f.root,
+            &want(&[("a.secret", &f.root.join("inside/deep/er/"))]),
+        )
+        .unwrap();
+        let written = install(&files[0], &f.root).unwrap();
+        assert!(written.ends_with("inside/deep/er/a.secret"), "{written:?}");
     }
 }

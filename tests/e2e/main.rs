@@ -4,6 +4,7 @@
 mod dialect;
 mod external;
 mod fairness;
+mod hardening;
 mod hostile;
 mod lifecycle;
 mod operate;

@@ -94,6 +94,16 @@ impl Daemon {
     }
 
     pub fn start_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Self::command(cwd, args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd)
+    }
+
+    /// The command [`Daemon::start`] runs, for a test that needs to change
+    /// it before it starts (resource limits, environment).
+    pub fn command(cwd: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("aigis"));
         cmd.args(args)
             .current_dir(cwd)
@@ -104,9 +114,11 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        cmd
+    }
+
+    /// Starts `cmd` (made by [`Daemon::command`]) and collects its output.
+    pub fn spawn(mut cmd: Command) -> Daemon {
         let mut child = cmd.spawn().expect("start aigis");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
@@ -204,4 +216,36 @@ pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
     }
     std::fs::write(&path, contents).expect("write file");
     path
+}
+
+/// Runs `aigis ARGS...` in `cwd` to completion, for at most `limit` (then
+/// it is killed and `None` returned); returns (success, stdout + stderr).
+pub fn aigis_within(cwd: &Path, args: &[&str], limit: Duration) -> Option<(bool, String)> {
+    let mut child = Command::new(bin("aigis"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("AIGIS_HOME")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run aigis");
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().expect("collect aigis output");
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
 }

@@ -16,6 +16,7 @@ use super::state::State;
 use super::{lock, Daemon, Placement};
 use crate::core::core_file;
 use crate::deploy;
+use aigis_agent::fetch::plugin_file;
 use config::{CoreAccess, Launch, PluginEntry, PluginKind, PluginSpec, PythonLaunch, Source};
 use proto::{Backoff, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, Request};
 use std::path::Path;
@@ -157,8 +158,8 @@ impl Daemon {
         let name = &entry.name;
         self.registry.set(name, State::Fetching).await;
         let root = self.home.ext().join(name);
-        let (source, dest) = (entry.source.clone(), root.clone());
-        let outcome = tokio::task::spawn_blocking(move || fetch(&source, &dest))
+        let (source, dest, plugin) = (entry.source.clone(), root.clone(), name.clone());
+        let outcome = tokio::task::spawn_blocking(move || fetch(&plugin, &source, &dest))
             .await
             .map_err(|e| LoadError::Fetch(format!("fetch task failed: {e}")))?
             .map_err(LoadError::Fetch)?;
@@ -170,7 +171,8 @@ impl Daemon {
                 .warn(name, format!("not updated: {w}; loading what is on disk"))
                 .await;
         }
-        let config_file = root.join("AIGIS").join("AIGIS.config");
+        // Only the plugin's own file: a parse error quotes it.
+        let config_file = plugin_file(name, &root, "AIGIS.config").map_err(LoadError::Config)?;
         let text = read_config(name, &config_file).map_err(LoadError::Config)?;
         let spec = config::parse_plugin(entry, &root, &config_file, &text)
             .map_err(|e| LoadError::Config(e.to_string()))?;
@@ -324,7 +326,10 @@ impl Daemon {
                 )))
             }
             (_, None) => return Ok(()),
-            (_, Some(file)) => {
+            (_, Some(_)) => {
+                // Imported by Python, whose errors quote it: it must be the plugin's own.
+                let file =
+                    plugin_file(name, &resolved.root, "AIGIS.core").map_err(LoadError::Config)?;
                 if self.tasks.is_cancelled() {
                     return Err(LoadError::Core("aigis is stopping".into()));
                 }
@@ -476,11 +481,11 @@ impl Daemon {
 
 /// Fetches `source` into `dest` here; the outcome for the log, and a
 /// warning when what is on disk was kept.
-fn fetch(source: &Source, dest: &Path) -> Result<(String, Option<String>), String> {
+fn fetch(plugin: &str, source: &Source, dest: &Path) -> Result<(String, Option<String>), String> {
     use aigis_agent::fetch::{copy_local, fetch_git, FetchOutcome};
     let outcome = match source {
         Source::Git { url, reference } => fetch_git(url, reference.as_deref(), dest),
-        Source::LocalDir(src) => copy_local(src, dest),
+        Source::LocalDir(src) => copy_local(plugin, src, dest),
     }
     .map_err(|e| e.to_string())?;
     Ok(match outcome {
