@@ -24,10 +24,20 @@ use tokio::net::UnixStream;
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Status,
-    Logs { plugin: String },
-    Stop { plugin: String },
-    Start { plugin: String },
-    Reload { plugin: String },
+    Logs {
+        plugin: String,
+    },
+    Stop {
+        plugin: String,
+    },
+    Start {
+        plugin: String,
+    },
+    Reload {
+        plugin: String,
+    },
+    /// Read the central config again and apply the difference.
+    Reread,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

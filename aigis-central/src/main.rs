@@ -79,9 +79,11 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
     },
-    /// Re-fetch a plugin, re-read its config and restart it.
+    /// Re-fetch a plugin, re-read its config and restart it; without a
+    /// name, read the central config again and apply the difference (as
+    /// SIGHUP does).
     Reload {
-        name: String,
+        name: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -181,7 +183,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             lines,
         } => client::logs(&home(&target)?, &name, lines, follow).await?,
         Command::Reload { name, target } => {
-            client::act(&home(&target)?, Request::Reload { plugin: name }).await?
+            let request = match name {
+                Some(plugin) => Request::Reload { plugin },
+                None => Request::Reread,
+            };
+            client::act(&home(&target)?, request).await?
         }
         Command::Stop { name, target } => {
             client::act(&home(&target)?, Request::Stop { plugin: name }).await?

@@ -11,3 +11,5 @@ mod operate;
 mod proxy;
 mod python;
 mod remote;
+mod reread;
+mod verbs;

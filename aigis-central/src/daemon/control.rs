@@ -203,6 +203,12 @@ async fn handle(request: Request, daemon: &Arc<Daemon>) -> Response {
                 ..Response::default()
             }
         }
+        Request::Reread => {
+            return match daemon.reread().await {
+                Ok(done) => crate::control::done(done),
+                Err(e) => failure(e),
+            }
+        }
         Request::Logs { plugin } => (plugin, Verb::Logs),
         Request::Stop { plugin } => (plugin, Verb::Stop),
         Request::Start { plugin } => (plugin, Verb::Start),

@@ -69,23 +69,60 @@ struct Resolved {
     spec: PluginSpec,
 }
 
+/// A plugin fetched, placed and installed: ready for its turn to start.
+struct Prepared {
+    resolved: Resolved,
+    placement: Placement,
+    spec: PluginSpec,
+}
+
+/// Plugins fetched and installed at the same time at start-up.
+const PREPARE_AT_ONCE: usize = 4;
+
 /// How long an agent may take for each step.
 const INSTALL_LIMIT: Duration = Duration::from_secs(30 * 60);
 const START_LIMIT: Duration = Duration::from_secs(60);
 const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 impl Daemon {
-    /// Loads every configured plugin in order; runs once, at start-up.
+    /// Loads every configured plugin; runs once, at start-up. Fetching and
+    /// installing run [`PREPARE_AT_ONCE`] at a time, so a slow requirements
+    /// step holds up no one; core plugins still join the core in config
+    /// order, and each plugin starts in config order as soon as its turn
+    /// and its install are both done. Every plugin is claimed from the
+    /// start, so a verb on one that waits for its turn says so instead of
+    /// loading it twice.
     pub(super) async fn load_all(self: Arc<Self>) {
-        for entry in &self.entries {
+        let gate = Arc::new(tokio::sync::Semaphore::new(PREPARE_AT_ONCE));
+        let mut queue = Vec::new();
+        for entry in &self.entries() {
             // An operator's `aigis start` may have been quicker.
             if self.registry.state(&entry.name) != Some(State::Pending) {
                 continue;
             }
-            if let Some(claim) = self.claim(&entry.name) {
-                self.load(entry).await;
-                drop(claim);
-            }
+            let Some(claim) = self.claim(&entry.name) else {
+                continue;
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (daemon, gate, job) = (self.clone(), gate.clone(), entry.clone());
+            self.tasks.spawn_cancellable(async move {
+                let Ok(_turn) = gate.acquire_owned().await else {
+                    return;
+                };
+                let _ = tx.send(daemon.prepare(&job).await);
+            });
+            queue.push((entry.clone(), claim, rx));
+        }
+        for (entry, claim, prepared) in queue {
+            let Ok(prepared) = prepared.await else {
+                return; // shutting down
+            };
+            let result = match prepared {
+                Ok(p) => self.start_plugin(&p.placement, &p.resolved, &p.spec).await,
+                Err(e) => Err(e),
+            };
+            self.settle(&entry, result).await;
+            drop(claim);
         }
         self.summarize().await;
     }
@@ -126,31 +163,45 @@ impl Daemon {
     /// Fetches, configures, installs and starts one plugin; a failure marks
     /// it failed (and queues a retry for an unreachable host). The caller
     /// holds its claim.
-    async fn load(self: &Arc<Self>, entry: &PluginEntry) {
+    pub(super) async fn load(self: &Arc<Self>, entry: &PluginEntry) {
         if self.tasks.is_cancelled() {
             return;
         }
-        if let Err(e) = self.try_load(entry).await {
-            let retry = e.retry();
-            self.registry
-                .set(
-                    &entry.name,
-                    State::Failed {
-                        reason: e.to_string(),
-                    },
-                )
-                .await;
-            if retry {
-                lock(&self.retries).push(entry.name.clone());
-            }
-        }
+        let result = match self.prepare(entry).await {
+            Ok(p) => self.start_plugin(&p.placement, &p.resolved, &p.spec).await,
+            Err(e) => Err(e),
+        };
+        self.settle(entry, result).await;
     }
 
-    async fn try_load(self: &Arc<Self>, entry: &PluginEntry) -> Result<(), LoadError> {
+    /// Steps 1 to 3: everything before the plugin's turn to start.
+    async fn prepare(&self, entry: &PluginEntry) -> Result<Prepared, LoadError> {
         let resolved = self.resolve(entry).await?;
         let (placement, spec) = self.place(entry, &resolved).await?;
         self.install(&placement, &spec).await?;
-        self.start_plugin(&placement, &resolved, &spec).await
+        Ok(Prepared {
+            resolved,
+            placement,
+            spec,
+        })
+    }
+
+    /// A load's end: a failure marks the plugin failed, and an unreachable
+    /// host is tried again later.
+    async fn settle(&self, entry: &PluginEntry, result: Result<(), LoadError>) {
+        let Err(e) = result else { return };
+        let retry = e.retry();
+        self.registry
+            .set(
+                &entry.name,
+                State::Failed {
+                    reason: e.to_string(),
+                },
+            )
+            .await;
+        if retry {
+            lock(&self.retries).push(entry.name.clone());
+        }
     }
 
     /// Step 1: fetch into `<home>/ext/<name>` and read the config once.
@@ -364,7 +415,7 @@ impl Daemon {
 
     /// Stops the plugin's process, or for a core plugin runs its `cleanup()`
     /// and removes its skills. Other plugins are untouched.
-    async fn stop_plugin(&self, name: &str) {
+    pub(super) async fn stop_plugin(&self, name: &str) {
         let _ = self
             .link_of(name)
             .request(
@@ -403,8 +454,7 @@ impl Daemon {
     pub(super) async fn start(self: &Arc<Self>, name: &str) -> Result<State, String> {
         let entry = self
             .entry(name)
-            .ok_or_else(|| format!("no plugin named `{name}`"))?
-            .clone();
+            .ok_or_else(|| format!("no plugin named `{name}`"))?;
         let _claim = self.claim_for(name, "start")?;
         let state = self.registry.state(name).unwrap_or(State::Pending);
         if !state.is_down() {
@@ -423,8 +473,7 @@ impl Daemon {
     pub(super) async fn reload(self: &Arc<Self>, name: &str) -> Result<State, String> {
         let entry = self
             .entry(name)
-            .ok_or_else(|| format!("no plugin named `{name}`"))?
-            .clone();
+            .ok_or_else(|| format!("no plugin named `{name}`"))?;
         let _claim = self.claim_for(name, "reload")?;
         self.log.info(name, "reloading").await;
         self.stop_plugin(name).await;
@@ -467,8 +516,7 @@ impl Daemon {
                 if !matches!(self.registry.state(&name), Some(State::Failed { .. })) {
                     continue;
                 }
-                let (Some(entry), Some(claim)) = (self.entry(&name).cloned(), self.claim(&name))
-                else {
+                let (Some(entry), Some(claim)) = (self.entry(&name), self.claim(&name)) else {
                     continue;
                 };
                 self.log.info(&name, "trying its host again").await;

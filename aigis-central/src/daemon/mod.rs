@@ -11,11 +11,14 @@
 //! - `dispatch.rs`: what agents report, checked and routed (logs, states,
 //!   calls to the core, reloads).
 //! - `control.rs`: the control socket's requests.
+//! - `reread.rs`: SIGHUP and `aigis reload` without a name: the config
+//!   read again and the difference applied.
 
 mod control;
 mod dispatch;
 mod hosts;
 mod load;
+mod reread;
 pub mod state;
 
 pub use load::python_entry;
@@ -55,7 +58,10 @@ pub struct Placement {
 /// What the daemon owns; shared by its tasks.
 pub struct Daemon {
     pub home: Home,
-    pub entries: Vec<PluginEntry>,
+    /// The central config file, read again on SIGHUP.
+    config_path: PathBuf,
+    /// The plugins of the config as last read, in load order.
+    entries: std::sync::RwLock<Vec<PluginEntry>>,
     pub registry: Registry,
     log: LogSink,
     /// The embedded interpreter, or why it is not available.
@@ -88,6 +94,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     home.prepare()?;
     let _lock = crate::control::lock_home(&home)?;
+    // From now on SIGHUP re-reads the config instead of ending the daemon.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tracing::info!(
         "aigis {} starting: config {}, home {}, {} plugin(s)",
         env!("CARGO_PKG_VERSION"),
@@ -116,7 +124,8 @@ pub async fn run(
     let local = Arc::new(AgentLink::spawn_local(&agent_binary, inbox_tx.clone(), &tasks).await?);
     let daemon = Arc::new(Daemon {
         registry: Registry::new(log.clone(), &config.plugins),
-        entries: config.plugins.clone(),
+        entries: std::sync::RwLock::new(config.plugins.clone()),
+        config_path: config.path.clone(),
         may_reload: config.aigis.may_reload.clone(),
         wiring: Wiring {
             settings: RemoteSettings {
@@ -150,6 +159,7 @@ pub async fn run(
     let listener = control::bind(&daemon.home)?;
     tasks.spawn_cancellable(control::serve(listener, daemon.clone()));
     tasks.spawn_cancellable(daemon.clone().load_all());
+    tasks.spawn_cancellable(daemon.clone().reread_on_sighup(hup));
 
     let signal = shutdown.await;
     tracing::info!("{signal} received: stopping every plugin");
@@ -189,8 +199,15 @@ pub async fn run(
 }
 
 impl Daemon {
-    fn entry(&self, name: &str) -> Option<&PluginEntry> {
-        self.entries.iter().find(|e| e.name == name)
+    fn entry(&self, name: &str) -> Option<PluginEntry> {
+        self.entries().into_iter().find(|e| e.name == name)
+    }
+
+    fn entries(&self) -> Vec<PluginEntry> {
+        self.entries
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     fn python(&self) -> Result<&PythonCore, String> {

@@ -86,22 +86,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(log: LogSink, entries: &[PluginEntry]) -> Registry {
-        let rows = entries
-            .iter()
-            .map(|e| Row {
-                name: e.name.clone(),
-                kind: e.section,
-                host: "local".into(),
-                state: State::Pending,
-                pid: None,
-                restarts_left: None,
-                since: Instant::now(),
-            })
-            .collect();
-        Registry {
-            rows: Arc::new(Mutex::new(rows)),
+        let registry = Registry {
+            rows: Arc::default(),
             log,
-        }
+        };
+        registry.sync(entries);
+        registry
     }
 
     pub fn snapshot(&self) -> Vec<PluginStatus> {
@@ -117,6 +107,29 @@ impl Registry {
                     in_state_s: r.since.elapsed().as_secs(),
                 })
                 .collect()
+        })
+    }
+
+    /// Rows for exactly `entries`, in their order: a kept plugin keeps its
+    /// state, a new one is `pending`, a removed one is gone.
+    pub fn sync(&self, entries: &[PluginEntry]) {
+        self.with_rows(|rows| {
+            let mut old = std::mem::take(rows);
+            for e in entries {
+                let row = match old.iter().position(|r| r.name == e.name) {
+                    Some(i) => old.remove(i),
+                    None => Row {
+                        name: e.name.clone(),
+                        kind: e.section,
+                        host: "local".into(),
+                        state: State::Pending,
+                        pid: None,
+                        restarts_left: None,
+                        since: Instant::now(),
+                    },
+                };
+                rows.push(row);
+            }
         })
     }
 

@@ -1,0 +1,100 @@
+//! SIGHUP (and `aigis reload` without a name) reads the central config
+//! again and applies the difference: new plugins start, removed ones stop,
+//! changed ones restart, untouched ones keep running.
+
+use aigis_e2e::plugins::{external_config, shell_plugin};
+use aigis_e2e::process::{alive, bin, read_pid, wait_until, Daemon};
+use std::process::Command;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[test]
+fn sighup_applies_the_difference_and_keeps_the_rest_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let looping = |word: &str| format!("while true; do echo {word}; sleep 0.2; done\n");
+    for (dir, word) in [
+        ("keep", "keep-says"),
+        ("gone", "gone-says"),
+        ("moved", "moved-old"),
+        ("moved2", "moved-new"),
+        ("new", "new-says"),
+    ] {
+        shell_plugin(&base.join("src").join(dir), &looping(word));
+    }
+    let entry = |n: &str, d: &str| (n.to_string(), format!("src/{d}"));
+    external_config(
+        base,
+        &[
+            entry("keep", "keep"),
+            entry("gone", "gone"),
+            entry("moved", "moved"),
+        ],
+    );
+    let mut daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("moved-old", PATIENCE);
+    daemon.expect_output("gone-says", PATIENCE);
+    let pid = |name: &str| read_pid(&home.join("ext").join(name).join("pid.txt")).unwrap();
+    let (keep, gone) = (pid("keep"), pid("gone"));
+
+    external_config(
+        base,
+        &[
+            entry("new", "new"),
+            entry("keep", "keep"),
+            entry("moved", "moved2"),
+        ],
+    );
+    daemon.signal(libc::SIGHUP);
+    daemon.expect_output(
+        "config read again: 1 added, 1 removed, 1 changed, 1 unchanged",
+        PATIENCE,
+    );
+    daemon.expect_output("new-says", PATIENCE);
+    assert!(
+        wait_until(PATIENCE, || !alive(gone)),
+        "a removed plugin still runs"
+    );
+    assert!(alive(keep), "an untouched plugin was restarted");
+    assert_eq!(pid("keep"), keep);
+    // `moved` now runs its new source; its old copy is kept aside.
+    assert!(wait_until(PATIENCE, || std::fs::read_to_string(
+        home.join("log/moved.log")
+    )
+    .unwrap_or_default()
+    .contains("moved-new")));
+    assert!(home.join("ext/moved.old").is_dir());
+    let out = Command::new(bin("aigis"))
+        .args(["status", "--home", home_s])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let names: Vec<&str> = status
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["new", "keep", "moved"], "{status}");
+
+    // `aigis reload` without a name does the same; nothing changed now.
+    let out = Command::new(bin("aigis"))
+        .args(["reload", "--home", home_s])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("0 added, 0 removed, 0 changed, 3 unchanged"),
+        "{said}"
+    );
+    assert!(alive(keep));
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    assert!(daemon.output().contains("aigis stopped"));
+}

@@ -1,0 +1,99 @@
+//! The operator's verbs against a daemon that is still loading: plugins are
+//! fetched and installed side by side and start in config order; a verb on
+//! a plugin that waits for its turn says so instead of loading it twice;
+//! a verb that fails exits non-zero.
+
+use aigis_e2e::plugins::{external_config, plugin};
+use aigis_e2e::process::{bin, wait_until, Daemon};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn aigis(base: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("aigis"))
+        .args(args)
+        .current_dir(base)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// An external plugin whose requirements step takes `install_s` seconds.
+fn slow_to_install(dir: &Path, word: &str, install_s: u32) {
+    plugin(
+        dir,
+        &format!(
+            "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['sh', 'run.sh']\n\
+             REQUIREMENTS_COMMAND = 'sleep {install_s}'\n"
+        ),
+        &[(
+            "run.sh",
+            &format!("echo $$ >> pids.txt\necho {word}-up\nwhile true; do sleep 0.2; done\n"),
+        )],
+    );
+}
+
+#[test]
+fn loading_runs_side_by_side_and_verbs_on_waiting_plugins_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    slow_to_install(&base.join("src/slow"), "slow", 5);
+    let mut plugins = vec![("slow".to_string(), "src/slow".to_string())];
+    for i in 1..=3 {
+        let name = format!("quick{i}");
+        slow_to_install(&base.join("src").join(&name), &name, 2);
+        plugins.push((name.clone(), format!("src/{name}")));
+    }
+    plugin(
+        &base.join("src/broken"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['./no-such-program']\n",
+        &[],
+    );
+    plugins.push(("broken".into(), "src/broken".into()));
+    external_config(base, &plugins);
+
+    let start = Instant::now();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    // While `slow` installs, quick1 waits for its turn: a start says why.
+    assert!(wait_until(PATIENCE, || daemon
+        .output()
+        .contains("[quick1] installing")));
+    let (ok, out) = aigis(base, &["start", "quick1", "--home", home_s]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("another operation on it is under way"),
+        "{out}"
+    );
+
+    daemon.expect_output("quick3-up", PATIENCE);
+    let took = start.elapsed();
+    // One after the other that is 5 + 3 × 2 s of installing; side by side, 5.
+    assert!(took < Duration::from_secs(9), "loading took {took:?}");
+    let out = daemon.output();
+    let order: Vec<usize> = ["slow-up", "quick1-up", "quick2-up", "quick3-up"]
+        .iter()
+        .map(|w| out.find(w).unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "not in config order: {out}"
+    );
+    // quick1 was started once.
+    let pids = std::fs::read_to_string(home.join("ext/quick1/pids.txt")).unwrap();
+    assert_eq!(pids.lines().count(), 1, "{pids}");
+
+    // A failing verb exits non-zero and says why.
+    daemon.expect_output("[broken] failed", PATIENCE);
+    let (ok, out) = aigis(base, &["reload", "broken", "--home", home_s]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("broken failed"), "{out}");
+    let (ok, out) = aigis(base, &["start", "broken", "--home", home_s]);
+    assert!(!ok, "{out}");
+}
