@@ -172,10 +172,12 @@ impl AgentLink {
                             let replies = replies.clone();
                             let core = control.core.clone();
                             tokio::spawn(async move {
+                                let id = call_id(&payload);
                                 let payload = match core {
                                     Some(core) => core.serve_call(payload).await,
-                                    None => no_core_reply(&payload),
+                                    None => no_core_reply(id),
                                 };
+                                let payload = fit_reply(&plugin, id, payload);
                                 let _ = replies
                                     .send(ToAgent::ControlReply { plugin, payload })
                                     .await;
@@ -307,14 +309,52 @@ fn session_id() -> u64 {
     })
 }
 
-/// The answer to a proxy call when central has no Python core.
-fn no_core_reply(call: &[u8]) -> Vec<u8> {
+/// The id of an AigisProxy call frame (`b"C" + id + pickle`).
+pub fn call_id(call: &[u8]) -> [u8; 8] {
+    call.get(1..9)
+        .and_then(|id| id.try_into().ok())
+        .unwrap_or([0; 8])
+}
+
+/// An error reply to the call `id`, raised in the plugin as `exc_type`
+/// (see `python/proxy.py`).
+pub fn error_reply(id: [u8; 8], exc_type: &str, message: &str) -> Vec<u8> {
     let mut out = b"R".to_vec();
-    out.extend_from_slice(call.get(1..9).unwrap_or(&[0; 8]));
+    out.extend_from_slice(&id);
     out.push(1);
-    let body = serde_json::json!({"type": "RuntimeError", "message": "the AIGIS core is not running in central", "traceback": ""});
+    let body = serde_json::json!({
+        "type": exc_type,
+        "builtin": exc_type,
+        "message": message,
+        "args": [message],
+        "traceback": "",
+    });
     out.extend_from_slice(body.to_string().as_bytes());
     out
+}
+
+/// The answer to a proxy call when central has no Python core.
+fn no_core_reply(id: [u8; 8]) -> Vec<u8> {
+    error_reply(
+        id,
+        "RuntimeError",
+        "the AIGIS core is not running in central",
+    )
+}
+
+/// A reply the agent can take: one too big for a frame would end the
+/// whole link (every plugin of that agent), so it becomes an error for
+/// this call alone. `proxy.serve` already keeps results under the limit.
+fn fit_reply(plugin: &str, id: [u8; 8], reply: Vec<u8>) -> Vec<u8> {
+    let limit = proto::control_limit(plugin);
+    if reply.len() <= limit {
+        return reply;
+    }
+    let message = format!(
+        "the reply is {} bytes; at most {limit} may cross back to the plugin",
+        reply.len()
+    );
+    error_reply(id, "ValueError", &message)
 }
 
 /// Answers one control message of a plugin's shim (JSON, see
@@ -340,4 +380,48 @@ fn answer_control(payload: &[u8], control: &mpsc::Sender<Control>) -> Vec<u8> {
         }
     };
     answer.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_too_big_for_a_frame_becomes_an_error_for_its_call() {
+        let id = 7u64.to_be_bytes();
+        let small = b"R\0\0\0\0\0\0\0\x07\0ok".to_vec();
+        assert_eq!(fit_reply("p", id, small.clone()), small);
+        let fits = vec![b'R'; proto::MAX_CONTROL];
+        assert_eq!(fit_reply("p", id, fits.clone()), fits);
+
+        let reply = fit_reply("p", id, vec![b'R'; proto::MAX_CONTROL + 1]);
+        assert_eq!(&reply[..10], b"R\0\0\0\0\0\0\0\x07\x01");
+        let info: serde_json::Value = serde_json::from_slice(&reply[10..]).unwrap();
+        assert_eq!(info["type"], "ValueError");
+        assert_eq!(
+            info["message"],
+            format!(
+                "the reply is {} bytes; at most {} may cross back to the plugin",
+                proto::MAX_CONTROL + 1,
+                proto::MAX_CONTROL
+            )
+        );
+        // What is sent always fits in one frame.
+        let long_name = "p".repeat(100_000);
+        let reply = fit_reply(&long_name, id, fits);
+        let msg = proto::ToAgent::ControlReply {
+            plugin: long_name,
+            payload: reply,
+        };
+        assert!(proto::encode_frame(&msg).is_ok());
+    }
+
+    #[test]
+    fn call_ids_are_read_from_the_frame() {
+        assert_eq!(
+            call_id(b"C\0\0\0\0\0\0\x01\x02rest"),
+            [0, 0, 0, 0, 0, 0, 1, 2]
+        );
+        assert_eq!(call_id(b"C\x01"), [0; 8]);
+    }
 }
