@@ -43,6 +43,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 PROTOCOL = 4
 
+#: The largest frame between a shim and its agent: a call or a reply, with
+#: its kind and id. It is what fits in one ``Event::Control`` frame from the
+#: agent to central (``proto::MAX_CONTROL``: the 8 MiB ``MAX_FRAME`` less
+#: 64 KiB for the envelope; a Rust test keeps the two equal). A call or a
+#: result over it fails alone with a ValueError; the link goes on.
+MAX_PAYLOAD = 8 * 1024 * 1024 - 64 * 1024
+#: The largest pickle of a call (``b"C"`` and the id come first).
+MAX_CALL = MAX_PAYLOAD - 9
+#: The largest pickle of a result (``b"R"``, the id and the status first).
+MAX_RESULT = MAX_PAYLOAD - 10
+
 #: (module, name) pairs a pickle from a plugin may reference.
 ALLOWED = frozenset({
     ("builtins", "complex"), ("builtins", "bytearray"), ("builtins", "set"),
@@ -738,7 +749,22 @@ def _error(call_id: int, exc_type: str, message: str, tb: str,
     except (TypeError, ValueError):
         info.pop("args", None)
         body = json.dumps(info)
+    if len(body) > MAX_RESULT:
+        # A reply must fit in one frame: cut what can be long. JSON writes a
+        # character in at most 12 bytes, so the cut texts fit.
+        info.pop("args", None)
+        for key in ("message", "traceback"):
+            text = info[key]
+            if len(text) > _ERROR_TEXT:
+                info[key] = text[:_ERROR_TEXT] + "\n... (%d characters cut)" % (
+                    len(text) - _ERROR_TEXT)
+        body = json.dumps(info)
     return _head(b"R", call_id) + b"\x01" + body.encode()
+
+
+#: Characters of an error's message or traceback kept when its reply would
+#: not fit otherwise.
+_ERROR_TEXT = 64 * 1024
 
 
 def _builtin_base(exc: BaseException) -> str:
@@ -785,6 +811,10 @@ def serve(core: Any, payload: bytes) -> bytes:
     except Exception as e:  # noqa: BLE001
         return _error(call_id, "PicklingError",
                       "the result of aigis.%s cannot be pickled: %s" % (path, e), "")
+    if len(body) > MAX_RESULT:
+        message = ("the result of aigis.%s is %d bytes pickled; at most %d may cross back to "
+                   "the plugin" % (path, len(body), MAX_RESULT))
+        return _error(call_id, "ValueError", message, "", ValueError(message))
     return _head(b"R", call_id) + b"\x00" + body
 
 
@@ -864,7 +894,7 @@ class Link:
             self._waiting[call_id] = slot
         try:
             self._send(frame)
-        except OSError:
+        except BaseException:
             with self._lock:
                 self._waiting.pop(call_id, None)
             raise
@@ -888,9 +918,12 @@ class Link:
             slot[0].set()
 
     def call(self, path: str, args: tuple, kwargs: dict) -> Any:
+        body = pickle.dumps((path, args, kwargs), protocol=PROTOCOL)
+        if len(body) > MAX_CALL:
+            raise ValueError("the call's arguments are %d bytes pickled; at most %d may cross "
+                             "to central" % (len(body), MAX_CALL))
         call_id = self.next_id()
-        frame = _head(b"C", call_id) + pickle.dumps((path, args, kwargs), protocol=PROTOCOL)
-        reply = self.request(call_id, frame)
+        reply = self.request(call_id, _head(b"C", call_id) + body)
         if reply[9:10] == b"\x00":
             return pickle.loads(reply[10:])
         info = json.loads(reply[10:].decode("utf-8", "replace"))

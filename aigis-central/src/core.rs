@@ -265,3 +265,29 @@ pub fn core_file(root: &Path) -> Option<PathBuf> {
     let path = root.join("AIGIS").join("AIGIS.core");
     path.is_file().then_some(path)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `MAX_PAYLOAD = a * b * ... - c * d ...` in `python/proxy.py`.
+    fn python_constant(source: &str, name: &str) -> usize {
+        let line = source
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} is not in proxy.py"));
+        let mut terms = line.split(" - ").map(|term| {
+            term.split(" * ")
+                .map(|f| f.trim().parse::<usize>().expect("a plain number"))
+                .product::<usize>()
+        });
+        let first = terms.next().unwrap();
+        terms.fold(first, |acc, t| acc - t)
+    }
+
+    #[test]
+    fn the_shim_and_the_agent_agree_on_the_control_limit() {
+        assert_eq!(
+            python_constant(super::PROXY, "MAX_PAYLOAD"),
+            proto::MAX_CONTROL
+        );
+    }
+}
