@@ -132,7 +132,8 @@ class HostilePicklesTest(unittest.TestCase):
         # Refused before the allocation: nothing near the size asked for.
         self.assertGreaterEqual(out["peak"], 0, summary)
         self.assertLess(out["peak"], 4 * MiB, summary)
-        self.assertLess(out["seconds"], 5, summary)
+        # No CPU burnt either (tracemalloc slows the scan about 20 times).
+        self.assertLess(out["seconds"], 10, summary)
 
     def test_bytearray_of_a_gigabyte(self):
         self.assert_refused("bytearray", "bytearray", "1073741824")
