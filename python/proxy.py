@@ -17,23 +17,42 @@ nothing in between reads it. Frames (after the transport's length prefix):
 
 Central never trusts what a LAN host sends: ``RestrictedUnpickler`` only
 builds builtin value types and a few standard ones (``ALLOWED``), so a
-crafted pickle cannot run code in the central process, and a path reaches
-only what a core plugin exposes (``Core.resolve`` in ``loader.py``).
+crafted pickle cannot run code in the central process; ``scan`` and the
+checked constructors refuse, before allocating, a pickle that would make
+central build more than a small multiple of its size (see ``Budget``); and
+a path reaches only what a core plugin exposes (``Core.resolve`` in
+``loader.py``).
 """
 
 from __future__ import annotations
 
 import builtins
+import decimal
+import fractions
 import io
 import json
 import pickle
+import pickletools
+import re
 import struct
+import sys
 import threading
 import traceback
 import types
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 PROTOCOL = 4
+
+#: The largest frame between a shim and its agent: a call or a reply, with
+#: its kind and id. It is what fits in one ``Event::Control`` frame from the
+#: agent to central (``proto::MAX_CONTROL``: the 8 MiB ``MAX_FRAME`` less
+#: 64 KiB for the envelope; a Rust test keeps the two equal). A call or a
+#: result over it fails alone with a ValueError; the link goes on.
+MAX_PAYLOAD = 8 * 1024 * 1024 - 64 * 1024
+#: The largest pickle of a call (``b"C"`` and the id come first).
+MAX_CALL = MAX_PAYLOAD - 9
+#: The largest pickle of a result (``b"R"``, the id and the status first).
+MAX_RESULT = MAX_PAYLOAD - 10
 
 #: (module, name) pairs a pickle from a plugin may reference.
 ALLOWED = frozenset({
@@ -45,21 +64,670 @@ ALLOWED = frozenset({
     ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
 })
 
+# -- what an unpickled call may cost central ---------------------------------
+#
+# A pickle is a program: a few bytes can ask the unpickler for gigabytes
+# (``bytearray(2**30)``, ``frozenset(range(3 * 10**7))``, a memo index of
+# 2**26, a BINBYTES8 that claims 4 GiB) or minutes of CPU
+# (``Fraction("1e300000000")``). Central refuses such a call before
+# allocating anything for it, in two steps:
+#
+# - ``scan`` reads the opcodes first (cheap, nothing is built): it refuses
+#   what plugins never send (protocol-0 text opcodes, extensions, persistent
+#   ids, out-of-band buffers, a protocol above 5), lengths that run past the
+#   end, more than MAX_OPCODES opcodes, MARKs nested deeper than MAX_MARKS,
+#   memo indexes far past what was stored, integers over MAX_LONG_BYTES, a
+#   global that is not allowed or that is changed (BUILD, APPEND, ...) rather
+#   than called, and calls of the allowed classes whose arguments it can see
+#   and that would be too big. It adds up an estimate of the bytes each
+#   opcode makes the unpickler allocate.
+# - ``RestrictedUnpickler.find_class`` hands out, for the classes whose
+#   construction can cost more than a constant (``_CONSTRUCTORS``), callables
+#   that check their real arguments and charge their cost before building.
+#
+# Both draw on one ``Budget`` per call: BUILD_FLOOR + BUILD_FACTOR times the
+# pickle's length. Plain data costs 4-20 times its pickled size (lists of
+# small dicts about 25); a list of many tiny containers (empty sets, deques)
+# up to about 130 times, so tens of thousands of those are refused. The
+# estimate is an upper bound of what the C unpickler allocates (tested). A
+# range is lazy and may be of any length; expanding it (``set(range(...))``)
+# is charged.
+
+#: Bytes any call may build, whatever its size.
+BUILD_FLOOR = 4 * 1024 * 1024
+#: Bytes a call may build per byte of its pickle, beyond BUILD_FLOOR.
+BUILD_FACTOR = 32
+#: Opcodes in one call's pickle.
+MAX_OPCODES = 2000000
+#: MARKs open at once (nesting of tuples and batched lists, dicts, sets);
+#: the pickler itself stops near 1,000 levels (the recursion limit).
+MAX_MARKS = 1000
+#: How far past the number of values stored so far a memo index may reach
+#: (the C unpickler sizes its memo table by the largest index).
+MAX_MEMO = 100000
+#: Bytes of one integer (LONG1/LONG4): 32,768 bits.
+MAX_LONG_BYTES = 4096
+#: Decimal exponent of a string or Decimal that Fraction() turns into an
+#: exact ratio (it computes 10**exponent).
+MAX_EXPONENT = 10000
+#: Characters of a string Fraction() parses (int() of it is quadratic).
+MAX_FRACTION_TEXT = 20000
+
+
+def _refused(why: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError("refused to unpickle the call: " + why)
+
+
+def _refused_global(module: str, name: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(
+        "refused to unpickle %s.%s: only builtin value types and a few standard "
+        "ones (datetime, decimal, fractions, uuid, collections) may cross to central"
+        % (module, name))
+
+
+class Budget:
+    """The bytes one call may make central allocate while it is unpickled."""
+
+    __slots__ = ("size", "limit", "spent")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.limit = BUILD_FLOOR + BUILD_FACTOR * size
+        self.spent = 0
+
+    def over(self, what: str, cost: int) -> pickle.UnpicklingError:
+        return _refused(
+            "%s would build more than it may: about %d bytes with what came before, "
+            "and a call of %d bytes pickled may build at most %d (%d MiB + %d x its size)"
+            % (what, cost, self.size, self.limit, BUILD_FLOOR // (1024 * 1024), BUILD_FACTOR))
+
+    def charge(self, cost: int, what: str) -> None:
+        if self.spent + cost > self.limit:
+            raise self.over(what, self.spent + cost)
+        self.spent += cost
+
+
+def _show(name: str, args: tuple) -> str:
+    """A call as a message shows it: ``bytearray(1073741824)``."""
+    shown = []
+    for arg in args:
+        if isinstance(arg, int) and arg.bit_length() > 64:
+            shown.append("<int of %d bits>" % arg.bit_length())
+        elif isinstance(arg, (int, float, range, type(None))) or (
+                isinstance(arg, str) and len(arg) <= 40):
+            shown.append(repr(arg))
+        else:
+            try:
+                shown.append("<%s of length %d>" % (type(arg).__name__, len(arg)))
+            except (TypeError, OverflowError):
+                shown.append("<%s>" % type(arg).__name__)
+    return "%s(%s)" % (name, ", ".join(shown))
+
+
+def _length(value: Any, what: str) -> int:
+    try:
+        return len(value)
+    except OverflowError:
+        raise _refused("%s of a range longer than any list could be" % what) from None
+    except TypeError:
+        raise _refused("%s takes only a sized value here, not %s"
+                       % (what, type(value).__name__)) from None
+
+
+def _per_item(iterable: Any) -> int:
+    """Bytes of each new object iterating ``iterable`` makes."""
+    if isinstance(iterable, range):
+        return 32
+    if isinstance(iterable, str):
+        return 80
+    return 0
+
+
+def _cost_bytearray(args: tuple) -> int:
+    if not args:
+        return 64
+    source = args[0]
+    if isinstance(source, str):
+        if len(args) != 2 or str(args[1]).lower().replace("_", "-") not in (
+                "latin-1", "latin1", "iso-8859-1", "ascii", "utf-8", "utf8"):
+            raise _refused("bytearray(str, ...) only with latin-1, ascii or utf-8")
+        return 64 + 4 * len(source)
+    if isinstance(source, int):
+        return 64 + max(source, 0)
+    return 64 + _length(source, "bytearray()") * (1 + _per_item(source))
+
+
+def _cost_set(args: tuple) -> int:
+    if not args:
+        return 240
+    return 240 + _length(args[0], "set()") * (64 + _per_item(args[0]))
+
+
+def _cost_deque(args: tuple) -> int:
+    if not args:
+        return 640
+    return 640 + _length(args[0], "deque()") * (16 + _per_item(args[0]))
+
+
+def _cost_ordered_dict(args: tuple) -> int:
+    if not args:
+        return 240
+    return 240 + _length(args[0], "OrderedDict()") * 128
+
+
+def _cost_complex(args: tuple) -> int:
+    for arg in args:
+        if not isinstance(arg, (int, float, complex, str, decimal.Decimal, fractions.Fraction)):
+            raise _refused("complex() of %s" % type(arg).__name__)
+    return 64
+
+
+def _cost_decimal(args: tuple) -> int:
+    value = args[0] if args else 0
+    if isinstance(value, str):
+        return 128 + len(value)
+    if isinstance(value, (tuple, list)) and len(value) == 3 and isinstance(value[1], (tuple, list)):
+        return 128 + len(value[1])
+    if isinstance(value, int):
+        return 128 + value.bit_length() // 3
+    return 128
+
+
+_EXPONENT = re.compile(r"[eE]\s*([-+]?[0-9_]+)")
+
+
+def _cost_fraction(args: tuple) -> int:
+    cost = 256
+    for arg in args:
+        if isinstance(arg, (int, float, fractions.Fraction)):
+            continue
+        if isinstance(arg, str):
+            if len(arg) > MAX_FRACTION_TEXT:
+                raise _refused("Fraction() of a string of %d characters (at most %d)"
+                               % (len(arg), MAX_FRACTION_TEXT))
+            match = _EXPONENT.search(arg)
+            digits = match.group(1).replace("_", "") if match else "0"
+            if len(digits.lstrip("+-").lstrip("0")) > 9:
+                raise _refused("Fraction() of a number with a %d-digit exponent" % len(digits))
+            exponent = int(digits)
+            cost += 2 * len(arg)
+        elif isinstance(arg, decimal.Decimal):
+            exponent = arg.as_tuple().exponent if arg.is_finite() else 0
+            cost += len(arg.as_tuple().digits)
+        else:
+            raise _refused("Fraction() of %s" % type(arg).__name__)
+        if not isinstance(exponent, int) or abs(exponent) > MAX_EXPONENT:
+            raise _refused("Fraction() of a number with the decimal exponent %s (at most %d "
+                           "either way: the exact value would need 10**exponent)"
+                           % (exponent, MAX_EXPONENT))
+        cost += abs(exponent) // 2
+    return cost
+
+
+#: The allowed classes whose construction can cost more than a constant:
+#: how to tell the cost of a call from its arguments, before building.
+_CONSTRUCTORS: Dict[Tuple[str, str], Callable[[tuple], int]] = {
+    ("builtins", "bytearray"): _cost_bytearray,
+    ("builtins", "set"): _cost_set,
+    ("builtins", "frozenset"): _cost_set,
+    ("builtins", "complex"): _cost_complex,
+    ("collections", "deque"): _cost_deque,
+    ("collections", "OrderedDict"): _cost_ordered_dict,
+    ("decimal", "Decimal"): _cost_decimal,
+    ("fractions", "Fraction"): _cost_fraction,
+}
+
+
+class _Checked:
+    """An allowed class as the unpickler sees it: calling it checks and
+    charges the arguments first. Not a class, so NEWOBJ cannot bypass the
+    check; no ``__dict__``, so BUILD cannot change it."""
+
+    __slots__ = ("_cls", "_cost", "_budget", "_name")
+
+    def __init__(self, cls: type, cost: Callable[[tuple], int], budget: Budget,
+                 name: str) -> None:
+        self._cls = cls
+        self._cost = cost
+        self._budget = budget
+        self._name = name
+
+    def __call__(self, *args: Any) -> Any:
+        self._budget.charge(self._cost(args), _show(self._name, args))
+        return self._cls(*args)
+
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Refuses every global that is not on the allow-list."""
+    """Builds only allow-listed globals, through ``_Checked`` where
+    building can cost more than a constant. Use ``restricted_loads``: it
+    scans the pickle first."""
+
+    def __init__(self, file: Any, budget: Budget) -> None:
+        super().__init__(file)
+        self._budget = budget
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            "refused to unpickle %s.%s: only builtin value types and a few standard "
-            "ones (datetime, decimal, fractions, uuid, collections) may cross to central"
-            % (module, name))
+        if (module, name) not in ALLOWED:
+            raise _refused_global(module, name)
+        cls = super().find_class(module, name)
+        cost = _CONSTRUCTORS.get((module, name))
+        if cost is None:
+            return cls
+        return _Checked(cls, cost, self._budget, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _refused("persistent ids are not used")
 
 
-def _restricted_loads(data: bytes) -> Any:
-    return RestrictedUnpickler(io.BytesIO(data)).load()
+def restricted_loads(data: bytes, budget: Optional[Budget] = None) -> Any:
+    """Unpickles a call from a plugin, or raises UnpicklingError before
+    allocating more than ``budget`` (by default: what a call of this size may)."""
+    if budget is None:
+        budget = Budget(len(data))
+    scan(data, budget)
+    return RestrictedUnpickler(io.BytesIO(data), budget).load()
+
+
+class _Sym:
+    """What the scan knows of a stack item that is not a plain value."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+class _Global:
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+
+_ANY = _Sym("a value")
+_UNSET = _Sym("nothing")
+_MARK = _Sym("a mark")
+_ODICT = _Sym("an OrderedDict")
+_DEQUE = _Sym("a deque")
+#: Stack items the scan knows exactly: a tuple of them is known too, and
+#: allowed constructors called with known arguments are checked at once.
+_KNOWN = frozenset({int, bool, float, str, range, tuple, type(None)})
+
+#: Opcodes plugins never send, by code, with the reason.
+_REFUSED_OPS = {
+    b"I"[0]: "protocol-0 text", b"L"[0]: "protocol-0 text", b"F"[0]: "protocol-0 text",
+    b"S"[0]: "protocol-0 text", b"V"[0]: "protocol-0 text", b"g"[0]: "protocol-0 text",
+    b"p"[0]: "protocol-0 text", b"T"[0]: "Python 2 string", b"U"[0]: "Python 2 string",
+    b"i"[0]: "protocol-0 instance", b"o"[0]: "protocol-0 instance",
+    b"P"[0]: "persistent id", b"Q"[0]: "persistent id",
+    0x82: "copyreg extension", 0x83: "copyreg extension", 0x84: "copyreg extension",
+    0x97: "out-of-band buffer", 0x98: "out-of-band buffer",
+}
+
+
+def _op_name(code: int) -> str:
+    op = pickletools.code2op.get(chr(code))
+    return op.name if op is not None else "0x%02x" % code
+
+
+def scan(data: bytes, budget: Budget) -> None:
+    """Checks a pickle's opcodes without building anything (see the comment
+    above ``BUILD_FLOOR``); charges ``budget`` with what loading it costs."""
+    n = len(data)
+    unpack = struct.unpack_from
+    stack: list = []
+    marks: List[int] = []
+    memo: list = []         # facts by index; _UNSET where nothing was stored
+    stored = 0              # values stored in the memo (its next MEMOIZE index)
+    limit = budget.limit - budget.spent
+    # The C unpickler copies each frame it reads.
+    cost = n
+    pos = 0
+    ops = 0
+
+    def short(size: int, what: str) -> pickle.UnpicklingError:
+        return _refused("%s at byte %d claims %d bytes, but only %d follow (truncated or "
+                        "hostile)" % (what, pos, size, n - pos))
+
+    def pop_mark() -> list:
+        if not marks:
+            raise _refused("%s at byte %d without a MARK" % (_op_name(code), pos))
+        at = marks.pop()
+        items = stack[at:]
+        del stack[at:]
+        return items
+
+    def need(k: int) -> None:
+        if len(stack) - (marks[-1] if marks else 0) < k:
+            raise _refused("%s at byte %d needs %d item(s) on the stack"
+                           % (_op_name(code), pos, k))
+
+    def changeable(target: Any) -> None:
+        if isinstance(target, _Global):
+            raise _refused("%s at byte %d would change %s.%s; globals may only be called"
+                           % (_op_name(code), pos, target.module, target.name))
+
+    def memo_put(index: int) -> None:
+        nonlocal stored, cost
+        if index >= len(memo):
+            if index > stored + MAX_MEMO:
+                raise _refused("memo index %d at byte %d, with %d values stored (at most %d "
+                               "past that)" % (index, pos, stored, MAX_MEMO))
+            # The C unpickler's table: 8 bytes an index, doubled when it grows.
+            cost += 16 * (index + 1 - len(memo))
+            memo.extend([_UNSET] * (index + 1 - len(memo)))
+        if memo[index] is _UNSET:
+            stored += 1
+        memo[index] = stack[-1]
+
+    def memo_get(index: int) -> None:
+        fact = memo[index] if index < len(memo) else _UNSET
+        if fact is _UNSET:
+            raise _refused("memo index %d at byte %d was never stored" % (index, pos))
+        stack.append(fact)
+
+    def text(start: int, size: int) -> Any:
+        """A short string's value (a global's name, a constructor's argument)."""
+        if size > 64:
+            return _ANY
+        try:
+            return data[start:start + size].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise _refused("a string at byte %d is not UTF-8" % start) from None
+
+    def str_cost(start: int, size: int) -> int:
+        chunk = data[start:start + size]
+        if chunk.isascii():
+            return 64 + size
+        try:
+            return 24 + sys.getsizeof(chunk.decode("utf-8", "surrogatepass"))
+        except UnicodeDecodeError:
+            raise _refused("a string at byte %d is not UTF-8" % start) from None
+
+    def call(callee: Any, args: Any) -> Any:
+        """REDUCE: the result's fact; checks known arguments of allowed classes."""
+        if not isinstance(callee, _Global):
+            raise _refused("REDUCE at byte %d calls %s, not an allowed class"
+                           % (pos, callee.what if isinstance(callee, _Sym) else "a value"))
+        key = (callee.module, callee.name)
+        check = _CONSTRUCTORS.get(key)
+        if check is not None and type(args) is tuple:
+            extra = check(args)
+            if cost + extra > limit:
+                raise budget.over("%s at byte %d" % (_show(callee.name, args), pos),
+                                  budget.spent + cost + extra)
+        if key == ("builtins", "range") and type(args) is tuple:
+            try:
+                return range(*args)
+            except (TypeError, ValueError, OverflowError):
+                return _ANY
+        if key == ("collections", "OrderedDict"):
+            return _ODICT
+        if key == ("collections", "deque"):
+            return _DEQUE
+        return _ANY
+
+    code = 0
+    while True:
+        if pos >= n:
+            raise _refused("the pickle ends without STOP (truncated)")
+        code = data[pos]
+        pos += 1
+        ops += 1
+        if ops > MAX_OPCODES:
+            raise _refused("more than %d opcodes" % MAX_OPCODES)
+        if cost > limit:
+            raise budget.over("the pickle up to byte %d" % pos, budget.spent + cost)
+
+        if code == 0x4b:                                    # BININT1
+            if pos + 1 > n:
+                raise short(1, "BININT1")
+            stack.append(data[pos])
+            pos += 1
+            cost += 8
+        elif code == 0x94:                                  # MEMOIZE
+            need(1)
+            memo_put(stored)
+        elif code == 0x8c or code == 0x58 or code == 0x8d:  # (SHORT_)BINUNICODE(8)
+            width = 1 if code == 0x8c else 4 if code == 0x58 else 8
+            if pos + width > n:
+                raise short(width, _op_name(code))
+            size = data[pos] if width == 1 else unpack("<I" if width == 4 else "<Q", data,
+                                                       pos)[0]
+            pos += width
+            if size > n - pos:
+                raise short(size, _op_name(code))
+            stack.append(text(pos, size))
+            cost += str_cost(pos, size)
+            pos += size
+        elif code == 0x68 or code == 0x6a:                  # BINGET, LONG_BINGET
+            if code == 0x68:
+                if pos + 1 > n:
+                    raise short(1, "BINGET")
+                index = data[pos]
+                pos += 1
+            else:
+                if pos + 4 > n:
+                    raise short(4, "LONG_BINGET")
+                index = unpack("<I", data, pos)[0]
+                pos += 4
+            memo_get(index)
+            cost += 8
+        elif code == 0x71 or code == 0x72:                  # BINPUT, LONG_BINPUT
+            if code == 0x71:
+                if pos + 1 > n:
+                    raise short(1, "BINPUT")
+                index = data[pos]
+                pos += 1
+            else:
+                if pos + 4 > n:
+                    raise short(4, "LONG_BINPUT")
+                index = unpack("<I", data, pos)[0]
+                pos += 4
+            need(1)
+            memo_put(index)
+        elif code == 0x28:                                  # MARK
+            marks.append(len(stack))
+            if len(marks) > MAX_MARKS:
+                raise _refused("MARKs nested more than %d deep" % MAX_MARKS)
+            cost += 16
+        elif code == 0x65:                                  # APPENDS
+            items = pop_mark()
+            need(1)
+            changeable(stack[-1])
+            cost += 16 * len(items)
+        elif code == 0x61:                                  # APPEND
+            need(2)
+            stack.pop()
+            changeable(stack[-1])
+            cost += 16
+        elif code == 0x75:                                  # SETITEMS
+            items = pop_mark()
+            need(1)
+            changeable(stack[-1])
+            cost += (128 if stack[-1] is _ODICT else 64) * (len(items) // 2 + 1)
+        elif code == 0x73:                                  # SETITEM
+            need(3)
+            del stack[-2:]
+            changeable(stack[-1])
+            cost += 128 if stack[-1] is _ODICT else 64
+        elif code == 0x90:                                  # ADDITEMS
+            items = pop_mark()
+            need(1)
+            changeable(stack[-1])
+            cost += 64 * len(items)
+        elif code in (0x4a, 0x4d):                          # BININT, BININT2
+            width = 4 if code == 0x4a else 2
+            if pos + width > n:
+                raise short(width, _op_name(code))
+            value = unpack("<i" if width == 4 else "<H", data, pos)[0]
+            pos += width
+            stack.append(value)
+            cost += 8 if -5 <= value <= 256 else 40
+        elif code == 0x8a or code == 0x8b:                  # LONG1, LONG4
+            width = 1 if code == 0x8a else 4
+            if pos + width > n:
+                raise short(width, _op_name(code))
+            size = data[pos] if width == 1 else unpack("<i", data, pos)[0]
+            pos += width
+            if size < 0 or size > MAX_LONG_BYTES:
+                raise _refused("%s at byte %d of %d bytes (at most %d)"
+                               % (_op_name(code), pos, size, MAX_LONG_BYTES))
+            if size > n - pos:
+                raise short(size, _op_name(code))
+            stack.append(int.from_bytes(data[pos:pos + size], "little", signed=True))
+            pos += size
+            cost += 40 + size
+        elif code == 0x47:                                  # BINFLOAT
+            if pos + 8 > n:
+                raise short(8, "BINFLOAT")
+            stack.append(unpack(">d", data, pos)[0])
+            pos += 8
+            cost += 32
+        elif code == 0x43 or code == 0x42 or code == 0x8e or code == 0x96:
+            # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
+            width = 1 if code == 0x43 else 4 if code == 0x42 else 8
+            if pos + width > n:
+                raise short(width, _op_name(code))
+            size = data[pos] if width == 1 else unpack("<I" if width == 4 else "<Q", data,
+                                                       pos)[0]
+            pos += width
+            if size > n - pos:
+                raise short(size, _op_name(code))
+            pos += size
+            stack.append(_ANY)
+            cost += 80 + size
+        elif code == 0x85 or code == 0x86 or code == 0x87:  # TUPLE1, TUPLE2, TUPLE3
+            k = code - 0x84
+            need(k)
+            items = stack[-k:]
+            del stack[-k:]
+            stack.append(tuple(items) if all(type(i) in _KNOWN for i in items) else _ANY)
+            cost += 64 + 8 * k
+        elif code == 0x74:                                  # TUPLE
+            items = pop_mark()
+            stack.append(tuple(items) if all(type(i) in _KNOWN for i in items) else _ANY)
+            cost += 64 + 8 * len(items)
+        elif code == 0x29:                                  # EMPTY_TUPLE
+            stack.append(())
+            cost += 8
+        elif code == 0x5d:                                  # EMPTY_LIST
+            stack.append(_ANY)
+            cost += 80
+        elif code == 0x7d:                                  # EMPTY_DICT
+            stack.append(_ANY)
+            cost += 88
+        elif code == 0x8f:                                  # EMPTY_SET
+            stack.append(_ANY)
+            cost += 240
+        elif code == 0x6c:                                  # LIST
+            items = pop_mark()
+            stack.append(_ANY)
+            cost += 80 + 16 * len(items)
+        elif code == 0x64:                                  # DICT
+            items = pop_mark()
+            stack.append(_ANY)
+            cost += 88 + 64 * (len(items) // 2 + 1)
+        elif code == 0x91:                                  # FROZENSET
+            items = pop_mark()
+            stack.append(_ANY)
+            cost += 240 + 64 * len(items)
+        elif code == 0x4e:                                  # NONE
+            stack.append(None)
+            cost += 8
+        elif code == 0x88 or code == 0x89:                  # NEWTRUE, NEWFALSE
+            stack.append(code == 0x88)
+            cost += 8
+        elif code == 0x93:                                  # STACK_GLOBAL
+            need(2)
+            module, name = stack[-2], stack[-1]
+            del stack[-2:]
+            if type(module) is not str or type(name) is not str:
+                raise _refused("STACK_GLOBAL at byte %d without a short module and name" % pos)
+            if (module, name) not in ALLOWED:
+                raise _refused_global(module, name)
+            stack.append(_Global(module, name))
+            cost += 8
+        elif code == 0x63:                                  # GLOBAL
+            end = data.find(b"\n", pos)
+            end2 = data.find(b"\n", end + 1) if end >= 0 else -1
+            if end2 < 0:
+                raise _refused("GLOBAL at byte %d (truncated)" % pos)
+            try:
+                module = data[pos:end].decode("utf-8")
+                name = data[end + 1:end2].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _refused("GLOBAL at byte %d is not UTF-8" % pos) from None
+            pos = end2 + 1
+            if (module, name) not in ALLOWED:
+                raise _refused_global(module, name)
+            stack.append(_Global(module, name))
+            cost += 8
+        elif code == 0x52:                                  # REDUCE
+            need(2)
+            callee, args = stack[-2], stack[-1]
+            del stack[-2:]
+            stack.append(call(callee, args))
+            cost += 128
+        elif code == 0x81 or code == 0x92:                  # NEWOBJ, NEWOBJ_EX
+            k = 2 if code == 0x81 else 3
+            need(k)
+            cls = stack[-k]
+            del stack[-k:]
+            if not isinstance(cls, _Global):
+                raise _refused("%s at byte %d of something that is not an allowed class"
+                               % (_op_name(code), pos))
+            if (cls.module, cls.name) in _CONSTRUCTORS:
+                raise _refused("%s at byte %d of %s.%s, which may only be called (REDUCE)"
+                               % (_op_name(code), pos, cls.module, cls.name))
+            stack.append(_ANY)
+            cost += 128
+        elif code == 0x62:                                  # BUILD
+            need(2)
+            stack.pop()
+            changeable(stack[-1])
+        elif code == 0x30:                                  # POP
+            if marks and marks[-1] == len(stack):
+                marks.pop()
+            else:
+                need(1)
+                stack.pop()
+        elif code == 0x31:                                  # POP_MARK
+            pop_mark()
+        elif code == 0x32:                                  # DUP
+            need(1)
+            stack.append(stack[-1])
+            cost += 8
+        elif code == 0x80:                                  # PROTO
+            if pos + 1 > n:
+                raise short(1, "PROTO")
+            if data[pos] > pickle.HIGHEST_PROTOCOL or data[pos] > 5:
+                raise _refused("pickle protocol %d (central reads 5 and older)" % data[pos])
+            pos += 1
+        elif code == 0x95:                                  # FRAME
+            if pos + 8 > n:
+                raise short(8, "FRAME")
+            size = unpack("<Q", data, pos)[0]
+            pos += 8
+            if size > n - pos:
+                raise short(size, "FRAME")
+        elif code == 0x2e:                                  # STOP
+            if len(stack) - (marks[-1] if marks else 0) < 1:
+                raise _refused("STOP at byte %d with nothing to return" % pos)
+            if pos != n:
+                raise _refused("%d bytes of data after the end of the pickle" % (n - pos))
+            break
+        elif code in _REFUSED_OPS:
+            raise _refused("opcode %s at byte %d (%s) is not accepted: plugins send "
+                           "pickle.dumps' protocol %d" % (_op_name(code), pos - 1,
+                                                          _REFUSED_OPS[code], PROTOCOL))
+        else:
+            raise _refused("%s at byte %d is not a pickle opcode central reads"
+                           % (_op_name(code), pos - 1))
+    if cost > limit:
+        raise budget.over("the pickle", budget.spent + cost)
+    budget.spent += cost
 
 
 def _head(kind: bytes, call_id: int) -> bytes:
@@ -81,7 +749,22 @@ def _error(call_id: int, exc_type: str, message: str, tb: str,
     except (TypeError, ValueError):
         info.pop("args", None)
         body = json.dumps(info)
+    if len(body) > MAX_RESULT:
+        # A reply must fit in one frame: cut what can be long. JSON writes a
+        # character in at most 12 bytes, so the cut texts fit.
+        info.pop("args", None)
+        for key in ("message", "traceback"):
+            text = info[key]
+            if len(text) > _ERROR_TEXT:
+                info[key] = text[:_ERROR_TEXT] + "\n... (%d characters cut)" % (
+                    len(text) - _ERROR_TEXT)
+        body = json.dumps(info)
     return _head(b"R", call_id) + b"\x01" + body.encode()
+
+
+#: Characters of an error's message or traceback kept when its reply would
+#: not fit otherwise.
+_ERROR_TEXT = 64 * 1024
 
 
 def _builtin_base(exc: BaseException) -> str:
@@ -108,7 +791,7 @@ def serve(core: Any, payload: bytes) -> bytes:
         return _error(0, "ValueError", "not a call frame", "")
     call_id = struct.unpack(">Q", payload[1:9])[0]
     try:
-        path, args, kwargs = _restricted_loads(payload[9:])
+        path, args, kwargs = restricted_loads(payload[9:])
         if not isinstance(path, str) or not isinstance(args, tuple) or not isinstance(kwargs, dict):
             raise TypeError("a call is (path, args, kwargs)")
     except Exception as e:  # noqa: BLE001 - the caller gets the reason
@@ -128,6 +811,10 @@ def serve(core: Any, payload: bytes) -> bytes:
     except Exception as e:  # noqa: BLE001
         return _error(call_id, "PicklingError",
                       "the result of aigis.%s cannot be pickled: %s" % (path, e), "")
+    if len(body) > MAX_RESULT:
+        message = ("the result of aigis.%s is %d bytes pickled; at most %d may cross back to "
+                   "the plugin" % (path, len(body), MAX_RESULT))
+        return _error(call_id, "ValueError", message, "", ValueError(message))
     return _head(b"R", call_id) + b"\x00" + body
 
 
@@ -207,7 +894,7 @@ class Link:
             self._waiting[call_id] = slot
         try:
             self._send(frame)
-        except OSError:
+        except BaseException:
             with self._lock:
                 self._waiting.pop(call_id, None)
             raise
@@ -231,9 +918,12 @@ class Link:
             slot[0].set()
 
     def call(self, path: str, args: tuple, kwargs: dict) -> Any:
+        body = pickle.dumps((path, args, kwargs), protocol=PROTOCOL)
+        if len(body) > MAX_CALL:
+            raise ValueError("the call's arguments are %d bytes pickled; at most %d may cross "
+                             "to central" % (len(body), MAX_CALL))
         call_id = self.next_id()
-        frame = _head(b"C", call_id) + pickle.dumps((path, args, kwargs), protocol=PROTOCOL)
-        reply = self.request(call_id, frame)
+        reply = self.request(call_id, _head(b"C", call_id) + body)
         if reply[9:10] == b"\x00":
             return pickle.loads(reply[10:])
         info = json.loads(reply[10:].decode("utf-8", "replace"))

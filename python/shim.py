@@ -20,8 +20,8 @@ these environment variables:
   4-byte big-endian length and a payload: a UTF-8 JSON object for control
   calls such as ``aigis.AIGISReload`` (``{"id", "op", "plugin"}`` out,
   ``{"id", "ok", "result"|"error"}`` back), or a proxy call/reply frame
-  (see ``proxy.py``). One reader thread hands each reply to its caller, so
-  many threads may call at once.
+  (see ``proxy.py``), at most ``proxy.MAX_PAYLOAD`` bytes. One reader
+  thread hands each reply to its caller, so many threads may call at once.
 
 Log records and anything printed go to stdout/stderr, which the agent relays
 line by line to the central log. Exit codes: 0 launch returned, 1 launch
@@ -94,6 +94,11 @@ class ControlLink:
         threading.Thread(target=self._read, name="aigis-control", daemon=True).start()
 
     def _send(self, frame: bytes) -> None:
+        # The agent skips a longer frame; proxy calls check their size first
+        # and say what was too big.
+        if len(frame) > proxy.MAX_PAYLOAD:
+            raise ValueError("a control message of %d bytes; at most %d may cross to central"
+                             % (len(frame), proxy.MAX_PAYLOAD))
         with self._write:
             self._sock.sendall(struct.pack(">I", len(frame)) + frame)
 

@@ -31,6 +31,31 @@ pub fn from_shim(payload: Vec<u8>) -> Result<Call, String> {
     }
 }
 
+/// An AigisProxy error reply to call `id` (8 bytes, big-endian), raised in
+/// the plugin as `exc_type`: the one place this frame is built in Rust
+/// (`python/proxy.py` builds the same in Python).
+pub fn error_reply(id: &[u8], exc_type: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "type": exc_type,
+        "builtin": exc_type,
+        "message": message,
+        "args": [message],
+        "traceback": "",
+    });
+    let mut out = b"R".to_vec();
+    out.extend_from_slice(id.get(..8).unwrap_or(&[0; 8]));
+    out.push(1);
+    out.extend_from_slice(body.to_string().as_bytes());
+    out
+}
+
+/// The id of an AigisProxy call frame (`b"C" + id + pickle`).
+pub fn call_id(call: &[u8]) -> [u8; 8] {
+    call.get(1..9)
+        .and_then(|id| id.try_into().ok())
+        .unwrap_or([0; 8])
+}
+
 /// Central's answer as the shim reads it.
 pub fn to_shim(answer: Answer) -> Vec<u8> {
     match answer {

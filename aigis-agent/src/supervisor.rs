@@ -27,9 +27,6 @@ use tokio::task::JoinHandle;
 /// Where central's answers to each plugin's control messages go.
 pub type Controls = Arc<Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>>;
 
-/// The largest control message a shim may send.
-const MAX_CONTROL: usize = 1024 * 1024;
-
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
@@ -266,14 +263,24 @@ fn spawn(
 }
 
 fn warn_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, e: std::io::Error) {
+    note_plugin(plugin, events, format!("the control socket failed: {e}"));
+}
+
+/// A line of the agent's own in the plugin's stderr.
+fn note_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, line: String) {
     let _ = events.try_send(FromAgent::Event(Event::Output {
         plugin: plugin.to_string(),
         stream: OutputStream::Stderr,
-        lines: vec![format!("aigis-agent: the control socket failed: {e}")],
+        lines: vec![format!("aigis-agent: {line}")],
     }));
 }
 
 /// Passes the shim's control messages to central and central's answers back.
+///
+/// A message over [`proto::control_limit`] (the shim refuses to send one;
+/// this is for a shim that does not) is read and dropped in bounded chunks,
+/// never held whole, and an AigisProxy call among them is answered with an
+/// error: it fails alone, the link goes on.
 fn relay_control(
     sock: std::os::unix::net::UnixStream,
     plugin: &str,
@@ -285,7 +292,7 @@ fn relay_control(
     let (mut rd, mut wr) = sock.into_split();
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
     if let Ok(mut map) = controls.lock() {
-        map.insert(plugin.to_string(), reply_tx);
+        map.insert(plugin.to_string(), reply_tx.clone());
     }
     let writer = tokio::spawn(async move {
         while let Some(payload) = reply_rx.recv().await {
@@ -295,6 +302,7 @@ fn relay_control(
             }
         }
     });
+    let limit = proto::control_limit(plugin);
     let plugin = plugin.to_string();
     let events = events.clone();
     Ok(tokio::spawn(async move {
@@ -304,8 +312,34 @@ fn relay_control(
                 break;
             }
             let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_CONTROL {
-                break;
+            if len > limit {
+                let mut head = [0u8; 9];
+                let head_len = len.min(head.len());
+                if rd.read_exact(&mut head[..head_len]).await.is_err() {
+                    break;
+                }
+                let rest = (len - head_len) as u64;
+                let mut frame_rest = (&mut rd).take(rest);
+                let skipped = tokio::io::copy(&mut frame_rest, &mut tokio::io::sink()).await;
+                if !matches!(skipped, Ok(n) if n == rest) {
+                    break;
+                }
+                if head_len == head.len() && head[0] == b'C' {
+                    let reply = too_big_call(&head[1..9], len, limit);
+                    if reply_tx.send(reply).await.is_err() {
+                        break;
+                    }
+                } else {
+                    note_plugin(
+                        &plugin,
+                        &events,
+                        format!(
+                            "skipped a control message of {len} bytes from the plugin: \
+                             at most {limit} may cross to central"
+                        ),
+                    );
+                }
+                continue;
             }
             let mut payload = vec![0u8; len];
             if rd.read_exact(&mut payload).await.is_err() {
@@ -328,6 +362,17 @@ fn relay_control(
         }
         writer.abort();
     }))
+}
+
+/// The error reply to an AigisProxy call frame of `len` bytes, over `limit`
+/// (see `python/proxy.py`: the shim raises the same error before sending).
+fn too_big_call(id: &[u8], len: usize, limit: usize) -> Vec<u8> {
+    let message = format!(
+        "the call's arguments are {} bytes pickled; at most {} may cross to central",
+        len.saturating_sub(9),
+        limit.saturating_sub(9)
+    );
+    crate::calls::error_reply(id, "ValueError", &message)
 }
 
 async fn drain(readers: Vec<JoinHandle<()>>) {
@@ -362,5 +407,108 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
             _ => "exited".to_string(),
         },
         Err(e) => format!("could not be waited for: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn read_frame(sock: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        sock.read_exact(&mut payload).unwrap();
+        payload
+    }
+
+    /// A frame over the limit is skipped and answered; the link goes on.
+    #[tokio::test]
+    async fn an_oversized_control_frame_fails_alone() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (events_tx, mut events) = mpsc::channel(16);
+        let controls = Controls::default();
+        let task = relay_control(ours, "big", &events_tx, &controls).unwrap();
+
+        let shim = std::thread::spawn(move || {
+            let mut call = b"C".to_vec();
+            call.extend_from_slice(&42u64.to_be_bytes());
+            call.resize(9 * 1024 * 1024, 0x55);
+            theirs.write_all(&frame(&call)).unwrap();
+            let json = vec![b' '; 9 * 1024 * 1024];
+            theirs.write_all(&frame(&json)).unwrap();
+            theirs
+                .write_all(&frame(b"C\0\0\0\0\0\0\0\x07small"))
+                .unwrap();
+            let reply = read_frame(&mut theirs);
+            (reply, theirs)
+        });
+
+        // The small call after the two oversized frames reaches central; the
+        // oversized JSON request (no id to answer) is noted in the plugin's log.
+        let mut warned = Vec::new();
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("the small call was not relayed")
+                .unwrap();
+            match got {
+                FromAgent::Event(Event::Call {
+                    plugin,
+                    call: proto::Call::Proxy(payload),
+                }) => {
+                    assert_eq!(plugin, "big");
+                    assert_eq!(payload, b"C\0\0\0\0\0\0\0\x07small");
+                    break;
+                }
+                FromAgent::Event(Event::Output { lines, .. }) => warned.extend(lines),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            warned,
+            [format!(
+                "aigis-agent: skipped a control message of {} bytes from the plugin: \
+                 at most {} may cross to central",
+                9 * 1024 * 1024,
+                proto::MAX_CONTROL
+            )]
+        );
+        let (reply, mut theirs) = tokio::task::spawn_blocking(move || shim.join())
+            .await
+            .unwrap()
+            .unwrap();
+        // The oversized call got an error reply with its id.
+        assert_eq!(&reply[..10], b"R\0\0\0\0\0\0\0\x2a\x01");
+        let info: serde_json::Value = serde_json::from_slice(&reply[10..]).unwrap();
+        assert_eq!(info["type"], "ValueError");
+        assert_eq!(
+            info["message"],
+            format!(
+                "the call's arguments are {} bytes pickled; at most {} may cross to central",
+                9 * 1024 * 1024 - 9,
+                proto::MAX_CONTROL - 9
+            )
+        );
+        // Nothing else was sent to the shim (no answer to the JSON request,
+        // which was skipped before the small call was relayed).
+        theirs.set_nonblocking(true).unwrap();
+        let more = theirs.read(&mut [0u8; 1]);
+        assert!(
+            matches!(&more, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{more:?}"
+        );
+        drop(theirs);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the relay did not end with the socket")
+            .unwrap();
     }
 }

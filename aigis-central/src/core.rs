@@ -128,6 +128,7 @@ impl PythonCore {
     /// on blocking-pool threads, not the core's own thread, so many can be
     /// in flight: a skill that waits on I/O releases the GIL to the others.
     pub async fn serve_call(&self, payload: Vec<u8>) -> Vec<u8> {
+        let id = aigis_agent::calls::call_id(&payload);
         let serve = self.serve.clone();
         let answer = tokio::task::spawn_blocking(move || {
             Python::attach(|py| {
@@ -139,6 +140,9 @@ impl PythonCore {
             })
         })
         .await;
+        // A failure inside central itself still answers this call, so its
+        // caller never waits forever.
+        let internal_error = |e: &str| aigis_agent::calls::error_reply(&id, "RuntimeError", e);
         match answer {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => internal_error(&e),
@@ -155,17 +159,6 @@ impl PythonCore {
         })
         .await?
     }
-}
-
-/// A reply frame for a call that failed inside central itself (id 0: the
-/// shim matches it to no caller, but the text reaches whoever reads it).
-fn internal_error(e: &str) -> Vec<u8> {
-    let body = serde_json::json!({"type": "RuntimeError", "message": e, "traceback": ""});
-    let mut out = b"R".to_vec();
-    out.extend_from_slice(&0u64.to_be_bytes());
-    out.push(1);
-    out.extend_from_slice(body.to_string().as_bytes());
-    out
 }
 
 /// The loader's `Core`, and `proxy.serve` bound to its namespace.
@@ -265,4 +258,30 @@ pub fn describe(py: Python<'_>, err: &PyErr) -> String {
 pub fn core_file(root: &Path) -> Option<PathBuf> {
     let path = root.join("AIGIS").join("AIGIS.core");
     path.is_file().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `MAX_PAYLOAD = a * b * ... - c * d ...` in `python/proxy.py`.
+    fn python_constant(source: &str, name: &str) -> usize {
+        let line = source
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} is not in proxy.py"));
+        let mut terms = line.split(" - ").map(|term| {
+            term.split(" * ")
+                .map(|f| f.trim().parse::<usize>().expect("a plain number"))
+                .product::<usize>()
+        });
+        let first = terms.next().unwrap();
+        terms.fold(first, |acc, t| acc - t)
+    }
+
+    #[test]
+    fn the_shim_and_the_agent_agree_on_the_control_limit() {
+        assert_eq!(
+            python_constant(super::PROXY, "MAX_PAYLOAD"),
+            proto::MAX_CONTROL
+        );
+    }
 }

@@ -10,6 +10,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// chunks well below this, so it only bounds a corrupt length.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
+/// Largest payload of a plugin's control message (`Event::Control`) or of
+/// central's answer (`ToAgent::ControlReply`): an AigisProxy call or reply
+/// frame. It leaves 64 KiB of [`MAX_FRAME`] for the envelope (sequence
+/// number, plugin name), so every such message fits in one frame; the shim
+/// (`MAX_PAYLOAD` in `python/proxy.py`) knows the same number.
+pub const MAX_CONTROL: usize = MAX_FRAME - 64 * 1024;
+
+/// [`MAX_CONTROL`] for one plugin: less for a name so long that the
+/// message would not fit in a frame otherwise.
+pub fn control_limit(plugin: &str) -> usize {
+    MAX_CONTROL.min(MAX_FRAME.saturating_sub(plugin.len() + 64))
+}
+
 const HEADER: usize = 4;
 
 fn bincode_config() -> impl bincode::config::Config {
@@ -142,7 +155,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Event, FromAgent, OutputStream, ToAgent};
+    use crate::{Answer, Call, Event, FromAgent, OutputStream, ToAgent};
 
     fn sample() -> FromAgent {
         FromAgent::Event(Event::Output {
@@ -178,6 +191,31 @@ mod tests {
             decode_frame::<ToAgent>(&mut buf).unwrap(),
             Some(ToAgent::Shutdown)
         );
+    }
+
+    #[test]
+    fn the_largest_control_messages_fit_in_a_frame() {
+        for name in ["p".to_string(), "p".repeat(1024), "p".repeat(MAX_FRAME)] {
+            let payload = vec![0xffu8; control_limit(&name)];
+            let up = FromAgent::Numbered {
+                seq: u64::MAX,
+                event: Event::Call {
+                    plugin: name.clone(),
+                    call: Call::Proxy(payload.clone()),
+                },
+            };
+            if name.len() < 64 * 1024 {
+                assert_eq!(payload.len(), MAX_CONTROL);
+            }
+            if name.len() < MAX_FRAME {
+                assert!(encode_frame(&up).is_ok(), "{} bytes of name", name.len());
+                let down = ToAgent::Answer {
+                    plugin: name,
+                    answer: Answer::Proxy(payload),
+                };
+                assert!(encode_frame(&down).is_ok());
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,10 @@ mod codec;
 mod messages;
 
 pub use backoff::Backoff;
-pub use codec::{decode_frame, encode_frame, FrameError, FrameReader, FrameWriter, MAX_FRAME};
+pub use codec::{
+    control_limit, decode_frame, encode_frame, FrameError, FrameReader, FrameWriter, MAX_CONTROL,
+    MAX_FRAME,
+};
 pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.

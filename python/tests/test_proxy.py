@@ -40,6 +40,14 @@ def boom():
     return {}["nope"]
 
 
+def big(n):
+    return b"x" * n
+
+
+def loud(n):
+    raise ValueError("\x01" * n)
+
+
 def obj():
     return threading.Lock()
 
@@ -95,8 +103,10 @@ class Loopback:
     def __init__(self, core):
         self.core = core
         self.link = proxy.Link(self.send)
+        self.sent = []
 
     def send(self, frame):
+        self.sent.append(len(frame))
         def answer():
             reply = proxy.serve(self.core, frame)
             self.link.deliver(struct.unpack(">Q", reply[1:9])[0], reply)
@@ -221,6 +231,46 @@ class ProxyTest(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(sorted(results), [2 * i for i in range(50)])
+
+    def test_a_call_too_big_to_cross_fails_alone(self):
+        loop = Loopback(self.core)
+        aigis = proxy.AigisProxy(loop.link)
+        with self.assertRaises(ValueError) as e:
+            aigis.m.add(b"x" * (9 * 1024 * 1024), b"")
+        self.assertRegex(str(e.exception), r"^the call's arguments are 9437\d\d\d bytes pickled; "
+                                           r"at most %d may cross to central$" % proxy.MAX_CALL)
+        self.assertEqual(loop.sent, [])  # refused before sending
+        self.assertEqual(aigis.m.add(2, 3), 5)
+        # The largest call that fits crosses.
+        mib = b"x" * (1024 * 1024)
+        room = proxy.MAX_CALL - (len(pickle.dumps(("m.add", (mib, b""), {}), protocol=4))
+                                 - len(mib))
+        self.assertEqual(len(aigis.m.add(b"x" * room, b"")), room)
+        self.assertLessEqual(loop.sent[-1], proxy.MAX_PAYLOAD)
+
+    def test_a_result_too_big_to_cross_is_an_error(self):
+        with self.assertRaises(ValueError) as e:
+            self.aigis.m.big(9 * 1024 * 1024)
+        self.assertIsInstance(e.exception, proxy.AigisRemoteError)
+        self.assertRegex(str(e.exception), r"^the result of aigis.m.big is 9437\d\d\d bytes pickled; "
+                                           r"at most %d may cross back to the plugin$"
+                                           % proxy.MAX_RESULT)
+        self.assertEqual(self.aigis.m.add(2, 3), 5)
+        mib = b"x" * (1024 * 1024)
+        room = proxy.MAX_RESULT - (len(pickle.dumps(mib, protocol=4)) - len(mib))
+        self.assertEqual(len(self.aigis.m.big(room)), room)
+
+    def test_a_huge_exception_still_fits_in_a_reply(self):
+        frame = b"C" + struct.pack(">Q", 5) + pickle.dumps(("m.loud", (9 * 1024 * 1024,), {}),
+                                                           protocol=4)
+        reply = proxy.serve(self.core, frame)
+        self.assertLessEqual(len(reply), proxy.MAX_PAYLOAD)
+        info = json.loads(reply[10:])
+        self.assertEqual(info["type"], "ValueError")
+        self.assertTrue(info["message"].startswith("\x01" * 1000))
+        self.assertIn("characters cut", info["message"])
+        with self.assertRaises(ValueError):
+            self.aigis.m.loud(9 * 1024 * 1024)
 
     def test_a_closed_link_fails_waiting_calls(self):
         link = proxy.Link(lambda frame: None)

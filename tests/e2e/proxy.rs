@@ -165,3 +165,121 @@ def launch(log):
     .unwrap_or_default()
     .contains("proxy-marker done")));
 }
+
+/// A call or a result too big for the control link fails alone: the
+/// plugin gets an exception and its next call works.
+#[test]
+fn oversized_calls_and_results_fail_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+
+    core_plugin(
+        &base.join("src/blob"),
+        "import blob_impl as blob\nSKILLS = ['blob.size', 'blob.make', 'blob.ping']\n",
+        &[(
+            "blob_impl.py",
+            "def size(x):\n    return len(x)\n\n\ndef make(n):\n    return b'x' * n\n\n\ndef ping():\n    return 'pong'\n",
+        )],
+    );
+    let remote = base.join("src/big");
+    write(
+        &remote,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\nHOST = 'localhost'\n",
+    );
+    write(
+        &remote,
+        "main.py",
+        r#"import json
+import pickle
+import struct
+import sys
+import threading
+import time
+
+import aigis
+
+NINE_MIB = 9 * 1024 * 1024
+
+
+def timed(f):
+    """f() in a thread: its result, the exception it raised, or a timeout."""
+    box = {"out": "timeout"}
+
+    def run():
+        try:
+            box["out"] = {"ok": f()}
+        except BaseException as e:
+            box["out"] = {"type": type(e).__name__, "error": str(e)}
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    return box["out"]
+
+
+def raw_oversized_call():
+    """What a shim that does not check would send: the agent must answer it."""
+    link = sys.modules["aigis"].__dict__["_link"]
+    control = link._send.__self__
+    call_id = link.next_id()
+    frame = b"C" + struct.pack(">Q", call_id) + pickle.dumps(
+        ("blob.size", (b"y" * NINE_MIB,), {}), protocol=4)
+
+    def send(frame):
+        with control._write:
+            control._sock.sendall(struct.pack(">I", len(frame)) + frame)
+
+    checked, link._send = link._send, send
+    try:
+        reply = link.request(call_id, frame)
+    finally:
+        link._send = checked
+    info = json.loads(reply[10:].decode())
+    return {"type": info["type"], "message": info["message"]}
+
+
+def launch(log):
+    out = {}
+    out["big_arg"] = timed(lambda: aigis.blob.size(b"x" * NINE_MIB))
+    out["after_big_arg"] = timed(aigis.blob.ping)
+    out["raw"] = timed(raw_oversized_call)
+    out["after_raw"] = timed(aigis.blob.ping)
+    out["big_result"] = timed(lambda: aigis.blob.make(NINE_MIB))
+    out["after_big_result"] = timed(aigis.blob.ping)
+    out["almost_big"] = timed(lambda: aigis.blob.size(b"z" * (8 * 1024 * 1024 - 65 * 1024)))
+    with open("results.json", "w") as f:
+        json.dump(out, f)
+    log.info("oversized-marker done")
+    while True:
+        time.sleep(1)
+"#,
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[core]\nblob = \"src/blob\"\n[internal-remote]\nbig = \"src/big\"\n",
+    );
+    let daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("oversized-marker done", Duration::from_secs(240));
+    let results = std::fs::read_to_string(home.join("ext/big/results.json")).unwrap();
+    let has = |needle: &str| assert!(results.contains(needle), "{needle} not in {results}");
+    // Refused by the shim before sending.
+    has(r#""big_arg": {"type": "ValueError", "error": "the call's arguments are 9437"#);
+    has("bytes pickled; at most 8323063 may cross to central");
+    // Refused by the agent, which skipped the frame and answered it.
+    has(r#""raw": {"ok": {"type": "ValueError""#);
+    has(r#""message": "the call's arguments are 9437"#);
+    // Refused by central: the result does not fit.
+    has(r#""big_result": {"type": "ValueError", "error": "the result of aigis.blob.make is 9437"#);
+    has("bytes pickled; at most 8323062 may cross back to the plugin");
+    // Every following call works: the link is intact.
+    has(r#""after_big_arg": {"ok": "pong"}"#);
+    has(r#""after_raw": {"ok": "pong"}"#);
+    has(r#""after_big_result": {"ok": "pong"}"#);
+    has(r#""almost_big": {"ok": 8322048}"#);
+}

@@ -85,15 +85,16 @@ impl Daemon {
                                 )
                                 .await
                         }
-                        Err(e) => self
-                            .log
-                            .warn(
-                                &entry.name,
-                                format!(
+                        Err(e) => {
+                            self.log
+                                .warn(
+                                    &entry.name,
+                                    format!(
                                     "new source, but the old copy could not be moved aside: {e}"
                                 ),
-                            )
-                            .await,
+                                )
+                                .await
+                        }
                     }
                 }
             }
