@@ -3,8 +3,9 @@
 //! central fetched it (only the files that differ, by content hash).
 //!
 //! On the host everything lives under the remote dir (`[aigis] remote_dir`,
-//! default `~/.aigis`): `bin/aigis-agent-<sha256>`, `ext/<plugin>`, and the
-//! agent daemon's socket.
+//! default `~/.aigis`): `bin/aigis-agent-<sha256>`, shared, and one place
+//! per central (`c-<id>/`, see [`central_id`]) with `ext/<plugin>` and that
+//! central's agent daemon's socket.
 
 use crate::link::AgentLink;
 use crate::logs::LogSink;
@@ -22,11 +23,26 @@ use std::time::Duration;
 pub struct RemoteSettings {
     pub remote_dir: Option<String>,
     pub agents: Vec<(String, PathBuf)>,
+    /// This central's own place under the remote dir (see [`central_id`]).
+    pub central_id: String,
+}
+
+/// A stable identity of this central, from its host and home: each
+/// central gets its own place and agent daemon on a LAN host, so two
+/// centrals (or two homes on one machine) never disturb each other.
+pub fn central_id(home: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    let digest = Sha256::digest(format!("{host}:{}", home.display()).as_bytes());
+    format!("c-{}", &hex(&digest)[..12])
 }
 
 /// Where the agent is on a host.
 pub struct Deployed {
-    /// The remote dir, absolute.
+    /// This central's place there (`<remote dir>/<central id>`), absolute:
+    /// its plugins' trees and its agent daemon's socket.
     pub base: PathBuf,
     /// The agent binary there.
     pub agent: PathBuf,
@@ -62,12 +78,14 @@ pub async fn agent(
         .clone()
         .unwrap_or_else(|| "~/.aigis".into())
         .replace("{host}", &host.host);
-    let base = match dir.strip_prefix("~/") {
+    let remote_dir = match dir.strip_prefix("~/") {
         Some(rest) => Path::new(remote_home).join(rest),
         None if dir == "~" => PathBuf::from(remote_home),
         None => PathBuf::from(&dir),
     };
-    let bin_dir = base.join("bin");
+    // Agent binaries are shared (by content hash); the rest is this central's.
+    let bin_dir = remote_dir.join("bin");
+    let base = remote_dir.join(&settings.central_id);
     let agent = bin_dir.join(format!("aigis-agent-{}", &hash[..16]));
     let agent_s = agent.to_string_lossy().into_owned();
     let (present, _) = connection

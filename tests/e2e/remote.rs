@@ -7,7 +7,7 @@
 use aigis_e2e::git::TestRepo;
 use aigis_e2e::plugins::core_plugin;
 use aigis_e2e::process::{alive, read_pid, wait_until, write, Daemon};
-use aigis_e2e::sshd::{lan, Sshd};
+use aigis_e2e::sshd::{central_place, lan, Sshd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -117,7 +117,7 @@ def launch(log):
 
     // An older copy of the caller from an earlier run on its host.
     write(
-        &hosts_dir.join("lan2/ext/caller"),
+        &central_place(&hosts_dir.join("lan2"), &home).join("ext/caller"),
         "main.py",
         "raise SystemExit('the stale copy ran')\n",
     );
@@ -130,7 +130,7 @@ def launch(log):
     assert!(out.contains("lan2: uploaded agent"), "{out}");
 
     // The plugins run in their roots on their hosts, the secret is 0600 there.
-    let ticker_root = hosts_dir.join("lan1/ext/ticker");
+    let ticker_root = central_place(&hosts_dir.join("lan1"), &home).join("ext/ticker");
     assert!(wait_until(PATIENCE, || ticker_root
         .join("mode.txt")
         .exists()));
@@ -146,13 +146,21 @@ def launch(log):
             .trim(),
         ticker_root.to_str().unwrap()
     );
-    let results = std::fs::read_to_string(hosts_dir.join("lan2/ext/caller/results.json")).unwrap();
+    let results = std::fs::read_to_string(
+        central_place(&hosts_dir.join("lan2"), &home).join("ext/caller/results.json"),
+    )
+    .unwrap();
     // The host got the tree central fetched, not a clone of its own: it
     // needs no access to the git server, and an older copy it held (written
     // below before the run) was replaced by what central read.
-    assert!(!hosts_dir.join("lan2/ext/caller/.git").exists());
+    assert!(!central_place(&hosts_dir.join("lan2"), &home)
+        .join("ext/caller/.git")
+        .exists());
     assert_eq!(
-        std::fs::read_to_string(hosts_dir.join("lan2/ext/caller/main.py")).unwrap(),
+        std::fs::read_to_string(
+            central_place(&hosts_dir.join("lan2"), &home).join("ext/caller/main.py")
+        )
+        .unwrap(),
         std::fs::read_to_string(home.join("ext/caller/main.py")).unwrap()
     );
     assert!(results.contains("\"get\": {\"key\": \"k1\"}"), "{results}");
@@ -307,7 +315,8 @@ fn a_dropped_ssh_connection_loses_no_line_and_restarts_nothing() {
         &[("HOME", lan.user_home.to_str().unwrap())],
     );
     daemon.expect_output("count 50\n", PATIENCE);
-    let pid = read_pid(&hosts_dir.join("lan1/ext/counter/pid.txt")).unwrap();
+    let pid = read_pid(&central_place(&hosts_dir.join("lan1"), &home).join("ext/counter/pid.txt"))
+        .unwrap();
 
     // Cut the connection and keep the host unreachable for 3 seconds.
     let cut = lan.hosts[0].cut_connections(true);
@@ -346,7 +355,7 @@ fn a_dropped_ssh_connection_loses_no_line_and_restarts_nothing() {
         counts.len()
     );
     assert_eq!(
-        read_pid(&hosts_dir.join("lan1/ext/counter/pid.txt")),
+        read_pid(&central_place(&hosts_dir.join("lan1"), &home).join("ext/counter/pid.txt")),
         Some(pid)
     );
     assert!(alive(pid));
@@ -439,4 +448,57 @@ fn a_killed_agent_daemon_on_a_host_is_noticed_and_its_plugins_come_back() {
         out.contains("[far] failed: the agent on lan1 was replaced"),
         "{out}"
     );
+}
+
+/// Two centrals (two homes) with plugins on the same host: each has its own
+/// place and agent daemon there, neither link flaps, and stopping one
+/// central stops only its own plugins.
+#[test]
+fn two_centrals_on_one_host_never_disturb_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    far_and_near(
+        base,
+        "lan1",
+        "echo $$ > pid.txt; while true; do echo far-ok; sleep 0.2; done",
+    );
+    let hosts_dir = base.join("hosts");
+    let start = |home: &Path| {
+        Daemon::start_with_env(
+            base,
+            &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+            &[("HOME", lan.user_home.to_str().unwrap())],
+        )
+    };
+    let (home1, home2) = (base.join("home1"), base.join("home2"));
+    let mut one = start(&home1);
+    one.expect_output("far-ok", PATIENCE);
+    let two = start(&home2);
+    two.expect_output("far-ok", PATIENCE);
+    std::thread::sleep(Duration::from_secs(3));
+    for d in [&one, &two] {
+        assert!(!d.output().contains("link lost"), "{}", d.output());
+    }
+    let place1 = central_place(&hosts_dir.join("lan1"), &home1);
+    let place2 = central_place(&hosts_dir.join("lan1"), &home2);
+    assert_ne!(place1, place2);
+    let pid1 = read_pid(&place1.join("ext/far/pid.txt")).unwrap();
+    let pid2 = read_pid(&place2.join("ext/far/pid.txt")).unwrap();
+    assert!(alive(pid1) && alive(pid2));
+
+    one.signal(libc::SIGTERM);
+    assert!(one.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid1)));
+    assert!(
+        alive(pid2),
+        "stopping one central stopped the other's plugin"
+    );
+    let before = two.output().matches("far-ok").count();
+    assert!(wait_until(PATIENCE, || two
+        .output()
+        .matches("far-ok")
+        .count()
+        > before + 3));
+    assert!(!two.output().contains("link lost"), "{}", two.output());
 }

@@ -181,3 +181,21 @@ pub fn lan(base: &Path) -> Lan {
     write(&user_home, ".ssh/known_hosts", &known);
     Lan { hosts, user_home }
 }
+
+/// The place of the central whose home is `home` under a host's remote
+/// dir: `<remote dir>/c-<12 hex of sha256("<hostname>:<home>")>`, as
+/// `aigis` computes it (`deploy::central_id`).
+pub fn central_place(remote_dir: &Path, home: &Path) -> PathBuf {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    std::fs::create_dir_all(home).expect("home");
+    let home = std::fs::canonicalize(home).expect("home");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("printf '%s' \"$1\" | sha256sum")
+        .arg("sh")
+        .arg(format!("{}:{}", host.trim(), home.display()))
+        .output()
+        .expect("sha256sum");
+    let hex = String::from_utf8_lossy(&out.stdout);
+    remote_dir.join(format!("c-{}", &hex[..12]))
+}

@@ -131,6 +131,7 @@ pub async fn run(
             settings: RemoteSettings {
                 remote_dir: config.aigis.remote_dir.clone(),
                 agents: config.aigis.agents.clone(),
+                central_id: crate::deploy::central_id(home.root()),
             },
             local_agent: agent_binary,
             inbox: inbox_tx,
