@@ -13,7 +13,7 @@
 //! (`daemon.rs`) keeps them running for the next link.
 
 use crate::install::install;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::{Bounced, Outbox, Outgoing};
 use crate::supervisor::{Controls, Supervised};
 use proto::{FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION};
 use std::collections::HashMap;
@@ -40,10 +40,13 @@ pub struct AgentState {
 
 impl AgentState {
     pub fn new() -> AgentState {
+        let controls: Controls = Arc::default();
+        let (bounce, bounced) = mpsc::channel(1024);
+        tokio::spawn(answer_bounced(bounced, controls.clone()));
         AgentState {
             plugins: Arc::default(),
-            controls: Arc::default(),
-            outbox: Outbox::start(),
+            controls,
+            outbox: Outbox::start(bounce),
             session: Arc::default(),
             closing: Arc::default(),
         }
@@ -133,6 +136,11 @@ where
                 });
             }
             Ok(Some(ToAgent::Answer { plugin, answer })) => {
+                let id = match &answer {
+                    proto::Answer::Proxy(frame) => u64::from_be_bytes(crate::calls::call_id(frame)),
+                    proto::Answer::Reload { id, .. } => *id,
+                };
+                state.outbox.answered((plugin.clone(), id)).await;
                 let to = state
                     .controls
                     .lock()
@@ -160,6 +168,27 @@ where
     state.outbox.detach().await;
     let _ = writer.await;
     end
+}
+
+/// Fails, in its plugin, every call central cannot answer (see `outbox`).
+async fn answer_bounced(mut bounced: mpsc::Receiver<Bounced>, controls: Controls) {
+    while let Some(Bounced { plugin, call, why }) = bounced.recv().await {
+        let answer = match call {
+            proto::Call::Proxy(frame) => proto::Answer::Proxy(crate::calls::error_reply(
+                &crate::calls::call_id(&frame),
+                "ConnectionError",
+                why,
+            )),
+            proto::Call::Reload { id, .. } => proto::Answer::Reload {
+                id,
+                result: Err(why.to_string()),
+            },
+        };
+        let to = controls.lock().ok().and_then(|m| m.get(&plugin).cloned());
+        if let Some(to) = to {
+            let _ = to.try_send(crate::calls::to_shim(answer));
+        }
+    }
 }
 
 /// Stdio mode: one link, and when it ends for any reason every plugin stops.

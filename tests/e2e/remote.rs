@@ -502,3 +502,77 @@ fn two_centrals_on_one_host_never_disturb_each_other() {
         > before + 3));
     assert!(!two.output().contains("link lost"), "{}", two.output());
 }
+
+/// A proxy call in flight when the SSH connection dies fails at once with a
+/// clear error (it may or may not have run, so it is not run again), and
+/// calls work again once the link is back.
+#[test]
+fn a_call_in_flight_when_the_link_drops_fails_clearly_and_the_next_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    let home = base.join("home");
+    core_plugin(
+        &base.join("src/svc"),
+        "import svc_impl as svc\nSKILLS = ['svc.slow', 'svc.ping']\n",
+        &[(
+            "svc_impl.py",
+            "import time\n\ndef slow(t):\n    time.sleep(t)\n    return 'slept'\n\ndef ping():\n    return 'pong'\n",
+        )],
+    );
+    write(
+        base,
+        "src/caller/AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main'\nHOST = 'lan1'\n",
+    );
+    write(
+        base,
+        "src/caller/main.py",
+        r#"import time
+import aigis
+
+def launch():
+    print("caller-ready", aigis.svc.ping(), flush=True)
+    t = time.time()
+    try:
+        aigis.svc.slow(6)
+        print("slow-returned", flush=True)
+    except ConnectionError as e:
+        print("slow-failed after %.1f s: %s" % (time.time() - t, e), flush=True)
+    while True:
+        try:
+            print("after:", aigis.svc.ping(), flush=True)
+            break
+        except ConnectionError:
+            time.sleep(0.5)
+    while True:
+        time.sleep(1)
+"#,
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[core]\nsvc = \"src/svc\"\n[internal]\ncaller = \"src/caller\"\n",
+            base.join("hosts").display()
+        ),
+    );
+    let daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("caller-ready pong", PATIENCE);
+    std::thread::sleep(Duration::from_millis(500));
+    let cut = lan.hosts[0].cut_connections(true);
+    assert!(cut >= 1, "no SSH connection to cut");
+    std::thread::sleep(Duration::from_secs(2));
+    lan.hosts[0].resume();
+    daemon.expect_output("after: pong", PATIENCE);
+    let out = daemon.output();
+    assert!(
+        out.contains("slow-failed after") && out.contains("dropped while this call was in flight"),
+        "{out}"
+    );
+    assert!(!out.contains("slow-returned"), "{out}");
+}
