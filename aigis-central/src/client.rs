@@ -219,7 +219,7 @@ mod tests {
             name: "web".into(),
             kind: config::PluginKind::External,
             host: "local".into(),
-            state: crate::daemon::state::State::Failed {
+            state: crate::status::State::Failed {
                 reason: "exited with status 3\nmore".into(),
             },
             pid: None,

@@ -10,8 +10,8 @@
 //! held with `flock` for the daemon's lifetime, makes a second `aigis run`
 //! on the same home fail instead of fighting over plugins.
 
-pub use crate::daemon::state::PluginStatus;
 use crate::home::Home;
+pub use crate::status::PluginStatus;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;

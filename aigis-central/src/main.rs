@@ -11,6 +11,7 @@ mod link;
 mod logs;
 mod new;
 mod ssh;
+mod status;
 mod tasks;
 
 use clap::{CommandFactory, Parser, Subcommand};
