@@ -123,13 +123,21 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("aigis: cannot start the async runtime: {e}");
+            logs::console_write(format!("aigis: cannot start the async runtime: {e}\n").as_bytes());
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    // A panic must not unwind through the runtime's drop, which waits for
+    // every blocking task (the log writer lives as long as any sink): catch
+    // it, and leave as a failure within the same bounded wait.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(dispatch(cli.command))
+    }));
     // Leave blocking tasks (e.g. a fetch in flight) behind rather than wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    let Ok(result) = result else {
+        return ExitCode::from(101);
+    };
     match result {
         Ok(code) => code,
         // `aigis status --json | head`: the reader left; nothing to report.
@@ -140,7 +148,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("aigis: {e:#}");
+            logs::console_write(format!("aigis: {e:#}\n").as_bytes());
             ExitCode::FAILURE
         }
     }
@@ -193,7 +201,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             new::create(kind, &name, &dir)?;
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "aigis", &mut std::io::stdout());
+            // clap_complete panics when a write fails (`| head -1`): generate
+            // into memory; a reader that left is not an error (see main).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "aigis", &mut script);
+            use std::io::Write;
+            std::io::stdout().write_all(&script)?;
         }
     }
     Ok(ExitCode::SUCCESS)

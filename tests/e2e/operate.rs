@@ -537,3 +537,109 @@ fn start_brings_back_a_plugin_that_failed() {
     daemon.expect_output("second-runs", PATIENCE);
     assert!(wait_until(PATIENCE, || state_of(base, home_s, "flaky").0 == "running"));
 }
+
+/// A pipe: (read end, write end), both close-on-exec.
+fn pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// The numbers `word N` in a log file's lines, in file order.
+fn numbers(text: &str, word: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            l.split(&format!("{word} "))
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `aigis run ... 2>&1 | head -3`, then Ctrl-C: the console is gone but
+/// the plugin's log file keeps growing, and the daemon stops in seconds.
+#[test]
+fn a_closed_console_stops_neither_the_logs_nor_the_shutdown() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/chatty"), "chatty-says");
+    write(base, "aigis.toml", "[external]\nchatty = \"src/chatty\"\n");
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let log = home.join("log/chatty.log");
+    let logged = || {
+        numbers(
+            &std::fs::read_to_string(&log).unwrap_or_default(),
+            "chatty-says",
+        )
+    };
+    for attempt in 0..5 {
+        let (reader, writer) = pipe();
+        let mut cmd = Daemon::command(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+        cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
+        let mut daemon = Daemon::spawn(cmd);
+        // `head -3`: three lines, then the reader is gone.
+        let mut console = BufReader::new(reader);
+        for _ in 0..3 {
+            let mut line = String::new();
+            assert!(
+                console.read_line(&mut line).unwrap() > 0,
+                "console ended early"
+            );
+        }
+        drop(console);
+        // The plugin runs and its lines keep reaching its file.
+        assert!(
+            wait_until(PATIENCE, || !logged().is_empty()),
+            "attempt {attempt}: the plugin never logged"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let closed_at = *logged().last().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || logged()
+                .last()
+                .is_some_and(|n| *n >= closed_at + 10)),
+            "attempt {attempt}: the log file stopped at chatty-says {closed_at} once the console closed"
+        );
+        let sig = if attempt % 2 == 0 {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
+        daemon.signal(sig);
+        let status = daemon.wait_exit(Duration::from_secs(8));
+        assert!(
+            status.is_some(),
+            "attempt {attempt}: signal {sig} with a closed console: aigis did not exit within 8 s"
+        );
+        assert!(status.unwrap().success(), "attempt {attempt}: {status:?}");
+    }
+}
+
+/// `aigis completions zsh | head -1`: the reader leaving is not an error.
+#[test]
+fn completions_into_a_closed_pipe_exit_zero() {
+    for shell in ["zsh", "bash"] {
+        let (reader, writer) = pipe();
+        drop(reader);
+        let status = Command::new(bin("aigis"))
+            .args(["completions", shell])
+            .stdout(writer)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{shell}: {status:?}");
+    }
+}
