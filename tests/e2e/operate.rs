@@ -643,3 +643,106 @@ fn completions_into_a_closed_pipe_exit_zero() {
         assert!(status.success(), "{shell}: {status:?}");
     }
 }
+
+/// A plugin printing numbered lines fast into a log that rotates many times
+/// a second: `logs -f` shows every line, in order, across the rotations;
+/// and once the daemon is gone, `logs -n` still reads the files.
+#[test]
+fn logs_follow_across_rotation_and_read_without_a_daemon() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    write(
+        &base.join("src/fast"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+    );
+    // Bursts of 100 lines (about 4.5 KB), then a short pause: the log file
+    // of 20000 bytes rotates several times a second.
+    write(
+        &base.join("src/fast"),
+        "run.sh",
+        "i=0\nwhile true; do\n  j=0\n  while [ $j -lt 100 ]; do i=$((i+1)); j=$((j+1)); echo \"fast-says $i\"; done\n  sleep 0.02\ndone\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[aigis]\nlog_max_bytes = 20000\nlog_keep = 20\n[external]\nfast = \"src/fast\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let mut daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    assert!(
+        wait_until(PATIENCE, || home.join("log/fast.log.2").exists()),
+        "the log never rotated twice"
+    );
+
+    let mut follow = Command::new(bin("aigis"))
+        .args(["logs", "fast", "-f", "-n", "0", "--home", home_s])
+        .current_dir(base)
+        .env_remove("AIGIS_HOME")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(4) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(numbers(&line, "fast-says"));
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    drop(rx);
+    let _ = reader.join();
+    let rotations = (1..=20)
+        .filter(|n| home.join(format!("log/fast.log.{n}")).exists())
+        .count();
+    assert!(rotations >= 5, "only {rotations} rotated files");
+    assert!(seen.len() >= 2000, "only {} lines followed", seen.len());
+    let gaps: Vec<(u64, u64)> = seen
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "{} gaps (after, next) in {} lines followed: {gaps:?}",
+        gaps.len(),
+        seen.len()
+    );
+
+    // The daemon is gone: the files are still there to read.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(15)).is_some());
+    let (ok, out) = aigis(base, &["logs", "fast", "-n", "5", "--home", home_s]);
+    assert!(ok, "{out}");
+    let file = std::fs::read_to_string(home.join("log/fast.log")).unwrap();
+    let last: Vec<&str> = file
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), last, "{out}");
+    // No file for that name, or not a plugin's name at all: said plainly.
+    let (ok, out) = aigis(base, &["logs", "nosuch", "--home", home_s]);
+    assert!(
+        !ok && out.contains("no log file for plugin `nosuch`"),
+        "{out}"
+    );
+    let (ok, out) = aigis(base, &["logs", "../fast", "--home", home_s]);
+    assert!(!ok && out.contains("not a plugin name"), "{out}");
+}
