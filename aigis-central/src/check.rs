@@ -28,6 +28,11 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
     for w in &config.warnings {
         println!("warning: {w}");
     }
+    // `run` would refuse to start: the embedded Python is not the one
+    // `aigis` was built for.
+    if let Err(e) = crate::core::check_libpython() {
+        problems.push(e);
+    }
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
     let scratch = std::env::temp_dir().join(format!("aigis-check-{}", std::process::id()));
     let mut python_checked = false;

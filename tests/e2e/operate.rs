@@ -746,3 +746,63 @@ fn logs_follow_across_rotation_and_read_without_a_daemon() {
     let (ok, out) = aigis(base, &["logs", "../fast", "--home", home_s]);
     assert!(!ok && out.contains("not a plugin name"), "{out}");
 }
+
+/// A libpython of another version than the one `aigis` was built for (here
+/// an `LD_PRELOAD`ed `Py_GetVersion` saying 3.99): `run` refuses to start,
+/// naming both versions and the library, and `check` reports it.
+#[test]
+fn run_refuses_a_libpython_of_another_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let c = write(
+        base,
+        "fakepy.c",
+        "const char *Py_GetVersion(void) { return \"3.99.1 (a test's libpython)\"; }\n",
+    );
+    let lib = base.join("libfakepy.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&c)
+        .output()
+        .expect("cc (a C compiler is needed to build AIGIS too)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    looping(&base.join("src/one"), "one-says");
+    write(base, "aigis.toml", "[external]\none = \"src/one\"\n");
+    let home = base.join("home");
+    let run = |verb: &str| {
+        let mut cmd = Daemon::command(
+            base,
+            &[verb, "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        );
+        cmd.env("LD_PRELOAD", &lib);
+        let mut aigis = Daemon::spawn(cmd);
+        let status = aigis.wait_exit(Duration::from_secs(20));
+        // Its last output, collected by threads that end with the pipes.
+        std::thread::sleep(Duration::from_millis(200));
+        (status, aigis.output())
+    };
+    let (status, out) = run("run");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "aigis run started with libpython 3.99: {status:?}\n{out}"
+    );
+    assert!(
+        out.contains("aigis was built for Python 3.")
+            && out.contains(&format!("but loaded libpython 3.99 from {}", lib.display()))
+            && out.contains("rebuild with PYO3_PYTHON="),
+        "{out}"
+    );
+    assert!(!home.join("ext").exists(), "it started something: {out}");
+    let (status, out) = run("check");
+    assert!(status.is_some_and(|s| !s.success()), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("problem: aigis was built for Python 3.")),
+        "{out}"
+    );
+}
