@@ -105,6 +105,11 @@ enum Command {
         /// Where to create it (default: the current directory).
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
+        /// The config file you will add it to: the printed line's path is
+        /// made relative to that file's directory, as AIGIS reads it
+        /// (default: a config file in the current directory).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print a shell completion script.
     Completions {
@@ -198,8 +203,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Start { name, target } => {
             client::act(&home(&target)?, Request::Start { plugin: name }).await?
         }
-        Command::New { kind, name, dir } => {
-            new::create(kind, &name, &dir)?;
+        Command::New {
+            kind,
+            name,
+            dir,
+            config,
+        } => {
+            new::create(kind, &name, &dir, config.as_deref())?;
         }
         Command::Completions { shell } => {
             // clap_complete panics when a write fails (`| head -1`): generate

@@ -226,47 +226,66 @@ fn check_reports_each_problem_and_passes_a_good_config() {
 fn new_writes_plugins_that_check_accepts_and_that_run() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
+    std::fs::create_dir_all(base.join("conf")).unwrap();
+    // The config is not in the current directory: `-c` names it, and the
+    // printed lines go into it as they are.
+    let mut config = String::new();
     for (kind, name) in [
         ("core", "greet"),
         ("internal-local", "watcher"),
+        ("internal-remote", "remote"),
         ("external", "tool"),
     ] {
-        let (ok, out) = aigis(base, &["new", "--type", kind, name, "--dir", "plugins"]);
+        let (ok, out) = aigis(
+            base,
+            &[
+                "new",
+                "--type",
+                kind,
+                name,
+                "--dir",
+                "plugins",
+                "-c",
+                "conf/aigis.toml",
+            ],
+        );
         assert!(ok, "{out}");
-        assert!(out.contains(&format!("[{kind}]")), "{out}");
+        assert!(out.contains("add it to conf/aigis.toml:"), "{out}");
+        let snippet = &out[out.find(&format!("[{kind}]\n")).expect("a section line")..];
+        assert_eq!(
+            snippet,
+            format!("[{kind}]\n{name} = \"../plugins/{name}\"\n"),
+            "{out}"
+        );
+        config.push_str(snippet);
     }
+    write(base, "conf/aigis.toml", &config);
     let (ok, out) = aigis(
         base,
         &["new", "--type", "external", "tool", "--dir", "plugins"],
     );
     assert!(!ok && out.contains("already exists"), "{out}");
-    let (ok, out) = aigis(
-        base,
-        &[
-            "new",
-            "--type",
-            "internal-remote",
-            "remote",
-            "--dir",
-            "plugins",
-        ],
-    );
-    assert!(ok, "{out}");
     let remote = std::fs::read_to_string(base.join("plugins/remote/AIGIS/AIGIS.config")).unwrap();
     assert!(remote.contains("HOST = "), "{remote}");
 
-    write(
-        base,
-        "aigis.toml",
-        "[core]\ngreet = \"plugins/greet\"\n[internal-local]\nwatcher = \"plugins/watcher\"\n\
-         [internal-remote]\nremote = \"plugins/remote\"\n[external]\ntool = \"plugins/tool\"\n",
+    // Without -c: the line is for a config file in the current directory.
+    let (ok, out) = aigis(
+        &base.join("conf"),
+        &["new", "--type", "external", "spare", "--dir", "../plugins"],
     );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("config file in the current directory"),
+        "{out}"
+    );
+    assert!(out.ends_with("spare = \"../plugins/spare\"\n"), "{out}");
+
     let home = base.join("home");
     let home_s = home.to_str().unwrap();
-    let (ok, out) = aigis(base, &["check", "-c", "aigis.toml", "--home", home_s]);
+    let (ok, out) = aigis(base, &["check", "-c", "conf/aigis.toml", "--home", home_s]);
     assert!(ok, "{out}");
 
-    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    let daemon = Daemon::start(base, &["run", "-c", "conf/aigis.toml", "--home", home_s]);
     daemon.expect_output("skills: aigis.greet.hello, aigis.greet.GREETING", PATIENCE);
     daemon.expect_output("[watcher] (stderr) INFO started", PATIENCE);
     daemon.expect_output("tool started in", PATIENCE);
