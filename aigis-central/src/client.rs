@@ -122,7 +122,7 @@ fn duration(secs: u64) -> String {
 pub async fn act(home: &Home, request: Request) -> anyhow::Result<()> {
     let response = ask(home, request).await?;
     if let Some(m) = response.message {
-        println!("{m}");
+        writeln!(std::io::stdout(), "{m}")?;
     }
     Ok(())
 }

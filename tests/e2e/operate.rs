@@ -647,19 +647,31 @@ fn a_closed_console_stops_neither_the_logs_nor_the_shutdown() {
     }
 }
 
-/// `aigis completions zsh | head -1`: the reader leaving is not an error.
+/// `aigis completions zsh | head -1`, `aigis check ... | head -1`: the
+/// reader leaving is not an error (it was a panic, exit 101).
 #[test]
-fn completions_into_a_closed_pipe_exit_zero() {
-    for shell in ["zsh", "bash"] {
+fn completions_and_check_into_a_closed_pipe_exit_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/good"), "good");
+    write(base, "good.toml", "[external]\ngood = \"src/good\"\n");
+    let home = base.join("home");
+    for args in [
+        &["completions", "zsh"][..],
+        &["completions", "bash"],
+        &["check", "-c", "good.toml", "--home", home.to_str().unwrap()],
+    ] {
         let (reader, writer) = pipe();
         drop(reader);
         let status = Command::new(bin("aigis"))
-            .args(["completions", shell])
+            .args(args)
+            .current_dir(base)
+            .env_remove("AIGIS_HOME")
             .stdout(writer)
             .stderr(std::process::Stdio::null())
             .status()
             .unwrap();
-        assert!(status.success(), "{shell}: {status:?}");
+        assert!(status.success(), "{args:?}: {status:?}");
     }
 }
 
