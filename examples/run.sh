@@ -19,4 +19,6 @@ if [ ! -d "$repo" ]; then
     rm -rf "$work"
 fi
 
-exec ./target/release/aigis run -c "$here/config.aigis"
+# Where cargo put it: $CARGO_TARGET_DIR when set (a relative one is taken
+# from the repository root, where cargo ran), else ./target.
+exec "${CARGO_TARGET_DIR:-target}/release/aigis" run -c "$here/config.aigis"

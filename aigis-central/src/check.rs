@@ -15,18 +15,32 @@ use config::{Launch, PluginEntry, PluginSpec, Source};
 use proto::PythonEntry;
 use std::path::{Path, PathBuf};
 
+/// `println!` that ignores a closed stdout (`aigis check | head -1`):
+/// println! would panic, and the exit code is what scripts read anyway.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Returns the number of problems found (each already printed).
 pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Result<usize> {
     let mut problems = Vec::new();
     let config = match config::load_central(config_path) {
         Ok(c) => c,
         Err(e) => {
-            println!("problem: {e}");
+            say!("problem: {e}");
             return Ok(1);
         }
     };
     for w in &config.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
+    }
+    // `run` would refuse to start: the embedded Python is not the one
+    // `aigis` was built for.
+    if let Err(e) = crate::core::check_libpython() {
+        problems.push(e);
     }
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
     let scratch = std::env::temp_dir().join(format!("aigis-check-{}", std::process::id()));
@@ -80,22 +94,22 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
                 }
             }
             if problems.len() == before {
-                println!("ok: {} ({})", entry.name, spec.kind.as_str());
+                say!("ok: {} ({})", entry.name, spec.kind.as_str());
             }
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
     for p in &problems {
-        println!("problem: {p}");
+        say!("problem: {p}");
     }
     if problems.is_empty() {
-        println!(
+        say!(
             "{}: {} plugin(s) checked, no problems",
             config_path.display(),
             config.plugins.len()
         );
     } else {
-        println!(
+        say!(
             "{}: {} problem(s) in {} plugin(s)",
             config_path.display(),
             problems.len(),
@@ -172,7 +186,7 @@ fn check_plugin(
         }
     };
     for w in &spec.warnings {
-        println!("warning: plugin `{name}`: {w}");
+        say!("warning: plugin `{name}`: {w}");
     }
     // Paths in the spec point under `root`; read them where the files are now.
     let here = |p: &Path| match p.strip_prefix(&root) {

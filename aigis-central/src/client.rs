@@ -1,10 +1,11 @@
 //! The operator's commands that talk to a running daemon over the control
-//! socket: `status`, `logs`, `stop`, `start`, `reload`.
+//! socket: `status`, `stop`, `start`, `reload`; and `logs`, which reads the
+//! plugin's log files itself, so it works with the daemon stopped too.
 
 use crate::control::{self, PluginStatus, Request};
 use crate::home::Home;
-use std::io::{BufRead, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The home a client command addresses: `--home`, `$AIGIS_HOME`, the
@@ -121,72 +122,175 @@ fn duration(secs: u64) -> String {
 pub async fn act(home: &Home, request: Request) -> anyhow::Result<()> {
     let response = ask(home, request).await?;
     if let Some(m) = response.message {
-        println!("{m}");
+        writeln!(std::io::stdout(), "{m}")?;
     }
     Ok(())
 }
 
 /// Prints the last `lines` lines of the plugin's log; with `follow`, keeps
-/// printing what is appended (across rotations) until interrupted.
+/// printing what is appended, across rotations, until interrupted. Reads
+/// `<home>/log/<plugin>.log` directly: no daemon needs to be running.
 pub async fn logs(home: &Home, plugin: &str, lines: usize, follow: bool) -> anyhow::Result<()> {
-    let response = ask(
-        home,
-        Request::Logs {
-            plugin: plugin.to_string(),
-        },
-    )
-    .await?;
-    let path = response
-        .log_file
-        .ok_or_else(|| anyhow::anyhow!("the daemon did not name a log file"))?;
-    let mut out = std::io::stdout().lock();
-    let mut pos = match std::fs::File::open(&path) {
-        Ok(f) => {
-            let tail = last_lines(f, lines)?;
-            out.write_all(&tail.0)?;
-            tail.1
+    if plugin.is_empty()
+        || !plugin
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        anyhow::bail!("`{plugin}` is not a plugin name (letters, digits, `_` and `-` only)");
+    }
+    let path = home.log().join(format!("{plugin}.log"));
+    let file = open_log(&path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "no log file for plugin `{plugin}`: {} does not exist (is the name right, and is this the daemon's home? see --home, -c)",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot read {}: {e}", path.display())
         }
-        Err(_) => 0,
-    };
+    })?;
+    let (tail, file) = last_lines(file, lines)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&tail)?;
     out.flush()?;
     drop(out);
     if !follow {
         return Ok(());
     }
+    let mut follower = Follower { path, file };
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(mut f) = std::fs::File::open(&path) else {
+        let chunk = follower.read_new()?;
+        if chunk.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
-        };
-        let len = f.metadata()?.len();
-        if len < pos {
-            pos = 0; // rotated or truncated: start the new file from its top
         }
-        if len > pos {
-            f.seek(SeekFrom::Start(pos))?;
-            let mut chunk = Vec::new();
-            f.take(len - pos).read_to_end(&mut chunk)?;
-            pos += chunk.len() as u64;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&chunk)?;
-            out.flush()?;
-        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&chunk)?;
+        out.flush()?;
     }
 }
 
-/// The last `n` lines of `f` and the file's length. Reads the file once.
-fn last_lines(f: std::fs::File, n: usize) -> std::io::Result<(Vec<u8>, u64)> {
+/// Opens a plugin's log file. While it is rotated there is a moment with no
+/// `<plugin>.log` but a fresh `<plugin>.log.1`: wait that moment out.
+async fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    for _ in 0..20 {
+        match std::fs::File::open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && numbered(path, 1).exists() => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            other => return other,
+        }
+    }
+    std::fs::File::open(path)
+}
+
+/// `<plugin>.log.N`, the N-th newest rotated file (0: the live file).
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Which file a descriptor is, across renames.
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// How much `logs -f` reads before it prints: a follower far behind (many
+/// rotated files to catch up on) stays small in memory.
+const FOLLOW_CHUNK: usize = 1 << 20;
+
+/// Follows a log that the daemon rotates: when `<plugin>.log` is renamed to
+/// `<plugin>.log.1`, the file being read stays open and is read to its end
+/// (the daemon flushes before it renames, and never writes to it again),
+/// then reading goes on with the file that came after it, from its start.
+struct Follower {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Follower {
+    /// What was appended since the last call, across any rotations; at
+    /// most about [`FOLLOW_CHUNK`] bytes (call again at once for the rest).
+    fn read_new(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut chunk = Vec::new();
+        // Several rotations may have happened since the last look: walk
+        // the files from the one being read to the live one (a bounded
+        // walk: the daemon keeps `log_keep` files).
+        for _ in 0..10_000 {
+            // Which file is live, asked *before* reading to the end: if it
+            // is another file, ours was complete before we read it.
+            let live = std::fs::metadata(&self.path).ok().map(|m| identity(&m));
+            let want = FOLLOW_CHUNK.saturating_sub(chunk.len());
+            let got = (&mut self.file).take(want as u64).read_to_end(&mut chunk)?;
+            if got == want {
+                break; // maybe more in this file: the next call reads it
+            }
+            let ours = identity(&self.file.metadata()?);
+            if live == Some(ours) {
+                break;
+            }
+            match self.successor(ours)? {
+                Some(next) => self.file = next,
+                None => break, // the new live file is not there yet
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// The file written after `ours`. Rotation shifts `.log.N` to `.log.N+1`
+    /// (highest first) and `.log` to `.log.1`, so, looked at from `.log`
+    /// upwards, a higher number is always an older file, even when a
+    /// rotation runs during the look (a file may be seen twice, never out
+    /// of order). If `ours` was deleted (past `log_keep`), the oldest file
+    /// left comes next.
+    fn successor(&self, ours: (u64, u64)) -> std::io::Result<Option<std::fs::File>> {
+        // (identity, file), newest first.
+        let mut seen: Vec<((u64, u64), std::fs::File)> = Vec::new();
+        let mut missing = 0;
+        for n in 0..10_000 {
+            match std::fs::File::open(numbered(&self.path, n)) {
+                Ok(f) => {
+                    missing = 0;
+                    let id = identity(&f.metadata()?);
+                    if !seen.iter().any(|(s, _)| *s == id) {
+                        seen.push((id, f));
+                    }
+                }
+                // One number can be missing while a rotation shifts files.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing += 1;
+                    if missing == 2 {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let next = match seen.iter().position(|(id, _)| *id == ours) {
+            Some(0) => return Ok(None),
+            Some(i) => i - 1,
+            None if seen.is_empty() => return Ok(None),
+            None => seen.len() - 1,
+        };
+        Ok(Some(seen.swap_remove(next).1))
+    }
+}
+
+/// The last `n` lines of `f`, and `f` positioned at its end. Reads the file once.
+fn last_lines(f: std::fs::File, n: usize) -> std::io::Result<(Vec<u8>, std::fs::File)> {
     let mut ring: std::collections::VecDeque<Vec<u8>> =
         std::collections::VecDeque::with_capacity(n.min(4096));
-    let mut len = 0u64;
     let mut reader = std::io::BufReader::new(f);
     loop {
         let mut line = Vec::new();
-        let read = reader.read_until(b'\n', &mut line)?;
-        if read == 0 {
-            break;
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break; // at the end: the reader's buffer is empty
         }
-        len += read as u64;
         if n > 0 {
             if ring.len() == n {
                 ring.pop_front();
@@ -194,7 +298,7 @@ fn last_lines(f: std::fs::File, n: usize) -> std::io::Result<(Vec<u8>, u64)> {
             ring.push_back(line);
         }
     }
-    Ok((ring.into_iter().flatten().collect(), len))
+    Ok((ring.into_iter().flatten().collect(), reader.into_inner()))
 }
 
 #[cfg(test)]
@@ -206,11 +310,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.log");
         std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
-        let (tail, len) = last_lines(std::fs::File::open(&p).unwrap(), 2).unwrap();
+        use std::io::Seek;
+        let (tail, mut f) = last_lines(std::fs::File::open(&p).unwrap(), 2).unwrap();
         assert_eq!(tail, b"c\nd\n");
-        assert_eq!(len, 8);
+        assert_eq!(f.stream_position().unwrap(), 8);
         let (tail, _) = last_lines(std::fs::File::open(&p).unwrap(), 10).unwrap();
         assert_eq!(tail, b"a\nb\nc\nd\n");
+    }
+
+    #[test]
+    fn follower_reads_every_file_a_rotation_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let append = |p: &Path, text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        // As `logs.rs` rotates: shift .N up, the live file to .1, a new one.
+        let rotate = || {
+            for n in (1..3).rev() {
+                let _ = std::fs::rename(numbered(&path, n), numbered(&path, n + 1));
+            }
+            std::fs::rename(&path, numbered(&path, 1)).unwrap();
+        };
+        append(&path, "1\n");
+        let mut follower = Follower {
+            path: path.clone(),
+            file: std::fs::File::open(&path).unwrap(),
+        };
+        assert_eq!(follower.read_new().unwrap(), b"1\n");
+        append(&path, "2\n");
+        rotate();
+        append(&path, "3\n");
+        rotate();
+        append(&path, "4\n");
+        rotate();
+        assert_eq!(follower.read_new().unwrap(), b"2\n3\n4\n");
+        // The live file is missing for a moment: nothing yet, nothing lost.
+        append(&path, "5\n");
+        assert_eq!(follower.read_new().unwrap(), b"5\n");
+        assert_eq!(follower.read_new().unwrap(), b"");
     }
 
     #[test]

@@ -285,3 +285,84 @@ mod tests {
         );
     }
 }
+
+/// The Python `major.minor` this binary was built (and linked) for.
+pub const PYTHON_BUILT: &str = env!("AIGIS_PYTHON_BUILT");
+
+/// Refuses a libpython of another version than the one `aigis` was built
+/// for (the ABI differs: running it could crash anywhere). Asks the loaded
+/// library itself, with `Py_GetVersion`, which is safe before the
+/// interpreter starts: nothing of the wrong Python has run yet.
+pub fn check_libpython() -> Result<(), String> {
+    // SAFETY: `Py_GetVersion` may be called before `Py_Initialize`; it
+    // returns a pointer to a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) }
+        .to_string_lossy()
+        .into_owned();
+    let loaded = major_minor(&version);
+    if loaded == PYTHON_BUILT {
+        return Ok(());
+    }
+    Err(format!(
+        "aigis was built for Python {PYTHON_BUILT} but loaded libpython {loaded} from {}; \
+         rebuild with PYO3_PYTHON=python{loaded} (cargo build --release, or cargo install \
+         --path aigis-central), or install Python {PYTHON_BUILT}'s shared library \
+         (aigis was built with {})",
+        library_of("Py_GetVersion").unwrap_or_else(|| "an unknown file".into()),
+        env!("AIGIS_PYTHON_BUILT_WITH"),
+    ))
+}
+
+/// `3.11` of `3.11.7 (main, Dec  8 2023, ...) [GCC 12.2.0]`.
+fn major_minor(version: &str) -> String {
+    let number = version.split_whitespace().next().unwrap_or_default();
+    let mut parts = number.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => format!("{major}.{minor}"),
+        _ => number.to_string(),
+    }
+}
+
+/// The file of the shared library that `symbol` resolves to in this process.
+fn library_of(symbol: &str) -> Option<String> {
+    let name = CString::new(symbol).ok()?;
+    // SAFETY: dlsym and dladdr read the process's symbol tables; `info` is
+    // plain data they fill, and `dli_fname` points into the loader's own
+    // storage, valid while the library stays loaded (it is never unloaded).
+    unsafe {
+        let addr = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        if addr.is_null() {
+            return None;
+        }
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn the_python_this_test_runs_is_the_one_built_for() {
+        assert_eq!(check_libpython(), Ok(()));
+        assert!(library_of("Py_GetVersion").is_some_and(|f| f.contains("libpython")));
+    }
+
+    #[test]
+    fn major_minor_of_version_strings() {
+        assert_eq!(
+            major_minor("3.11.7 (main, Dec  8 2023) [GCC 12.2.0]"),
+            "3.11"
+        );
+        assert_eq!(major_minor("3.13.0rc1+ (heads/3.13:abc)"), "3.13");
+        assert_eq!(major_minor("weird"), "weird");
+    }
+}

@@ -305,9 +305,55 @@ pub fn init_console(format: Format) {
         && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Console)
+        // Its report of a failed write is an `eprintln!`, which panics when
+        // stderr is a closed pipe: the console's failures are ours to drop.
+        .log_internal_errors(false)
         .event_format(ConsoleFormat { color, format })
         .try_init();
+}
+
+/// Set once stderr has reported a closed pipe: it never reopens.
+static CONSOLE_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `bytes` to stderr, dropping them if that fails. The console is a
+/// convenience: `aigis run 2>&1 | head` must not panic a thread, lose a
+/// plugin's file log, or hang the shutdown when the reader leaves. After a
+/// broken pipe, nothing more is tried.
+pub fn console_write(bytes: &[u8]) {
+    use std::sync::atomic::Ordering;
+    if CONSOLE_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    if let Err(e) = err.write_all(bytes).and_then(|()| err.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CONSOLE_GONE.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The console for `tracing`: [`console_write`] per record.
+struct Console;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Console {
+    type Writer = ConsoleWriter;
+    fn make_writer(&'a self) -> ConsoleWriter {
+        ConsoleWriter
+    }
+}
+
+/// Never fails: see [`console_write`].
+struct ConsoleWriter;
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        console_write(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `--log-format`: lines for people, or one JSON object per line.

@@ -108,6 +108,11 @@ enum Command {
         /// Where to create it (default: the current directory).
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
+        /// The config file you will add it to: the printed line's path is
+        /// made relative to that file's directory, as AIGIS reads it
+        /// (default: a config file in the current directory).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print a shell completion script.
     Completions {
@@ -126,13 +131,21 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("aigis: cannot start the async runtime: {e}");
+            logs::console_write(format!("aigis: cannot start the async runtime: {e}\n").as_bytes());
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    // A panic must not unwind through the runtime's drop, which waits for
+    // every blocking task (the log writer lives as long as any sink): catch
+    // it, and leave as a failure within the same bounded wait.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(dispatch(cli.command))
+    }));
     // Leave blocking tasks (e.g. a fetch in flight) behind rather than wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    let Ok(result) = result else {
+        return ExitCode::from(101);
+    };
     match result {
         Ok(code) => code,
         // `aigis status --json | head`: the reader left; nothing to report.
@@ -143,7 +156,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("aigis: {e:#}");
+            logs::console_write(format!("aigis: {e:#}\n").as_bytes());
             ExitCode::FAILURE
         }
     }
@@ -167,6 +180,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let home = |t: &Target| client::home(t.home.as_deref(), t.config.as_deref());
     match command {
         Command::Run { config, home, .. } => {
+            core::check_libpython().map_err(anyhow::Error::msg)?;
             let config = config::load_central(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let home = home::Home::resolve(home.as_deref(), config.aigis.home.as_deref())?;
             daemon::run(config, home, signals()?).await?
@@ -196,11 +210,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Start { name, target } => {
             client::act(&home(&target)?, Request::Start { plugin: name }).await?
         }
-        Command::New { kind, name, dir } => {
-            new::create(kind, &name, &dir)?;
+        Command::New {
+            kind,
+            name,
+            dir,
+            config,
+        } => {
+            new::create(kind, &name, &dir, config.as_deref())?;
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "aigis", &mut std::io::stdout());
+            // clap_complete panics when a write fails (`| head -1`): generate
+            // into memory; a reader that left is not an error (see main).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "aigis", &mut script);
+            use std::io::Write;
+            std::io::stdout().write_all(&script)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -24,7 +24,15 @@ impl NewType {
 }
 
 /// Writes the skeleton into `dir/name`; refuses to touch an existing path.
-pub fn create(kind: NewType, name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+/// Prints the lines that add it to `config` (default: a config file in the
+/// current directory), with the path as that file will read it: relative
+/// to the file's directory.
+pub fn create(
+    kind: NewType,
+    name: &str,
+    dir: &Path,
+    config: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     if name.is_empty()
         || !name
             .chars()
@@ -128,12 +136,98 @@ pub fn create(kind: NewType, name: &str, dir: &Path) -> anyhow::Result<PathBuf> 
         }
         std::fs::write(&path, text)?;
     }
-    println!(
-        "created {} plugin {}\nadd it to your config:\n\n[{}]\n{name} = \"{}\"",
+    let (base, whose) = match config {
+        Some(file) => {
+            let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+            (
+                parent.unwrap_or(Path::new(".")).to_path_buf(),
+                format!("add it to {}", file.display()),
+            )
+        }
+        None => (
+            PathBuf::from("."),
+            "add it to your config (this path is for a config file in the current directory; \
+             for another, give it with -c FILE)"
+                .to_string(),
+        ),
+    };
+    let source = source_string(&path_for_config(&root, &base));
+    // A JSON string is a valid TOML basic string (same escapes).
+    let value = serde_json::to_string(&source)?;
+    let text = format!(
+        "created {} plugin {}\n{whose}:\n\n[{}]\n{name} = {value}\n",
         kind.section(),
         root.display(),
         kind.section(),
-        root.display()
     );
+    use std::io::Write;
+    std::io::stdout().write_all(text.as_bytes())?;
     Ok(root)
+}
+
+/// `target` as a config file in `base` names it: relative to `base` when
+/// the two share a directory below `/`, else absolute. Both are resolved
+/// first (symlinks, `..`), as the system does when AIGIS opens the path.
+fn path_for_config(target: &Path, base: &Path) -> PathBuf {
+    let Ok(target) = target.canonicalize() else {
+        return std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
+    };
+    let Ok(base) = base.canonicalize() else {
+        return target; // a directory that does not exist yet: be exact
+    };
+    let t: Vec<_> = target.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common <= 1 {
+        return target; // only `/` in common
+    }
+    let mut rel = PathBuf::new();
+    for _ in common..b.len() {
+        rel.push("..");
+    }
+    for c in &t[common..] {
+        rel.push(c);
+    }
+    if rel.as_os_str().is_empty() {
+        rel.push(".");
+    }
+    rel
+}
+
+/// The path as a config source: a relative path that could read as an
+/// scp-style git address (`user@host:path`) gets a leading `./`.
+fn source_string(path: &Path) -> String {
+    let s = path.to_string_lossy().into_owned();
+    if path.is_relative() && !s.starts_with('.') && s.contains(':') {
+        format!("./{s}")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_paths_are_relative_to_the_config_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        for d in ["plugins/tool", "conf/deep", "plugins/a@b:c"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        let rel = |t: &str, b: &str| path_for_config(&base.join(t), &base.join(b));
+        assert_eq!(rel("plugins/tool", "."), Path::new("plugins/tool"));
+        assert_eq!(rel("plugins/tool", "conf"), Path::new("../plugins/tool"));
+        assert_eq!(
+            rel("plugins/tool", "conf/deep"),
+            Path::new("../../plugins/tool")
+        );
+        assert_eq!(rel("plugins/./tool", "conf/.."), Path::new("plugins/tool"));
+        assert_eq!(rel("plugins/tool", "plugins/tool"), Path::new("."));
+        // Nothing in common but `/`: absolute.
+        assert_eq!(path_for_config(&base, Path::new("/")), base);
+        assert_eq!(source_string(&rel("plugins/a@b:c", "plugins")), "./a@b:c");
+        assert_eq!(source_string(Path::new("../x:y")), "../x:y");
+    }
 }

@@ -226,47 +226,66 @@ fn check_reports_each_problem_and_passes_a_good_config() {
 fn new_writes_plugins_that_check_accepts_and_that_run() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
+    std::fs::create_dir_all(base.join("conf")).unwrap();
+    // The config is not in the current directory: `-c` names it, and the
+    // printed lines go into it as they are.
+    let mut config = String::new();
     for (kind, name) in [
         ("core", "greet"),
         ("internal-local", "watcher"),
+        ("internal-remote", "remote"),
         ("external", "tool"),
     ] {
-        let (ok, out) = aigis(base, &["new", "--type", kind, name, "--dir", "plugins"]);
+        let (ok, out) = aigis(
+            base,
+            &[
+                "new",
+                "--type",
+                kind,
+                name,
+                "--dir",
+                "plugins",
+                "-c",
+                "conf/aigis.toml",
+            ],
+        );
         assert!(ok, "{out}");
-        assert!(out.contains(&format!("[{kind}]")), "{out}");
+        assert!(out.contains("add it to conf/aigis.toml:"), "{out}");
+        let snippet = &out[out.find(&format!("[{kind}]\n")).expect("a section line")..];
+        assert_eq!(
+            snippet,
+            format!("[{kind}]\n{name} = \"../plugins/{name}\"\n"),
+            "{out}"
+        );
+        config.push_str(snippet);
     }
+    write(base, "conf/aigis.toml", &config);
     let (ok, out) = aigis(
         base,
         &["new", "--type", "external", "tool", "--dir", "plugins"],
     );
     assert!(!ok && out.contains("already exists"), "{out}");
-    let (ok, out) = aigis(
-        base,
-        &[
-            "new",
-            "--type",
-            "internal-remote",
-            "remote",
-            "--dir",
-            "plugins",
-        ],
-    );
-    assert!(ok, "{out}");
     let remote = std::fs::read_to_string(base.join("plugins/remote/AIGIS/AIGIS.config")).unwrap();
     assert!(remote.contains("HOST = "), "{remote}");
 
-    write(
-        base,
-        "aigis.toml",
-        "[core]\ngreet = \"plugins/greet\"\n[internal-local]\nwatcher = \"plugins/watcher\"\n\
-         [internal-remote]\nremote = \"plugins/remote\"\n[external]\ntool = \"plugins/tool\"\n",
+    // Without -c: the line is for a config file in the current directory.
+    let (ok, out) = aigis(
+        &base.join("conf"),
+        &["new", "--type", "external", "spare", "--dir", "../plugins"],
     );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("config file in the current directory"),
+        "{out}"
+    );
+    assert!(out.ends_with("spare = \"../plugins/spare\"\n"), "{out}");
+
     let home = base.join("home");
     let home_s = home.to_str().unwrap();
-    let (ok, out) = aigis(base, &["check", "-c", "aigis.toml", "--home", home_s]);
+    let (ok, out) = aigis(base, &["check", "-c", "conf/aigis.toml", "--home", home_s]);
     assert!(ok, "{out}");
 
-    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    let daemon = Daemon::start(base, &["run", "-c", "conf/aigis.toml", "--home", home_s]);
     daemon.expect_output("skills: aigis.greet.hello, aigis.greet.GREETING", PATIENCE);
     daemon.expect_output("[watcher] (stderr) INFO started", PATIENCE);
     daemon.expect_output("tool started in", PATIENCE);
@@ -536,4 +555,285 @@ fn start_brings_back_a_plugin_that_failed() {
     assert!(ok, "{out}");
     daemon.expect_output("second-runs", PATIENCE);
     assert!(wait_until(PATIENCE, || state_of(base, home_s, "flaky").0 == "running"));
+}
+
+/// A pipe: (read end, write end), both close-on-exec.
+fn pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// The numbers `word N` in a log file's lines, in file order.
+fn numbers(text: &str, word: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            l.split(&format!("{word} "))
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `aigis run ... 2>&1 | head -3`, then Ctrl-C: the console is gone but
+/// the plugin's log file keeps growing, and the daemon stops in seconds.
+#[test]
+fn a_closed_console_stops_neither_the_logs_nor_the_shutdown() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/chatty"), "chatty-says");
+    write(base, "aigis.toml", "[external]\nchatty = \"src/chatty\"\n");
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let log = home.join("log/chatty.log");
+    let logged = || {
+        numbers(
+            &std::fs::read_to_string(&log).unwrap_or_default(),
+            "chatty-says",
+        )
+    };
+    for attempt in 0..5 {
+        let (reader, writer) = pipe();
+        let mut cmd = Daemon::command(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+        cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
+        let mut daemon = Daemon::spawn(cmd);
+        // `head -3`: three lines, then the reader is gone.
+        let mut console = BufReader::new(reader);
+        for _ in 0..3 {
+            let mut line = String::new();
+            assert!(
+                console.read_line(&mut line).unwrap() > 0,
+                "console ended early"
+            );
+        }
+        drop(console);
+        // The plugin runs and its lines keep reaching its file.
+        assert!(
+            wait_until(PATIENCE, || !logged().is_empty()),
+            "attempt {attempt}: the plugin never logged"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let closed_at = *logged().last().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || logged()
+                .last()
+                .is_some_and(|n| *n >= closed_at + 10)),
+            "attempt {attempt}: the log file stopped at chatty-says {closed_at} once the console closed"
+        );
+        let sig = if attempt % 2 == 0 {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
+        daemon.signal(sig);
+        let status = daemon.wait_exit(Duration::from_secs(8));
+        assert!(
+            status.is_some(),
+            "attempt {attempt}: signal {sig} with a closed console: aigis did not exit within 8 s"
+        );
+        assert!(status.unwrap().success(), "attempt {attempt}: {status:?}");
+    }
+}
+
+/// `aigis completions zsh | head -1`, `aigis check ... | head -1`: the
+/// reader leaving is not an error (it was a panic, exit 101).
+#[test]
+fn completions_and_check_into_a_closed_pipe_exit_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/good"), "good");
+    write(base, "good.toml", "[external]\ngood = \"src/good\"\n");
+    let home = base.join("home");
+    for args in [
+        &["completions", "zsh"][..],
+        &["completions", "bash"],
+        &["check", "-c", "good.toml", "--home", home.to_str().unwrap()],
+    ] {
+        let (reader, writer) = pipe();
+        drop(reader);
+        let status = Command::new(bin("aigis"))
+            .args(args)
+            .current_dir(base)
+            .env_remove("AIGIS_HOME")
+            .stdout(writer)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}: {status:?}");
+    }
+}
+
+/// A plugin printing numbered lines fast into a log that rotates many times
+/// a second: `logs -f` shows every line, in order, across the rotations;
+/// and once the daemon is gone, `logs -n` still reads the files.
+#[test]
+fn logs_follow_across_rotation_and_read_without_a_daemon() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    write(
+        &base.join("src/fast"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+    );
+    // Bursts of 100 lines (about 4.5 KB), then a short pause: the log file
+    // of 20000 bytes rotates several times a second.
+    write(
+        &base.join("src/fast"),
+        "run.sh",
+        "i=0\nwhile true; do\n  j=0\n  while [ $j -lt 100 ]; do i=$((i+1)); j=$((j+1)); echo \"fast-says $i\"; done\n  sleep 0.02\ndone\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[aigis]\nlog_max_bytes = 20000\nlog_keep = 20\n[external]\nfast = \"src/fast\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let mut daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    assert!(
+        wait_until(PATIENCE, || home.join("log/fast.log.2").exists()),
+        "the log never rotated twice"
+    );
+
+    let mut follow = Command::new(bin("aigis"))
+        .args(["logs", "fast", "-f", "-n", "0", "--home", home_s])
+        .current_dir(base)
+        .env_remove("AIGIS_HOME")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(4) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(numbers(&line, "fast-says"));
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    drop(rx);
+    let _ = reader.join();
+    let rotations = (1..=20)
+        .filter(|n| home.join(format!("log/fast.log.{n}")).exists())
+        .count();
+    assert!(rotations >= 5, "only {rotations} rotated files");
+    assert!(seen.len() >= 2000, "only {} lines followed", seen.len());
+    let gaps: Vec<(u64, u64)> = seen
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "{} gaps (after, next) in {} lines followed: {gaps:?}",
+        gaps.len(),
+        seen.len()
+    );
+
+    // The daemon is gone: the files are still there to read.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(15)).is_some());
+    let (ok, out) = aigis(base, &["logs", "fast", "-n", "5", "--home", home_s]);
+    assert!(ok, "{out}");
+    let file = std::fs::read_to_string(home.join("log/fast.log")).unwrap();
+    let last: Vec<&str> = file
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), last, "{out}");
+    // No file for that name, or not a plugin's name at all: said plainly.
+    let (ok, out) = aigis(base, &["logs", "nosuch", "--home", home_s]);
+    assert!(
+        !ok && out.contains("no log file for plugin `nosuch`"),
+        "{out}"
+    );
+    let (ok, out) = aigis(base, &["logs", "../fast", "--home", home_s]);
+    assert!(!ok && out.contains("not a plugin name"), "{out}");
+}
+
+/// A libpython of another version than the one `aigis` was built for (here
+/// an `LD_PRELOAD`ed `Py_GetVersion` saying 3.99): `run` refuses to start,
+/// naming both versions and the library, and `check` reports it.
+#[test]
+fn run_refuses_a_libpython_of_another_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let c = write(
+        base,
+        "fakepy.c",
+        "const char *Py_GetVersion(void) { return \"3.99.1 (a test's libpython)\"; }\n",
+    );
+    let lib = base.join("libfakepy.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&c)
+        .output()
+        .expect("cc (a C compiler is needed to build AIGIS too)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    looping(&base.join("src/one"), "one-says");
+    write(base, "aigis.toml", "[external]\none = \"src/one\"\n");
+    let home = base.join("home");
+    let run = |verb: &str| {
+        let mut cmd = Daemon::command(
+            base,
+            &[verb, "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        );
+        cmd.env("LD_PRELOAD", &lib);
+        let mut aigis = Daemon::spawn(cmd);
+        let status = aigis.wait_exit(Duration::from_secs(20));
+        // Its last output, collected by threads that end with the pipes.
+        std::thread::sleep(Duration::from_millis(200));
+        (status, aigis.output())
+    };
+    let (status, out) = run("run");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "aigis run started with libpython 3.99: {status:?}\n{out}"
+    );
+    assert!(
+        out.contains("aigis was built for Python 3.")
+            && out.contains(&format!("but loaded libpython 3.99 from {}", lib.display()))
+            && out.contains("rebuild with PYO3_PYTHON="),
+        "{out}"
+    );
+    assert!(!home.join("ext").exists(), "it started something: {out}");
+    let (status, out) = run("check");
+    assert!(status.is_some_and(|s| !s.success()), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("problem: aigis was built for Python 3.")),
+        "{out}"
+    );
 }
