@@ -103,13 +103,17 @@ class ControlLink:
             self._sock.sendall(struct.pack(">I", len(frame)) + frame)
 
     def _recv(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self._sock.recv(n - len(buf))
-            if not chunk:
+        # Into one buffer: a large reply is read without copying it again
+        # for every piece the socket hands over.
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._sock.recv_into(view[got:])
+            if not k:
                 raise ConnectionError("the link to central closed")
-            buf += chunk
-        return buf
+            got += k
+        return bytes(buf)
 
     def _read(self) -> None:
         assert self.link is not None

@@ -92,11 +92,11 @@ pub async fn attach(dir: &Path) -> anyhow::Result<()> {
     };
     let (mut rd, mut wr) = stream.into_split();
     let up = async {
-        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut wr).await;
+        let _ = tokio::io::copy(&mut crate::stdio::stdin(), &mut wr).await;
         let _ = wr.shutdown().await;
     };
     let down = async {
-        let mut out = tokio::io::stdout();
+        let mut out = crate::stdio::stdout();
         let _ = tokio::io::copy(&mut rd, &mut out).await;
         let _ = out.flush().await;
     };

@@ -11,6 +11,7 @@ pub mod install;
 pub mod outbox;
 pub mod output;
 pub mod python;
+pub mod stdio;
 pub mod supervisor;
 pub mod tree;
 

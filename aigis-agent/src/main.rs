@@ -21,7 +21,9 @@ async fn main() -> ExitCode {
             println!("aigis-agent {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        (None, _) => aigis_agent::serve(tokio::io::stdin(), tokio::io::stdout()).await,
+        (None, _) => {
+            aigis_agent::serve(aigis_agent::stdio::stdin(), aigis_agent::stdio::stdout()).await
+        }
         (Some("attach"), Some(dir)) => aigis_agent::daemon::attach(&dir).await,
         (Some("daemon"), Some(dir)) => aigis_agent::daemon::daemon(&dir).await,
         _ => Err(anyhow::anyhow!(

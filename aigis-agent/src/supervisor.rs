@@ -296,8 +296,11 @@ fn relay_control(
     }
     let writer = tokio::spawn(async move {
         while let Some(payload) = reply_rx.recv().await {
-            let len = (payload.len() as u32).to_be_bytes();
-            if wr.write_all(&len).await.is_err() || wr.write_all(&payload).await.is_err() {
+            // Length and payload in one write: one wake-up of the shim's reader.
+            let mut frame = Vec::with_capacity(4 + payload.len());
+            frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&payload);
+            if wr.write_all(&frame).await.is_err() {
                 break;
             }
         }

@@ -125,9 +125,13 @@ pub struct LogSink {
 
 impl LogSink {
     /// Starts the writer task for log files under `dir`.
-    pub fn start(dir: PathBuf, rotation: Rotation) -> (LogSink, JoinHandle<()>) {
+    pub fn start(
+        dir: PathBuf,
+        rotation: Rotation,
+        limits: ConsoleLimits,
+    ) -> (LogSink, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || write_loop(dir, rotation, rx));
+        let task = tokio::task::spawn_blocking(move || write_loop(dir, rotation, limits, rx));
         (LogSink { tx }, task)
     }
 
@@ -191,7 +195,112 @@ impl LogSink {
     }
 }
 
-fn write_loop(dir: PathBuf, rotation: Rotation, mut rx: mpsc::Receiver<Msg>) {
+/// What reaches the console of a plugin's output: its log file always has
+/// everything, the console at most `lines_per_s` lines a second of each
+/// plugin (the rest is counted and said), and nothing of a `quiet` one.
+#[derive(Debug, Clone)]
+pub struct ConsoleLimits {
+    pub lines_per_s: u32,
+    pub quiet: Vec<String>,
+}
+
+impl Default for ConsoleLimits {
+    fn default() -> Self {
+        ConsoleLimits {
+            lines_per_s: 500,
+            quiet: Vec::new(),
+        }
+    }
+}
+
+/// One plugin's share of the console in the current second.
+#[derive(Default)]
+struct Window {
+    start: Option<std::time::Instant>,
+    shown: u32,
+    held_back: u64,
+}
+
+/// The share of the console each plugin's output gets.
+struct ConsoleShare {
+    limits: ConsoleLimits,
+    windows: HashMap<String, Window>,
+}
+
+impl ConsoleShare {
+    /// Prints a record's lines on the console, within the plugin's share.
+    fn show(&mut self, r: &Record) {
+        // AIGIS's own words about a plugin always show.
+        if r.source != "aigis" && self.limits.quiet.contains(&r.plugin) {
+            return;
+        }
+        let w = self.windows.entry(r.plugin.clone()).or_default();
+        let now = std::time::Instant::now();
+        if w.start
+            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1))
+        {
+            if w.held_back > 0 {
+                tracing::warn!(
+                    plugin = %r.plugin,
+                    "{} line(s) not shown on the console (more than {} a second); its log file has them all",
+                    w.held_back,
+                    self.limits.lines_per_s
+                );
+            }
+            *w = Window {
+                start: Some(now),
+                ..Window::default()
+            };
+        }
+        let mut level = r.level;
+        for line in &r.lines {
+            // A Python record from an internal plugin keeps its level; the
+            // lines after it (a traceback) go with it.
+            let (lvl, text) = match (r.source, python_level(line)) {
+                ("stderr", Some((lvl, rest))) => (lvl, rest),
+                _ => (level, line.as_str()),
+            };
+            level = lvl;
+            if r.source != "aigis" && w.shown >= self.limits.lines_per_s {
+                if w.held_back == 0 {
+                    tracing::warn!(
+                        plugin = %r.plugin,
+                        "more than {} lines a second: the rest of this second's are not shown on the console (its log file has them all)",
+                        self.limits.lines_per_s
+                    );
+                }
+                w.held_back += 1;
+                continue;
+            }
+            w.shown += 1;
+            emit(&r.plugin, lvl, r.source, text);
+        }
+    }
+}
+
+/// `ERROR launch() raised` as printed by a plugin's Python logging (the
+/// shim's format is `%(levelname)s %(message)s`): its level and the rest.
+fn python_level(line: &str) -> Option<(Level, &str)> {
+    let (word, rest) = line.split_once(' ')?;
+    let level = match word {
+        "DEBUG" | "INFO" => Level::Info,
+        "WARNING" => Level::Warn,
+        "ERROR" | "CRITICAL" => Level::Error,
+        _ => return None,
+    };
+    Some((level, rest))
+}
+
+fn write_loop(
+    dir: PathBuf,
+    rotation: Rotation,
+    limits: ConsoleLimits,
+    mut rx: mpsc::Receiver<Msg>,
+) {
+    let mut console = ConsoleShare {
+        limits,
+        windows: HashMap::new(),
+    };
     let mut files: HashMap<String, Option<LogFile>> = HashMap::new();
     let mut dirty: Vec<String> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -207,9 +316,7 @@ fn write_loop(dir: PathBuf, rotation: Rotation, mut rx: mpsc::Receiver<Msg>) {
                 }
             };
             // A traceback is many lines: each carries the plugin's name.
-            for line in &record.lines {
-                emit(&record, line);
-            }
+            console.show(&record);
             let file = files.entry(record.plugin.clone()).or_insert_with(|| {
                 let path = dir.join(format!("{}.log", record.plugin));
                 match LogFile::open(path.clone()) {
@@ -249,12 +356,14 @@ fn flush(files: &mut HashMap<String, Option<LogFile>>, dirty: &mut Vec<String>) 
     }
 }
 
-fn emit(r: &Record, line: &str) {
-    match (r.level, r.source) {
-        (Level::Info, "aigis") => tracing::info!(plugin = %r.plugin, "{line}"),
-        (Level::Info, source) => tracing::info!(plugin = %r.plugin, source, "{line}"),
-        (Level::Warn, _) => tracing::warn!(plugin = %r.plugin, "{line}"),
-        (Level::Error, _) => tracing::error!(plugin = %r.plugin, "{line}"),
+fn emit(plugin: &str, level: Level, source: &str, line: &str) {
+    match (level, source) {
+        (Level::Info, "aigis") => tracing::info!(plugin = %plugin, "{line}"),
+        (Level::Info, source) => tracing::info!(plugin = %plugin, source, "{line}"),
+        (Level::Warn, "aigis") => tracing::warn!(plugin = %plugin, "{line}"),
+        (Level::Warn, source) => tracing::warn!(plugin = %plugin, source, "{line}"),
+        (Level::Error, "aigis") => tracing::error!(plugin = %plugin, "{line}"),
+        (Level::Error, source) => tracing::error!(plugin = %plugin, source, "{line}"),
     }
 }
 
@@ -453,7 +562,8 @@ mod tests {
             max_bytes: 2000,
             keep: 2,
         };
-        let (sink, task) = LogSink::start(dir.path().to_path_buf(), rotation);
+        let (sink, task) =
+            LogSink::start(dir.path().to_path_buf(), rotation, ConsoleLimits::default());
         for i in 0..200 {
             sink.output(
                 "web",
@@ -496,7 +606,11 @@ mod tests {
     #[tokio::test]
     async fn records_reach_the_plugin_file_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, task) = LogSink::start(dir.path().to_path_buf(), Rotation::default());
+        let (sink, task) = LogSink::start(
+            dir.path().to_path_buf(),
+            Rotation::default(),
+            ConsoleLimits::default(),
+        );
         for i in 0..1000 {
             sink.output("web", "stdout", vec![format!("line {i}")], None)
                 .await;

@@ -31,6 +31,11 @@ pub struct AigisSettings {
     /// Which plugins a plugin may reload beyond itself and core plugins
     /// (`may_reload = { "bot" = ["web", "db"] }`, `"*"` for any).
     pub may_reload: Vec<(String, Vec<String>)>,
+    /// Lines per second a plugin may put on the console (its log file
+    /// keeps everything); default 500.
+    pub console_lines_per_s: Option<u32>,
+    /// Plugins whose output never reaches the console (only their file).
+    pub quiet: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +229,33 @@ fn parse_aigis(
                     settings.may_reload.push((who.get_ref().to_string(), names));
                 }
             }
+            "quiet" => {
+                let expected = |found: &str| {
+                    format!("[aigis] quiet: expected a list of plugin names, like [\"noisy\"], found {found}")
+                };
+                let DeValue::Array(items) = value.get_ref() else {
+                    return Err(err(value.span().start, expected(type_name(value.get_ref()))));
+                };
+                for item in items.iter() {
+                    let DeValue::String(n) = item.get_ref() else {
+                        return Err(err(item.span().start, expected(type_name(item.get_ref()))));
+                    };
+                    settings.quiet.push(n.to_string());
+                }
+            }
+            "console_lines_per_s" => {
+                let n = match value.get_ref() {
+                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+                    _ => None,
+                };
+                let Some(n) = n.filter(|n| *n > 0 && *n <= i64::from(u32::MAX)) else {
+                    return Err(err(
+                        value.span().start,
+                        format!("[aigis] console_lines_per_s: expected a positive integer, found {}", type_name(value.get_ref())),
+                    ));
+                };
+                settings.console_lines_per_s = Some(n as u32);
+            }
             name @ ("log_max_bytes" | "log_keep") => {
                 let n = match value.get_ref() {
                     DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
@@ -244,7 +276,7 @@ fn parse_aigis(
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s"),
                 ))
             }
         }

@@ -287,9 +287,9 @@ fn new_writes_plugins_that_check_accepts_and_that_run() {
 
     let daemon = Daemon::start(base, &["run", "-c", "conf/aigis.toml", "--home", home_s]);
     daemon.expect_output("skills: aigis.greet.hello, aigis.greet.GREETING", PATIENCE);
-    daemon.expect_output("[watcher] (stderr) INFO started", PATIENCE);
+    daemon.expect_output("INFO [watcher] (stderr) started", PATIENCE);
     daemon.expect_output("tool started in", PATIENCE);
-    daemon.expect_output("[remote] (stderr) INFO started", PATIENCE);
+    daemon.expect_output("INFO [remote] (stderr) started", PATIENCE);
     assert!(wait_until(PATIENCE, || {
         all_running(&status(base, home_s))
     }));

@@ -27,7 +27,7 @@ use crate::core::{Control, PythonCore};
 use crate::deploy::RemoteSettings;
 use crate::home::Home;
 use crate::link::{AgentLink, Delivery};
-use crate::logs::{LogSink, Rotation};
+use crate::logs::{ConsoleLimits, LogSink, Rotation};
 use crate::tasks::Tasks;
 use config::{CentralConfig, PluginEntry, PluginKind};
 use hosts::{HostPool, RemoteAgent, Wiring};
@@ -111,7 +111,14 @@ pub async fn run(
         max_bytes: config.aigis.log_max_bytes.unwrap_or(defaults.max_bytes),
         keep: config.aigis.log_keep.unwrap_or(defaults.keep),
     };
-    let (log, log_task) = LogSink::start(home.log(), rotation);
+    let limits = ConsoleLimits {
+        lines_per_s: config
+            .aigis
+            .console_lines_per_s
+            .unwrap_or(ConsoleLimits::default().lines_per_s),
+        quiet: config.aigis.quiet.clone(),
+    };
+    let (log, log_task) = LogSink::start(home.log(), rotation, limits);
     let tasks = Tasks::new();
     let (control_tx, control_rx) = mpsc::channel::<Control>(64);
     let core = PythonCore::start(log.clone(), control_tx).map_err(|e| format!("{e:#}"));
