@@ -34,52 +34,48 @@ fn kind(fd: &OwnedFd) -> Kind {
     }
 }
 
-/// A duplicate of descriptor 0 or 1 (the original stays for anything that
-/// writes to stdout by itself).
-fn dup(which: std::os::fd::BorrowedFd<'_>) -> Option<OwnedFd> {
-    which.try_clone_to_owned().ok()
-}
-
 /// Stdin as an async reader.
 pub fn stdin() -> Reader {
-    let fd = dup(std::io::stdin().as_fd());
-    match fd.as_ref().map(kind) {
-        Some(Kind::Pipe) => {
-            if let Some(r) =
-                fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
-            {
+    match reactor_fd(std::io::stdin().as_fd()) {
+        Some(Registered::Pipe(fd)) => {
+            if let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 return Box::pin(r);
             }
         }
-        Some(Kind::Socket) => {
-            if let Some(s) = fd.and_then(socket) {
-                return Box::pin(s);
-            }
-        }
-        _ => {}
+        Some(Registered::Socket(s)) => return Box::pin(s),
+        None => {}
     }
     Box::pin(tokio::io::stdin())
 }
 
 /// Stdout as an async writer.
 pub fn stdout() -> Writer {
-    let fd = dup(std::io::stdout().as_fd());
-    match fd.as_ref().map(kind) {
-        Some(Kind::Pipe) => {
-            if let Some(w) =
-                fd.and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok())
-            {
+    match reactor_fd(std::io::stdout().as_fd()) {
+        Some(Registered::Pipe(fd)) => {
+            if let Ok(w) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
                 return Box::pin(w);
             }
         }
-        Some(Kind::Socket) => {
-            if let Some(s) = fd.and_then(socket) {
-                return Box::pin(s);
-            }
-        }
-        _ => {}
+        Some(Registered::Socket(s)) => return Box::pin(s),
+        None => {}
     }
     Box::pin(tokio::io::stdout())
+}
+
+enum Registered {
+    Pipe(OwnedFd),
+    Socket(tokio::net::UnixStream),
+}
+
+/// A duplicate of `which` (the original stays for anything that writes to
+/// it by itself) that the reactor can poll, when it is a pipe or a socket.
+fn reactor_fd(which: std::os::fd::BorrowedFd<'_>) -> Option<Registered> {
+    let fd = which.try_clone_to_owned().ok()?;
+    match kind(&fd) {
+        Kind::Pipe => Some(Registered::Pipe(fd)),
+        Kind::Socket => socket(fd).map(Registered::Socket),
+        Kind::Other => None,
+    }
 }
 
 fn socket(fd: OwnedFd) -> Option<tokio::net::UnixStream> {
