@@ -464,7 +464,7 @@ impl Daemon {
             ));
         }
         self.load(&entry).await;
-        self.outcome(name)
+        self.outcome(name).await
     }
 
     /// Stops the plugin, drops its skills, and loads it again from its
@@ -478,7 +478,7 @@ impl Daemon {
         self.log.info(name, "reloading").await;
         self.stop_plugin(name).await;
         self.load(&entry).await;
-        self.outcome(name)
+        self.outcome(name).await
     }
 
     fn claim_for(self: &Arc<Self>, name: &str, verb: &str) -> Result<super::Claim, String> {
@@ -491,8 +491,15 @@ impl Daemon {
         })
     }
 
-    /// The state a start or reload ended in, as the verb's result.
-    fn outcome(&self, name: &str) -> Result<State, String> {
+    /// The state a start or reload ended in, as the verb's result: once
+    /// the agent reports the process running (or gone), up to a few seconds.
+    async fn outcome(&self, name: &str) -> Result<State, String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.registry.state(name) == Some(State::Starting)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         match self.registry.state(name) {
             Some(State::Failed { reason }) => Err(format!("{name} failed: {reason}")),
             Some(state) => Ok(state),
