@@ -4,10 +4,10 @@
 //! core.
 
 use aigis_e2e::plugins::{core_plugin, plugin};
-use aigis_e2e::process::{aigis_within, bin, write};
+use aigis_e2e::process::{aigis_within, bin, wait_until, write, Daemon};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -263,4 +263,299 @@ fn check_says_a_host_key_refusal_is_one_and_an_unreachable_host_is_another() {
         ),
         "{text}"
     );
+}
+
+/// `aigis ARGS...` fed `input` on stdin, at most a minute, with `TMPDIR`
+/// set; (success, stdout, stderr).
+fn aigis_with_input(cwd: &Path, args: &[&str], input: &str, tmp: &Path) -> (bool, String, String) {
+    use std::io::{Read, Write};
+    let mut child = Command::new(bin("aigis"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("AIGIS_HOME")
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run aigis");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let collect = |mut s: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("aigis {args:?} did not finish within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = feeder.join();
+    (
+        status.success(),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+/// The value of `label:` in `aigis status NAME`'s text, and the lines
+/// under it.
+fn fact(details: &str, label: &str) -> Vec<String> {
+    let mut lines = details
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{label}:")));
+    let Some(first) = lines.next() else {
+        return Vec::new();
+    };
+    let column = first.len() - first[label.len() + 1..].trim_start().len();
+    std::iter::once(first[column..].to_string())
+        .chain(
+            lines
+                .take_while(|l| l.starts_with(' '))
+                .map(|l| l.trim_start().to_string()),
+        )
+        .collect()
+}
+
+#[test]
+fn status_name_shows_one_plugin_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    // A git plugin that runs, a core plugin with skills, one whose import
+    // fails with a reason of many lines, one on a host that is down.
+    let repo = aigis_e2e::git::TestRepo::new(&base.join("repos"), "web");
+    plugin(
+        &repo.dir,
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\nRESTART = 2\n",
+        &[("run.sh", "echo web-up\nexec sleep 100\n")],
+    );
+    let head = repo.commit("v1");
+    core_plugin(
+        &base.join("src/greet"),
+        "GREETING = 'hello'\ndef hello(name):\n    return GREETING + ' ' + name\nSKILLS = ['hello', 'GREETING']\n",
+        &[],
+    );
+    core_plugin(
+        &base.join("src/broken"),
+        "raise ValueError('the config server said no')\n",
+        &[],
+    );
+    let closed = aigis_e2e::sshd::Sshd::reserve_port("127.0.0.3");
+    let far_host = format!("root@127.0.0.3:{closed}");
+    plugin(
+        &base.join("src/far"),
+        &format!("PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['true']\nHOST = '{far_host}'\n"),
+        &[],
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[core]\ngreet = \"src/greet\"\nbroken = \"src/broken\"\n[external]\nweb = \"{}\"\nfar = \"src/far\"\n",
+            repo.file_url()
+        ),
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("web-up", PATIENCE);
+    let state = |name: &str| {
+        let (_, out) = aigis(base, &["status", name, "--json", "--home", home_s]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_default()["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(wait_until(PATIENCE, || state("web") == "running"));
+    assert!(wait_until(PATIENCE, || state("broken") == "failed"));
+    assert!(wait_until(PATIENCE, || state("far") == "failed"));
+
+    // The table: load order, the HOST before it was ever reached.
+    let (ok, table) = aigis(base, &["status", "--home", home_s]);
+    assert!(ok, "{table}");
+    let names: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["greet", "broken", "web", "far"], "{table}");
+    assert!(
+        table.lines().next().unwrap().ends_with("IN STATE"),
+        "{table}"
+    );
+    let far_row = table.lines().find(|l| l.starts_with("far")).unwrap();
+    assert!(
+        far_row.contains(&far_host) && far_row.contains("host unreachable"),
+        "{table}"
+    );
+
+    // One plugin, as text: source and commit, state and since when, pid,
+    // restarts left, log file.
+    let (ok, web) = aigis(base, &["status", "web", "--home", home_s]);
+    assert!(ok, "{web}");
+    assert_eq!(fact(&web, "type"), ["external"], "{web}");
+    assert_eq!(fact(&web, "host"), ["local"], "{web}");
+    assert_eq!(fact(&web, "source"), [repo.file_url()], "{web}");
+    assert_eq!(fact(&web, "commit"), [head.as_str()], "{web}");
+    let state = fact(&web, "state").concat();
+    assert!(
+        state.starts_with("running for ") && state.contains("(since 20") && state.ends_with("Z)"),
+        "{web}"
+    );
+    assert!(fact(&web, "pid").concat().parse::<u32>().is_ok(), "{web}");
+    assert_eq!(fact(&web, "restarts left"), ["2"], "{web}");
+    assert_eq!(
+        fact(&web, "log"),
+        [home.join("log/web.log").display().to_string()],
+        "{web}"
+    );
+
+    // The same as JSON.
+    let (ok, json) = aigis(base, &["status", "web", "--json", "--home", home_s]);
+    assert!(ok, "{json}");
+    let row: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(row["commit"], head.as_str(), "{json}");
+    assert_eq!(row["source"], repo.file_url().as_str(), "{json}");
+    assert!(
+        row["since"]
+            .as_str()
+            .is_some_and(|s| s.len() >= 20 && s.ends_with('Z')),
+        "{json}"
+    );
+    assert!(row["pid"].as_u64().is_some(), "{json}");
+
+    // The full reason, every line of it; the table shows only the first.
+    let (ok, broken) = aigis(base, &["status", "broken", "--home", home_s]);
+    assert!(ok, "{broken}");
+    let reason = fact(&broken, "reason");
+    assert!(reason.len() > 2, "{broken}");
+    assert!(reason[0].contains("importing"), "{broken}");
+    assert!(
+        reason
+            .last()
+            .unwrap()
+            .contains("ValueError: the config server said no"),
+        "{broken}"
+    );
+    assert!(!table.contains("the config server said no"), "{table}");
+
+    // A core plugin's skills; the host of one that never connected.
+    let (ok, greet) = aigis(base, &["status", "greet", "--home", home_s]);
+    assert!(ok, "{greet}");
+    assert_eq!(
+        fact(&greet, "skills"),
+        ["aigis.hello", "aigis.GREETING"],
+        "{greet}"
+    );
+    let (ok, far) = aigis(base, &["status", "far", "--json", "--home", home_s]);
+    assert!(ok, "{far}");
+    let row: serde_json::Value = serde_json::from_str(&far).unwrap();
+    assert_eq!(row["host"], far_host.as_str(), "{far}");
+
+    let (ok, out) = aigis(base, &["status", "nosuch", "--home", home_s]);
+    assert!(!ok && out.contains("no plugin named `nosuch`"), "{out}");
+}
+
+#[test]
+fn skills_and_shell_reach_the_live_core() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    core_plugin(
+        &base.join("src/greet"),
+        "import greet\nSKILLS = ['greet.hello', 'greet.count', 'greet.GREETING']\n",
+        &[(
+            "greet.py",
+            "import os\nGREETING = 'hello'\ncalls = []\n\
+             def hello(name):\n    calls.append(name)\n    return GREETING + ' ' + name\n\
+             def count():\n    return len(calls)\n",
+        )],
+    );
+    core_plugin(
+        &base.join("src/clock"),
+        "import time\ndef now():\n    return time.time()\nSKILLS = ['now']\n",
+        &[],
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[core]\ngreet = \"src/greet\"\nclock = \"src/clock\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let scratch = base.join("tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+
+    // No daemon: said plainly, no Python started.
+    let (ok, _, err) = aigis_with_input(base, &["shell", "--home", home_s], "", &scratch);
+    assert!(!ok && err.contains("no aigis daemon is running"), "{err}");
+
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("skills: aigis.now", PATIENCE);
+
+    let (ok, out) = aigis(base, &["skills", "--home", home_s]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        [
+            ["greet", "aigis.greet.hello"],
+            ["greet", "aigis.greet.count"],
+            ["greet", "aigis.greet.GREETING"],
+            ["clock", "aigis.now"],
+        ],
+        "{out}"
+    );
+    let (ok, out) = aigis(base, &["skills", "--json", "--home", home_s]);
+    assert!(ok, "{out}");
+    let skills: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(skills[1]["plugin"], "clock", "{out}");
+    assert_eq!(skills[1]["skills"][0], "aigis.now", "{out}");
+
+    // A shell calls skills, reads constants, and is held to the reach rule.
+    let (ok, out, err) = aigis_with_input(
+        base,
+        &["shell", "--home", home_s],
+        "print('A', aigis.greet.hello('shell'))\n\
+         print('B', aigis.greet.GREETING())\n\
+         try:\n    aigis.greet.os.getcwd()\nexcept AttributeError as e:\n    print('C', e)\n\n\
+         print('D', type(aigis.now()).__name__)\n",
+        &scratch,
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("A hello shell\n"), "{out}\n{err}");
+    assert!(out.contains("B hello\n"), "{out}\n{err}");
+    assert!(
+        out.contains("C aigis.greet.os.getcwd is not exposed"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("D float\n"), "{out}\n{err}");
+    assert!(err.contains("the live core of"), "{err}");
+
+    // The core is the daemon's own: a second shell sees what the first did.
+    let (ok, out, err) = aigis_with_input(
+        base,
+        &["shell", "--home", home_s],
+        "print('calls', aigis.greet.count())\n",
+        &scratch,
+    );
+    assert!(ok && out.contains("calls 1\n"), "{out}\n{err}");
+    // The private directory with the Python files is gone.
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    drop(daemon);
 }
