@@ -37,15 +37,105 @@ async fn ask(home: &Home, request: Request) -> anyhow::Result<control::Response>
     Ok(response)
 }
 
-pub async fn status(home: &Home, json: bool) -> anyhow::Result<()> {
-    let response = ask(home, Request::Status).await?;
+/// `aigis status [NAME] [--json]`: every plugin as a table (or a JSON
+/// array), or one plugin whole (or one JSON object).
+pub async fn status(home: &Home, plugin: Option<String>, json: bool) -> anyhow::Result<()> {
+    let one = plugin.is_some();
+    let response = ask(home, Request::Status { plugin }).await?;
+    let mut out = std::io::stdout().lock();
+    match (one, json, response.plugins.first()) {
+        (true, true, Some(row)) => {
+            serde_json::to_writer_pretty(&mut out, row).map_err(std::io::Error::from)?
+        }
+        (true, false, Some(row)) => write!(out, "{}", details(row))?,
+        (true, _, None) => anyhow::bail!("the daemon sent no status for that plugin"),
+        (false, true, _) => serde_json::to_writer_pretty(&mut out, &response.plugins)
+            .map_err(std::io::Error::from)?,
+        (false, false, _) => write!(out, "{}", table(&response.plugins))?,
+    }
+    if json {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// One plugin, one fact a line; a value of several lines (the full failure
+/// reason, the skills) goes on under its label.
+fn details(r: &PluginStatus) -> String {
+    let dash = || "-".to_string();
+    let mut facts: Vec<(&str, String)> = vec![
+        ("name", r.name.clone()),
+        ("type", r.kind.as_str().to_string()),
+        ("host", r.host.clone()),
+        ("source", r.source.clone()),
+    ];
+    if let Some(commit) = &r.commit {
+        facts.push(("commit", commit.clone()));
+    }
+    facts.extend([
+        (
+            "state",
+            format!(
+                "{} for {} (since {})",
+                r.state.word(),
+                duration(r.in_state_s),
+                r.since
+            ),
+        ),
+        ("pid", r.pid.map_or_else(dash, |p| p.to_string())),
+        (
+            "restarts left",
+            r.restarts_left.map_or_else(dash, |n| n.to_string()),
+        ),
+    ]);
+    if let Some(reason) = r.state.reason() {
+        facts.push(("reason", reason.trim_end().to_string()));
+    }
+    facts.push(("log", r.log_file.display().to_string()));
+    if !r.skills.is_empty() {
+        facts.push(("skills", r.skills.join("\n")));
+    }
+    let width = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
+    let mut out = String::new();
+    for (label, value) in facts {
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or_default();
+        out.push_str(format!("{:<width$}{first}", format!("{label}:")).trim_end());
+        out.push('\n');
+        for line in lines {
+            out.push_str(format!("{:width$}{line}", "").trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `aigis skills [--json]`: what the live core exposes, by plugin.
+pub async fn skills(home: &Home, json: bool) -> anyhow::Result<()> {
+    let response = ask(home, Request::Skills).await?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &response.plugins).map_err(std::io::Error::from)?;
+        serde_json::to_writer_pretty(&mut out, &response.skills).map_err(std::io::Error::from)?;
         writeln!(out)?;
         return Ok(());
     }
-    write!(out, "{}", table(&response.plugins))?;
+    if response.skills.is_empty() {
+        writeln!(out, "no core plugin is loaded: the core exposes nothing")?;
+    }
+    let width = response
+        .skills
+        .iter()
+        .map(|p| p.plugin.chars().count())
+        .max()
+        .unwrap_or(0);
+    for p in &response.skills {
+        if p.skills.is_empty() {
+            writeln!(out, "{:<width$}  (no skills)", p.plugin)?;
+        }
+        for skill in &p.skills {
+            writeln!(out, "{:<width$}  {skill}", p.plugin)?;
+        }
+    }
     Ok(())
 }
 
@@ -358,21 +448,51 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let rows = vec![PluginStatus {
-            name: "web".into(),
-            kind: config::PluginKind::External,
-            host: "local".into(),
-            state: crate::status::State::Failed {
-                reason: "exited with status 3\nmore".into(),
-            },
-            pid: None,
-            restarts_left: Some(0),
-            in_state_s: 3725,
-        }];
+        let rows = vec![failed_web()];
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("NAME  TYPE      HOST   STATE"), "{t}");
         assert!(lines[1].contains("failed (exited with status 3)"), "{t}");
         assert!(lines[1].ends_with("1h2m"), "{t}");
+    }
+
+    fn failed_web() -> PluginStatus {
+        PluginStatus {
+            name: "web".into(),
+            kind: config::PluginKind::External,
+            host: "local".into(),
+            source: "/srv/web".into(),
+            commit: None,
+            state: crate::status::State::Failed {
+                reason: "exited with status 3\nmore".into(),
+            },
+            since: "2024-05-01T09:30:00Z".into(),
+            pid: None,
+            restarts_left: Some(0),
+            in_state_s: 3725,
+            log_file: "/h/log/web.log".into(),
+            skills: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn details_show_every_line_of_a_reason_and_of_the_skills() {
+        let mut row = failed_web();
+        row.skills = vec!["aigis.web.a".into(), "aigis.web.b".into()];
+        assert_eq!(
+            details(&row),
+            "name:          web\n\
+             type:          external\n\
+             host:          local\n\
+             source:        /srv/web\n\
+             state:         failed for 1h2m (since 2024-05-01T09:30:00Z)\n\
+             pid:           -\n\
+             restarts left: 0\n\
+             reason:        exited with status 3\n\
+             \x20              more\n\
+             log:           /h/log/web.log\n\
+             skills:        aigis.web.a\n\
+             \x20              aigis.web.b\n"
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! The control socket's protocol and its client end: how `aigis
-//! status|logs|stop|start|reload` talk to a running daemon (the server is
-//! `daemon/control.rs`).
+//! status|logs|stop|start|reload|skills|shell` talk to a running daemon
+//! (the server is `daemon/control.rs`).
 //!
 //! `<home>/run/aigis.sock`, a Unix socket with mode 0600 (only the daemon's
 //! user may steer it; no TCP port is ever opened). One request per
-//! connection: a JSON line in, a JSON line out. Connections are bounded in
+//! connection: a JSON line in, a JSON line out. `shell` alone goes on after
+//! its answer: the connection then carries AigisProxy frames, as an
+//! internal plugin's fd 3 does (see `daemon/shell.rs`). Connections are bounded in
 //! number, time and size (see [`serve`]), and nothing a client does ends
 //! the accept loop. `<home>/run/aigis.lock`,
 //! held with `flock` for the daemon's lifetime, makes a second `aigis run`
@@ -23,7 +25,15 @@ use tokio::net::UnixStream;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
-    Status,
+    /// Every plugin; with `plugin`, that one with everything about it.
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plugin: Option<String>,
+    },
+    /// What the core exposes, by plugin.
+    Skills,
+    /// Turns this connection into an AigisProxy channel to the live core.
+    Shell,
     Logs {
         plugin: String,
     },
@@ -52,6 +62,17 @@ pub struct Response {
     /// For `logs`: the plugin's log file, which the client reads itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    /// For `skills`: each core plugin's skills, in load order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<PluginSkills>,
+}
+
+/// What one plugin exposes in the core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSkills {
+    pub plugin: String,
+    /// Full names: `aigis.weather.forecast`.
+    pub skills: Vec<String>,
 }
 
 pub fn failure(error: String) -> Response {

@@ -10,6 +10,7 @@ mod home;
 mod link;
 mod logs;
 mod new;
+mod shell;
 mod ssh;
 mod status;
 mod tasks;
@@ -60,13 +61,30 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
     },
-    /// Show every plugin: type, host, state, pid, restarts left, uptime.
+    /// Show every plugin: type, host, state, pid, restarts left, time in
+    /// its state; with a NAME, everything about that plugin (source and
+    /// commit, since when, the full failure reason, log file, skills).
     Status {
+        name: Option<String>,
         #[command(flatten)]
         target: Target,
-        /// One JSON array instead of a table.
+        /// JSON instead of text: an array, or one object with a NAME.
         #[arg(long)]
         json: bool,
+    },
+    /// List what the live core exposes, by plugin (names under `aigis.`).
+    Skills {
+        #[command(flatten)]
+        target: Target,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a Python REPL whose `aigis` is the live core (through the
+    /// AigisProxy an internal plugin gets, over the control socket).
+    Shell {
+        #[command(flatten)]
+        target: Target,
     },
     /// Print a plugin's log.
     Logs {
@@ -190,7 +208,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Status { target, json } => client::status(&home(&target)?, json).await?,
+        Command::Status { name, target, json } => {
+            client::status(&home(&target)?, name, json).await?
+        }
+        Command::Skills { target, json } => client::skills(&home(&target)?, json).await?,
+        Command::Shell { target } => shell::run(&home(&target)?)?,
         Command::Logs {
             name,
             target,

@@ -166,6 +166,17 @@ pub enum SshError {
         user: String,
         tried: String,
     },
+    /// Connected and logged in, then a command over the session failed.
+    #[error("{host}: {reason}")]
+    Session { host: String, reason: String },
+}
+
+impl SshError {
+    /// The host could not be reached at all (as opposed to reached and
+    /// refused: an unknown or changed host key, no key accepted).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SshError::Connect { .. })
+    }
 }
 
 /// Why a handshake ended: the host-key check's verdict travels as the
@@ -366,9 +377,9 @@ impl Connection {
 
 /// `aigis check`: connects, verifies the host key, logs in, disconnects.
 /// Returns the programs of `required` that are not on the host's `PATH`.
-pub async fn probe(spec: &HostSpec, required: &[String]) -> Result<Vec<String>, String> {
+pub async fn probe(spec: &HostSpec, required: &[String]) -> Result<Vec<String>, SshError> {
     let target = resolve(spec);
-    let conn = connect(&target).await.map_err(|e| e.to_string())?;
+    let conn = connect(&target).await?;
     let mut missing = Vec::new();
     if !required.is_empty() {
         let script = required
@@ -379,7 +390,13 @@ pub async fn probe(spec: &HostSpec, required: &[String]) -> Result<Vec<String>, 
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let (_, out) = conn.run(&script, b"").await?;
+        let (_, out) = conn
+            .run(&script, b"")
+            .await
+            .map_err(|reason| SshError::Session {
+                host: target.name.clone(),
+                reason,
+            })?;
         missing = String::from_utf8_lossy(&out)
             .lines()
             .map(String::from)

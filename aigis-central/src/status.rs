@@ -4,6 +4,7 @@
 
 use config::PluginKind;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// A plugin's life: `pending → fetching → installing → starting → running`,
 /// then `restarting`, `stopped` (on request) or `failed` (with the reason).
@@ -47,7 +48,11 @@ impl State {
     }
 }
 
-/// One row of `aigis status`.
+/// One row of `aigis status`; with a NAME, also what takes a look at the
+/// plugin's files or the core (`commit`, `skills`).
+///
+/// Fields added since the first version are `#[serde(default)]`: a client
+/// reads the answer of an older daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginStatus {
     pub name: String,
@@ -55,10 +60,41 @@ pub struct PluginStatus {
     pub kind: PluginKind,
     /// Where it runs ("local" or the `HOST`), known once its config is read.
     pub host: String,
+    /// Where its files come from, as the central config says (a directory,
+    /// or a git URL with its `#ref`).
+    #[serde(default)]
+    pub source: String,
+    /// The commit its files are at (git sources; `aigis status NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     #[serde(flatten)]
     pub state: State,
+    /// When it entered its state, RFC 3339 (UTC, to the millisecond).
+    #[serde(default)]
+    pub since: String,
     pub pid: Option<u32>,
     pub restarts_left: Option<u32>,
     /// Seconds in the current state.
     pub in_state_s: u64,
+    /// Its log file on this machine.
+    #[serde(default)]
+    pub log_file: PathBuf,
+    /// What it exposes in the core, as `aigis.<name>` (`aigis status NAME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_daemons_row_still_reads() {
+        let row: PluginStatus = serde_json::from_str(
+            r#"{"name":"a","type":"external","host":"local","state":"running",
+                "pid":7,"restarts_left":null,"in_state_s":3}"#,
+        )
+        .unwrap();
+        assert_eq!((row.source.as_str(), row.skills.len()), ("", 0));
+    }
 }

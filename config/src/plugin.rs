@@ -114,6 +114,42 @@ const KNOWN: &[&str] = &[
     "CORE",
 ];
 
+/// The known option an unknown `name` was most likely meant to be: the
+/// nearest by edit distance (case ignored, a swap of two neighbours counts
+/// as one edit), if it is near enough to be a typo (`RESTARTS`,
+/// `ENTRYPIONT`, `host`) rather than another word.
+fn closest_option(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_uppercase();
+    let allowed = (name.chars().count() / 3).clamp(1, 3);
+    KNOWN
+        .iter()
+        .map(|known| (edit_distance(&name, known), *known))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, known)| known)
+}
+
+/// Optimal string alignment distance: insertions, deletions,
+/// substitutions and swaps of adjacent characters each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Three rows: two back (for swaps), one back, and the current one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
+}
+
 const TYPES: &str = "\"core\", \"internal\", \"internal-local\", \"internal-remote\", \"external\"";
 
 /// Reads `text` (the contents of `config_file`) for `entry`, whose files are
@@ -138,8 +174,12 @@ pub fn parse_plugin(
     let mut options: Vec<&Assignment> = Vec::new();
     for a in &assignments {
         if !KNOWN.contains(&a.name.as_str()) {
+            let hint = match closest_option(&a.name) {
+                Some(known) => format!("; did you mean `{known}`?"),
+                None => String::new(),
+            };
             warnings.push(format!(
-                "{}:{}: unknown option `{}` ignored",
+                "{}:{}: unknown option `{}` ignored{hint}",
                 config_file.display(),
                 a.line,
                 a.name

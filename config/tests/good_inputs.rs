@@ -540,3 +540,22 @@ fn requirements_file_without_a_command_is_a_warning() {
         spec.warnings
     );
 }
+
+#[test]
+fn an_unknown_option_near_a_known_one_is_named_as_a_likely_typo() {
+    let text = "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\n\
+                RESTARTS = 3\nENTRYPIONT = '{root}'\nhost = 'nas'\nCOLOR = 'blue'\n\
+                REQUIREMENT_FILES = 'r.txt'\n";
+    let spec = parse(PluginKind::External, "/r", text);
+    assert_eq!(
+        spec.warnings,
+        [
+            "/r/AIGIS/AIGIS.config:4: unknown option `RESTARTS` ignored; did you mean `RESTART`?",
+            "/r/AIGIS/AIGIS.config:5: unknown option `ENTRYPIONT` ignored; did you mean `ENTRYPOINT`?",
+            "/r/AIGIS/AIGIS.config:6: unknown option `host` ignored; did you mean `HOST`?",
+            // Too far from every option to be a typo of one.
+            "/r/AIGIS/AIGIS.config:7: unknown option `COLOR` ignored",
+            "/r/AIGIS/AIGIS.config:8: unknown option `REQUIREMENT_FILES` ignored; did you mean `REQUIREMENT_FILE`?",
+        ]
+    );
+}

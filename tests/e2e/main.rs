@@ -13,4 +13,5 @@ mod proxy;
 mod python;
 mod remote;
 mod reread;
+mod tell;
 mod verbs;

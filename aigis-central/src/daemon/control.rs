@@ -183,26 +183,82 @@ async fn answer(
                 ))
             } else {
                 match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Shell) => return shell(limited, wr, daemon).await,
                     Ok(request) => handle(request, daemon).await,
                     Err(e) => failure(format!("bad request: {e}")),
                 }
             }
         }
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    send(&mut wr, &response).await
+}
+
+async fn send(
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).unwrap_or_default();
     out.push(b'\n');
     wr.write_all(&out).await
 }
 
+/// `aigis shell`: answers the request line, then serves the connection as
+/// an AigisProxy channel (see `shell.rs`) until the shell closes it.
+async fn shell(
+    rd: BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    daemon: &Arc<Daemon>,
+) -> std::io::Result<()> {
+    let admitted = daemon
+        .python()
+        .map_err(|e| format!("the core is not available: {e}"))
+        .and_then(|core| Ok((core.clone(), super::shell::admit()?)));
+    let (core, _slot) = match admitted {
+        Ok(ready) => ready,
+        Err(e) => return send(&mut wr, &failure(e)).await,
+    };
+    let plugins = daemon.skills().await.map(|s| s.len()).unwrap_or(0);
+    let hello = done(format!(
+        "the live core of {}: {plugins} core plugin(s); calls get the reach rule a plugin's do",
+        daemon.home.root().display()
+    ));
+    send(&mut wr, &hello).await?;
+    // What the client sent after its line is already in the buffer; the
+    // 64 KiB bound was for the request line only.
+    let buffered = rd.buffer().to_vec();
+    let rest = rd.into_inner().into_inner();
+    super::shell::serve(
+        tokio::io::AsyncReadExt::chain(&buffered[..], rest),
+        wr,
+        core,
+    )
+    .await
+}
+
 async fn handle(request: Request, daemon: &Arc<Daemon>) -> Response {
     let (plugin, verb) = match request {
-        Request::Status => {
-            return Response {
-                ok: true,
-                plugins: daemon.registry.snapshot(),
-                ..Response::default()
+        Request::Status { plugin } => {
+            return match daemon.status(plugin.as_deref()).await {
+                Ok(plugins) => Response {
+                    ok: true,
+                    plugins,
+                    ..Response::default()
+                },
+                Err(e) => failure(e),
             }
         }
+        Request::Skills => {
+            return match daemon.skills().await {
+                Ok(skills) => Response {
+                    ok: true,
+                    skills,
+                    ..Response::default()
+                },
+                Err(e) => failure(e),
+            }
+        }
+        // Answered in `answer`: it keeps the connection.
+        Request::Shell => return failure("`shell` is not a one-line request".into()),
         Request::Reread => {
             return match daemon.reread().await {
                 Ok(done) => crate::control::done(done),

@@ -10,7 +10,8 @@
 //! - `hosts.rs`: the agents on LAN hosts, one lock per host.
 //! - `dispatch.rs`: what agents report, checked and routed (logs, states,
 //!   calls to the core, reloads).
-//! - `control.rs`: the control socket's requests.
+//! - `control.rs`: the control socket's requests; `report.rs`: what
+//!   `status` and `skills` answer; `shell.rs`: `aigis shell`'s calls.
 //! - `reread.rs`: SIGHUP and `aigis reload` without a name: the config
 //!   read again and the difference applied.
 
@@ -18,7 +19,9 @@ mod control;
 mod dispatch;
 mod hosts;
 mod load;
+mod report;
 mod reread;
+mod shell;
 pub mod state;
 
 pub use load::python_entry;

@@ -4,19 +4,22 @@
 
 use crate::logs::LogSink;
 pub use crate::status::{PluginStatus, State};
-use config::{PluginEntry, PluginKind};
+use config::{PluginEntry, PluginKind, Source};
 use proto::ProcessState;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 struct Row {
     name: String,
     kind: PluginKind,
     host: String,
+    source: String,
     state: State,
     pid: Option<u32>,
     restarts_left: Option<u32>,
+    /// When it entered its state: for durations, and for the clock.
     since: Instant,
+    since_wall: SystemTime,
 }
 
 /// Every plugin's current status, in load order.
@@ -43,10 +46,15 @@ impl Registry {
                     name: r.name.clone(),
                     kind: r.kind,
                     host: r.host.clone(),
+                    source: r.source.clone(),
+                    commit: None,
                     state: r.state.clone(),
+                    since: crate::logs::rfc3339(r.since_wall),
                     pid: r.pid,
                     restarts_left: r.restarts_left,
                     in_state_s: r.since.elapsed().as_secs(),
+                    log_file: Default::default(),
+                    skills: Vec::new(),
                 })
                 .collect()
         })
@@ -58,18 +66,21 @@ impl Registry {
         self.with_rows(|rows| {
             let mut old = std::mem::take(rows);
             for e in entries {
-                let row = match old.iter().position(|r| r.name == e.name) {
+                let mut row = match old.iter().position(|r| r.name == e.name) {
                     Some(i) => old.remove(i),
                     None => Row {
                         name: e.name.clone(),
                         kind: e.section,
                         host: "local".into(),
+                        source: String::new(),
                         state: State::Pending,
                         pid: None,
                         restarts_left: None,
                         since: Instant::now(),
+                        since_wall: SystemTime::now(),
                     },
                 };
+                row.source = source_text(&e.source);
                 rows.push(row);
             }
         })
@@ -109,6 +120,7 @@ impl Registry {
             }
             r.state = state;
             r.since = Instant::now();
+            r.since_wall = SystemTime::now();
         });
         if failed {
             self.log.error(plugin, text).await;
@@ -177,5 +189,18 @@ impl Registry {
                 f(r);
             }
         })
+    }
+}
+
+/// A source as the central config gives it: a directory, or a git URL
+/// with its `#ref`.
+pub fn source_text(source: &Source) -> String {
+    match source {
+        Source::LocalDir(dir) => dir.display().to_string(),
+        Source::Git {
+            url,
+            reference: Some(r),
+        } => format!("{url}#{r}"),
+        Source::Git { url, .. } => url.clone(),
     }
 }

@@ -1,0 +1,75 @@
+"""`aigis shell`: a Python REPL whose ``aigis`` is the live core of a running
+AIGIS, reached through the same AigisProxy an internal plugin gets.
+
+``aigis shell`` connects to the daemon's control socket, asks for a shell
+(``{"cmd": "shell"}``) and, once the daemon agreed, runs
+``python3 -q -i shell.py`` with that connection open as
+``AIGIS_SHELL_FD``, and ``proxy.py`` beside this file in a private
+directory, which this script removes once it has loaded it. On that
+connection, frames are a 4-byte big-endian length and a payload, as on an
+internal plugin's fd 3: ``b"C" + id + pickle((path, args, kwargs))`` out,
+``b"R" + id + ...`` back. The daemon answers each call with the reach rule
+and limits a plugin's calls get. Stdlib only.
+"""
+
+
+def _connect():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import os
+    import shutil
+    import socket
+    import struct
+    import sys
+    import threading
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("aigis_proxy", os.path.join(here, "proxy.py"))
+    assert spec is not None and spec.loader is not None
+    proxy = importlib.util.module_from_spec(spec)
+    sys.modules["aigis_proxy"] = proxy
+    spec.loader.exec_module(proxy)
+    shutil.rmtree(here, ignore_errors=True)
+    # Python put this file's directory first on sys.path; it is gone.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+
+    sock = socket.socket(fileno=int(os.environ.pop("AIGIS_SHELL_FD")))
+    write = threading.Lock()
+
+    def send(frame: bytes) -> None:
+        if len(frame) > proxy.MAX_PAYLOAD:
+            raise ValueError("a call of %d bytes; at most %d may cross to central"
+                             % (len(frame), proxy.MAX_PAYLOAD))
+        with write:
+            sock.sendall(struct.pack(">I", len(frame)) + frame)
+
+    link = proxy.Link(send)
+
+    def recv(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("the daemon closed the shell's connection")
+            buf += chunk
+        return buf
+
+    def read() -> None:
+        try:
+            while True:
+                frame = recv(struct.unpack(">I", recv(4))[0])
+                if frame[:1] == b"R":
+                    link.deliver(struct.unpack(">Q", frame[1:9])[0], frame)
+        except Exception as e:  # noqa: BLE001 - every waiting call learns why
+            link.close("the link to the AIGIS daemon closed: %s" % e)
+
+    threading.Thread(target=read, name="aigis-shell", daemon=True).start()
+    core = proxy.AigisProxy(link)
+    sys.modules["aigis"] = core
+    sys.stderr.write("aigis shell: %s\n`aigis` is the live core (e.g. aigis.<plugin>.<skill>(...); "
+                     "constants are called too); Ctrl-D leaves.\n"
+                     % os.environ.pop("AIGIS_SHELL_HELLO", "connected"))
+    return core
+
+
+aigis = _connect()
+del _connect
