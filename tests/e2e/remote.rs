@@ -282,6 +282,15 @@ fn a_wrong_host_key_refuses_the_plugin_and_the_others_run() {
         !base.join("hosts/lan1").exists(),
         "something was uploaded to a host with a wrong key"
     );
+    // A refusal is not an outage: said as such, and not retried.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = daemon.output();
+    assert!(
+        out.contains("[far] failed: host refused: host key of lan1 has CHANGED"),
+        "{out}"
+    );
+    assert!(!out.contains("host unreachable"), "{out}");
+    assert!(!out.contains("trying its host again"), "{out}");
 }
 
 #[test]

@@ -168,11 +168,25 @@ async fn attach(
     .map_err(|e| format!("{host}: {e:#}"))
 }
 
+/// Why a host could not be used.
+#[derive(Debug)]
+pub enum HostError {
+    /// No answer (down, no route, timed out): worth trying again.
+    Unreachable(String),
+    /// It answered and refused, or we refused it (a host key that is
+    /// unknown or changed, no key accepted, no agent for its platform):
+    /// trying again changes nothing until the operator acts.
+    Refused(String),
+}
+
 /// Connects to `host`, makes sure its agent is there, and starts it.
-async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, String> {
+async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, HostError> {
     let connection = ssh::connect(&ssh::resolve(host))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ssh::SshError::Connect { .. } => HostError::Unreachable(e.to_string()),
+            other => HostError::Refused(other.to_string()),
+        })?;
     let deployed = deploy::agent(
         &connection,
         host,
@@ -180,7 +194,8 @@ async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, S
         &wiring.local_agent,
         &wiring.log,
     )
-    .await?;
+    .await
+    .map_err(HostError::Refused)?;
     let received = Arc::new(Received::default());
     let link = attach(
         &connection,
@@ -190,7 +205,8 @@ async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, S
         received.clone(),
         wiring,
     )
-    .await?;
+    .await
+    .map_err(HostError::Unreachable)?;
     let remote = Arc::new(RemoteAgent {
         host: host.clone(),
         base: deployed.base,
@@ -220,7 +236,7 @@ impl HostPool {
         &self,
         host: &HostSpec,
         wiring: &Wiring,
-    ) -> Result<Arc<RemoteAgent>, String> {
+    ) -> Result<Arc<RemoteAgent>, HostError> {
         let slot: Slot = self
             .slots
             .lock()

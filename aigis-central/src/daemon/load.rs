@@ -12,6 +12,7 @@
 //! A failure fails that plugin only, as a [`LoadError`] whose kind decides
 //! whether the load is tried again (an unreachable host is).
 
+use super::hosts::HostError;
 use super::state::State;
 use super::{lock, Daemon, Placement};
 use crate::core::core_file;
@@ -28,6 +29,9 @@ use std::time::Duration;
 pub enum LoadError {
     /// The plugin's host could not be reached: tried again later.
     Unreachable(String),
+    /// Its host refused (or was refused: a host key not known to match);
+    /// not retried until the operator acts.
+    Refused(String),
     /// Its source could not be fetched.
     Fetch(String),
     /// Its `AIGIS.config` (or `AIGIS.core`) is wrong.
@@ -51,6 +55,10 @@ impl std::fmt::Display for LoadError {
             LoadError::Unreachable(e) => write!(
                 f,
                 "host unreachable: {e}; the other plugins run, this one is retried"
+            ),
+            LoadError::Refused(e) => write!(
+                f,
+                "host refused: {e}; fix it, then `aigis start` this plugin"
             ),
             LoadError::Fetch(e)
             | LoadError::Config(e)
@@ -248,7 +256,10 @@ impl Daemon {
                     .hosts
                     .agent(host, &self.wiring)
                     .await
-                    .map_err(LoadError::Unreachable)?;
+                    .map_err(|e| match e {
+                        HostError::Unreachable(e) => LoadError::Unreachable(e),
+                        HostError::Refused(e) => LoadError::Refused(e),
+                    })?;
                 let remote_root = remote.base.join("ext").join(name);
                 let sent = deploy::tree(&remote.link(), &resolved.root, &remote_root)
                     .await
