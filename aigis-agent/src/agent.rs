@@ -231,6 +231,9 @@ async fn stop_all(plugins: &Plugins) {
     for s in stops {
         let _ = s.await;
     }
+    // What no plugin could be found to own (an orphan that changed its
+    // environment) is still in the agent's tree or cgroup: it goes too.
+    let _ = tokio::task::spawn_blocking(crate::contain::sweep).await;
 }
 
 async fn handle(

@@ -44,16 +44,16 @@ async fn run_requirements(
     cwd: &Path,
     events: &mpsc::Sender<FromAgent>,
 ) -> Result<(), String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(line)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    let (mut child, _own) = crate::contain::spawn(&mut cmd)
         .map_err(|e| format!("could not run the requirements command: {e}"))?;
     // Ends the whole group however this returns (or is dropped at shutdown).
     let _group = child.id().map(GroupGuard);

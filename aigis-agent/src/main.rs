@@ -21,9 +21,15 @@ async fn main() -> ExitCode {
             println!("aigis-agent {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        (None, _) => aigis_agent::serve(tokio::io::stdin(), tokio::io::stdout()).await,
+        (None, _) => {
+            aigis_agent::contain::init();
+            aigis_agent::serve(tokio::io::stdin(), tokio::io::stdout()).await
+        }
         (Some("attach"), Some(dir)) => aigis_agent::daemon::attach(&dir).await,
-        (Some("daemon"), Some(dir)) => aigis_agent::daemon::daemon(&dir).await,
+        (Some("daemon"), Some(dir)) => {
+            aigis_agent::contain::init();
+            aigis_agent::daemon::daemon(&dir).await
+        }
         _ => Err(anyhow::anyhow!(
             "usage: aigis-agent [attach --dir DIR | daemon --dir DIR] (started by aigis)"
         )),
