@@ -14,5 +14,6 @@ pub mod output;
 pub mod python;
 pub mod supervisor;
 pub mod tree;
+pub mod user;
 
 pub use agent::serve;

@@ -219,6 +219,7 @@ fn spawn(
     events: &mpsc::Sender<FromAgent>,
     controls: &Controls,
 ) -> Result<Run, String> {
+    let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
     let (argv, env, control) = match &spec.program {
         Program::Command(argv) => (argv.clone(), Vec::new(), None),
         Program::Python {
@@ -226,18 +227,32 @@ fn spawn(
             core_plugins,
             proxy,
         } => {
-            let python::ShimCommand { argv, env } =
-                python::command(&spec.plugin, launch, &spec.cwd, core_plugins, *proxy)?;
+            let python::ShimCommand { argv, env } = python::command(
+                &spec.plugin,
+                launch,
+                &spec.cwd,
+                core_plugins,
+                *proxy,
+                user.as_ref(),
+            )?;
             let pair = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("cannot make the control socket: {e}"))?;
             (argv, env, Some(pair))
         }
     };
     let (program, args) = argv.split_first().ok_or("LAUNCH is empty")?;
+    let user_env = user.as_ref().map(|u| u.env()).unwrap_or_default();
+    let switch = user.as_ref().and_then(|u| u.switch());
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
-        .envs(spec.env.iter().chain(env.iter()).map(|(k, v)| (k, v)))
+        .envs(
+            user_env
+                .iter()
+                .chain(&spec.env)
+                .chain(env.iter())
+                .map(|(k, v)| (k, v)),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -246,14 +261,19 @@ fn spawn(
     let (mut jail, cgroup) = Jail::prepare(&spec.plugin)?;
     let cgroup_fd = cgroup.as_ref().map(|fd| fd.as_raw_fd());
     // SAFETY: only async-signal-safe calls between fork and exec. The
-    // cgroup is joined first, so everything the plugin starts is in it.
-    // dup2 leaves the new descriptor without FD_CLOEXEC, so the shim gets
-    // it; PR_SET_PDEATHSIG makes the plugin die with an agent that was
-    // killed before it could stop it (no orphan keeps running unsupervised).
+    // cgroup is joined first, so everything the plugin starts is in it;
+    // then the plugin's user, if it has one. dup2 leaves the new descriptor
+    // without FD_CLOEXEC, so the shim gets it; PR_SET_PDEATHSIG (after the
+    // user change, which clears it) makes the plugin die with an agent that
+    // was killed before it could stop it (no orphan keeps running
+    // unsupervised).
     unsafe {
         cmd.pre_exec(move || {
             if let Some(fd) = cgroup_fd {
                 crate::contain::join(fd)?;
+            }
+            if let Some(switch) = &switch {
+                switch.apply()?;
             }
             #[cfg(target_os = "linux")]
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -265,8 +285,16 @@ fn spawn(
             Ok(())
         });
     }
-    let (mut child, own) = crate::contain::spawn(&mut cmd)
-        .map_err(|e| format!("could not start {argv:?} in {}: {e}", spec.cwd.display()))?;
+    let as_user = user
+        .as_ref()
+        .map(|u| format!(" as user `{}`", u.name))
+        .unwrap_or_default();
+    let (mut child, own) = crate::contain::spawn(&mut cmd).map_err(|e| {
+        format!(
+            "could not start {argv:?} in {}{as_user}: {e}",
+            spec.cwd.display()
+        )
+    })?;
     drop(cgroup);
     jail.started(child.id().unwrap_or(0));
     let mut readers = Vec::with_capacity(3);
