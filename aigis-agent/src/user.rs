@@ -42,14 +42,21 @@ pub fn resolve(plugin: &str, user: Option<&str>) -> Result<Option<User>, String>
             format!("plugin `{plugin}`: [aigis] users names `{name}`, but there is no such user on this host")
         })?;
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if me != 0 && found.uid != me {
+    may_become(plugin, &found, unsafe { libc::geteuid() })?;
+    Ok(Some(found))
+}
+
+/// An agent running as uid `me` may run `plugin` as `user`: root may,
+/// anyone else only as themselves.
+fn may_become(plugin: &str, user: &User, me: u32) -> Result<(), String> {
+    if me != 0 && user.uid != me {
         return Err(format!(
-            "plugin `{plugin}`: [aigis] users says to run it as `{name}`, but this agent runs as \
-             uid {me}, not root, and only root can run a plugin as another user"
+            "plugin `{plugin}`: [aigis] users says to run it as `{}`, but this agent runs as \
+             uid {me}, not root, and only root can run a plugin as another user",
+            user.name
         ));
     }
-    Ok(Some(found))
+    Ok(())
 }
 
 /// `getpwnam_r` and `getgrouplist`; `Ok(None)` when there is no such user.
@@ -292,6 +299,25 @@ mod tests {
             "{err}"
         );
         assert_eq!(resolve("web", None).unwrap(), None);
+    }
+
+    #[test]
+    fn only_root_runs_a_plugin_as_another_user() {
+        let web = User {
+            name: "aigis-web".into(),
+            uid: 990,
+            gid: 990,
+            groups: vec![990],
+            home: "/".into(),
+        };
+        assert!(may_become("web", &web, 0).is_ok());
+        assert!(may_become("web", &web, 990).is_ok(), "already that user");
+        let err = may_become("web", &web, 1000).unwrap_err();
+        assert_eq!(
+            err,
+            "plugin `web`: [aigis] users says to run it as `aigis-web`, but this agent runs as \
+             uid 1000, not root, and only root can run a plugin as another user"
+        );
     }
 
     /// Owning a tree over changes links, not what they point to, and
