@@ -110,6 +110,7 @@ fn cgroup_base() -> Option<(PathBuf, bool)> {
             continue;
         };
         let dir = Path::new(&unescape(point)).join(inside);
+        remove_stale(&dir);
         let base = dir.join(format!("aigis-agent-{}", std::process::id()));
         let made = fs::create_dir(&base).is_ok();
         let usable = base.join("cgroup.procs").is_file();
@@ -122,6 +123,34 @@ fn cgroup_base() -> Option<(PathBuf, bool)> {
         }
     }
     None
+}
+
+/// Removes the cgroups of agents that are gone (killed before they could
+/// remove their own) from `dir`, when nothing runs in them: an empty
+/// cgroup cannot be removed by mistake, one with processes is not removed.
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("aigis-agent-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(plugins) = fs::read_dir(entry.path()) {
+            for plugin in plugins.flatten().filter(|p| p.path().is_dir()) {
+                let _ = fs::remove_dir(plugin.path());
+            }
+        }
+        let _ = fs::remove_dir(entry.path());
+    }
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space) undone.
@@ -270,6 +299,13 @@ impl Jail {
         if let Some(dir) = &self.cgroup {
             let _ = fs::remove_dir(dir);
         }
+    }
+}
+
+impl Drop for Jail {
+    /// An empty cgroup goes (a start that failed made one for nothing).
+    fn drop(&mut self) {
+        self.remove_cgroup();
     }
 }
 
@@ -512,6 +548,29 @@ mod tests {
         assert_eq!(unescape(r"/sys/fs/cgroup"), "/sys/fs/cgroup");
         assert_eq!(unescape(r"/a\040b\011c"), "/a b\tc");
         assert_eq!(unescape(r"/odd\04"), r"/odd\04");
+    }
+
+    /// What a killed agent left is removed when empty; a live agent's, and
+    /// anything not empty, stay.
+    #[test]
+    fn stale_agent_cgroups_go_when_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join("aigis-agent-999999999");
+        let live = tmp
+            .path()
+            .join(format!("aigis-agent-{}", std::process::id()));
+        let busy = tmp.path().join("aigis-agent-999999998");
+        for d in [dead.join("web"), live.join("web"), busy.join("web")] {
+            fs::create_dir_all(d).unwrap();
+        }
+        // A regular directory with a file stands for a populated cgroup.
+        fs::write(busy.join("web/cgroup.procs"), "42\n").unwrap();
+        fs::create_dir(tmp.path().join("someone-else")).unwrap();
+        remove_stale(tmp.path());
+        assert!(!dead.exists());
+        assert!(live.join("web").exists());
+        assert!(busy.join("web").exists());
+        assert!(tmp.path().join("someone-else").exists());
     }
 
     #[test]
