@@ -247,11 +247,16 @@ impl Jail {
         }
     }
 
-    /// `sig` to every process of the plugin (and, as before, its group).
+    /// `sig` to every process of the plugin, once each: its group at once
+    /// (as before), then each one outside it (a second SIGTERM means
+    /// "hurry" to some programs).
     pub fn signal(&mut self, sig: i32) {
         crate::group::kill_group(self.leader, sig);
         for pid in self.members() {
-            kill(pid, sig);
+            let in_group = self.leader > 1 && stat(pid).is_some_and(|p| p.pgid == self.leader);
+            if !in_group {
+                kill(pid, sig);
+            }
         }
     }
 
