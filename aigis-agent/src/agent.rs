@@ -36,6 +36,8 @@ pub struct AgentState {
     session: Arc<std::sync::Mutex<Option<u64>>>,
     /// Set by `Shutdown`: a `Start` that arrives after it is refused.
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// This central run was told that its plugins run as root.
+    warned_root: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AgentState {
@@ -49,6 +51,7 @@ impl AgentState {
             outbox: Outbox::start(bounce),
             session: Arc::default(),
             closing: Arc::default(),
+            warned_root: Arc::default(),
         }
     }
 
@@ -108,6 +111,9 @@ where
         // A new central run: what the old one started is stale.
         state.stop_all().await;
         state.outbox.clear().await;
+        state
+            .warned_root
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
     link_tx
         .send(std::sync::Arc::new(FromAgent::Hello {
@@ -231,6 +237,9 @@ async fn stop_all(plugins: &Plugins) {
     for s in stops {
         let _ = s.await;
     }
+    // What no plugin could be found to own (an orphan that changed its
+    // environment) is still in the agent's tree or cgroup: it goes too.
+    let _ = tokio::task::spawn_blocking(crate::contain::sweep).await;
 }
 
 async fn handle(
@@ -278,6 +287,7 @@ async fn handle(
             if let Some(old) = map.remove(&name) {
                 old.stop().await;
             }
+            warn_if_root(&spec, events, state).await;
             let (handle, pid) =
                 Supervised::start(spec, events.clone(), state.controls.clone()).await?;
             map.insert(name, handle);
@@ -290,6 +300,34 @@ async fn handle(
             }
             Ok(Reply::Stopped)
         }
+    }
+}
+
+/// Once per central run: plugins without a user of their own run as root
+/// here. Said in the first such plugin's log.
+async fn warn_if_root(
+    spec: &proto::LaunchSpec,
+    events: &mpsc::Sender<FromAgent>,
+    state: &AgentState,
+) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if spec.user.is_none()
+        && root
+        && !state
+            .warned_root
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        let _ = events
+            .send(FromAgent::Event(proto::Event::Output {
+                plugin: spec.plugin.clone(),
+                stream: proto::OutputStream::Stderr,
+                lines: vec![
+                    "aigis-agent: plugins run as root; set [aigis] users to give each its own user"
+                        .to_string(),
+                ],
+            }))
+            .await;
     }
 }
 

@@ -9,6 +9,10 @@
 //!   moved. Those cases, and a failed fetch, are `Kept`: a warning, and the
 //!   load goes on with what is there (the spec's behaviour).
 //!
+//! - A clone's `.git` is opened only while it is a directory (not a link)
+//!   owned by this process's user: a plugin with a user of its own
+//!   (`[aigis] users`) owns the tree around it and could put another there.
+//!
 //! These functions block; the agent runs them on a blocking thread.
 
 use git2::build::{CheckoutBuilder, RepoBuilder};
@@ -202,9 +206,44 @@ fn short(oid: Oid) -> String {
     oid.to_string().chars().take(10).collect()
 }
 
+/// Lets libgit2 open a clone whose working tree another user owns: a
+/// plugin with a user of its own owns its tree, all but `.git`, which
+/// [`update`] checks itself (libgit2 would refuse the whole clone, as git
+/// does for a "dubious" owner).
+///
+/// # Safety
+/// Changes a libgit2 global without synchronisation: call it once, before
+/// any other thread starts.
+pub unsafe fn allow_plugin_owned_trees() {
+    // SAFETY: the caller's promise; the option takes a plain int.
+    let _ = unsafe { git2::opts::set_verify_owner_validation(false) };
+}
+
+/// Refuses `dest/.git` unless it is a directory (not a link) owned by this
+/// process's user.
+fn own_git_dir(dest: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let git = dest.join(".git");
+    let Ok(meta) = fs::symlink_metadata(&git) else {
+        return Err(format!("{} exists but is not a git clone", dest.display()));
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(format!(
+            "{} is not the clone AIGIS made (a link, or owned by uid {}); remove {} to clone afresh",
+            git.display(),
+            meta.uid(),
+            dest.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Fetch + fast-forward of an existing clone. `Err` is the reason to keep
 /// what is on disk.
 fn update(url: &str, reference: Option<&str>, dest: &Path) -> Result<FetchOutcome, String> {
+    own_git_dir(dest)?;
     let repo = Repository::open(dest)
         .map_err(|_| format!("{} exists but is not a git clone", dest.display()))?;
     let mut remote = repo

@@ -1,5 +1,7 @@
 //! Preparing a fetched plugin on this host: system requirements on `PATH`,
 //! secret files (mode 0600), then the requirements command in `ENTRYPOINT`.
+//! A plugin with its own user (`[aigis] users`) gets its tree and secret
+//! files owned by that user, and its requirements command runs as it.
 //!
 //! The requirements command's output is relayed line by line like a plugin's
 //! own output, so an operator sees why `pip install` failed in the plugin's log.
@@ -20,12 +22,19 @@ pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Resu
         ));
     }
     check_system_requirements(&spec.system_requirements)?;
+    let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
     let root = spec.root.clone();
     let secrets = spec.secrets;
+    let owner = user.as_ref().map(|u| (u.uid, u.gid));
+    let name = spec.user.clone().unwrap_or_default();
     tokio::task::spawn_blocking(move || {
         for file in &secrets {
-            secrets::install(file, &root)
+            secrets::install_owned(file, &root, owner)
                 .map_err(|e| format!("secret `{}`: could not write it: {e}", file.key))?;
+        }
+        if let Some((uid, gid)) = owner {
+            crate::user::own_tree(&root, uid, gid)
+                .map_err(|e| format!("cannot give {} to its user `{name}`: {e}", root.display()))?;
         }
         Ok::<_, String>(())
     })
@@ -33,7 +42,14 @@ pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Resu
     .map_err(|e| format!("writing secrets: {e}"))??;
 
     if let Some(line) = spec.requirements {
-        run_requirements(&spec.plugin, &line, &spec.entrypoint, &events).await?;
+        run_requirements(
+            &spec.plugin,
+            &line,
+            &spec.entrypoint,
+            &events,
+            user.as_ref(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -43,17 +59,27 @@ async fn run_requirements(
     line: &str,
     cwd: &Path,
     events: &mpsc::Sender<FromAgent>,
+    user: Option<&crate::user::User>,
 ) -> Result<(), String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(line)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    if let Some(user) = user {
+        cmd.envs(user.env());
+        if let Some(switch) = user.switch() {
+            // SAFETY: Switch::apply makes only async-signal-safe calls.
+            unsafe {
+                cmd.pre_exec(move || switch.apply());
+            }
+        }
+    }
+    let (mut child, _own) = crate::contain::spawn(&mut cmd)
         .map_err(|e| format!("could not run the requirements command: {e}"))?;
     // Ends the whole group however this returns (or is dropped at shutdown).
     let _group = child.id().map(GroupGuard);

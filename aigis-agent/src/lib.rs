@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod calls;
+pub mod contain;
 pub mod daemon;
 pub mod fetch;
 pub mod group;
@@ -14,5 +15,6 @@ pub mod python;
 pub mod stdio;
 pub mod supervisor;
 pub mod tree;
+pub mod user;
 
 pub use agent::serve;

@@ -22,10 +22,14 @@ async fn main() -> ExitCode {
             Ok(())
         }
         (None, _) => {
+            aigis_agent::contain::init();
             aigis_agent::serve(aigis_agent::stdio::stdin(), aigis_agent::stdio::stdout()).await
         }
         (Some("attach"), Some(dir)) => aigis_agent::daemon::attach(&dir).await,
-        (Some("daemon"), Some(dir)) => aigis_agent::daemon::daemon(&dir).await,
+        (Some("daemon"), Some(dir)) => {
+            aigis_agent::contain::init();
+            aigis_agent::daemon::daemon(&dir).await
+        }
         _ => Err(anyhow::anyhow!(
             "usage: aigis-agent [attach --dir DIR | daemon --dir DIR] (started by aigis)"
         )),

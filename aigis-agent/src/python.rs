@@ -10,7 +10,7 @@ use proto::{CorePlugin, PythonEntry};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 const LOADER: &str = include_str!("../../python/loader.py");
 const SHIM: &str = include_str!("../../python/shim.py");
@@ -19,46 +19,53 @@ const PROXY: &str = include_str!("../../python/proxy.py");
 /// The fd number the control socket has in the plugin process.
 pub const CONTROL_FD: i32 = 3;
 
-static SHIM_DIR: OnceLock<Result<tempfile::TempDir, String>> = OnceLock::new();
+/// The shim directories made so far, by the uid they belong to (`None`:
+/// the agent's own).
+static SHIM_DIRS: Mutex<Vec<(Option<u32>, tempfile::TempDir)>> = Mutex::new(Vec::new());
 
-/// The directory holding `shim.py` and `loader.py`, written on first use.
+/// The directory holding `shim.py` and `loader.py` for plugins running as
+/// `owner` (uid, gid; `None`: as the agent), written on first use.
 ///
 /// Its name is random and it is created here, mode 0700, never reused: a
 /// predictable name (it was `aigis-agent-<pid>`) could be created in
 /// advance by another user, and anything they put in it would be imported
 /// by the shim (`python3 shim.py` puts this directory on `sys.path`) and
-/// run as this agent's user. Kept for the agent's lifetime, removed by
-/// [`remove_shim_dir`].
-fn shim_dir() -> Result<&'static Path, String> {
-    SHIM_DIR
-        .get_or_init(|| {
-            let tmp = std::env::temp_dir();
-            let dir = tempfile::Builder::new()
-                .prefix("aigis-agent-")
-                .permissions(std::fs::Permissions::from_mode(0o700))
-                .tempdir_in(&tmp)
-                .map_err(|e| {
-                    format!(
-                        "cannot create a private directory for the Python shim in {}: {e}",
-                        tmp.display()
-                    )
-                })?;
-            write_files(dir.path()).map_err(|e| {
-                format!(
-                    "cannot write the Python shim into {}: {e}",
-                    dir.path().display()
-                )
-            })?;
-            Ok(dir)
-        })
-        .as_ref()
-        .map(tempfile::TempDir::path)
-        .map_err(Clone::clone)
+/// run as this agent's user. A plugin with its own user gets a directory
+/// of its own, given to that user once written: it must read the shim,
+/// and it may not read another user's. Kept for the agent's lifetime,
+/// removed by [`remove_shim_dir`].
+fn shim_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
+    let mut dirs = SHIM_DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    let uid = owner.map(|(uid, _)| uid);
+    if let Some((_, dir)) = dirs.iter().find(|(u, _)| *u == uid) {
+        return Ok(dir.path().to_path_buf());
+    }
+    let tmp = std::env::temp_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("aigis-agent-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&tmp)
+        .map_err(|e| {
+            format!(
+                "cannot create a private directory for the Python shim in {}: {e}",
+                tmp.display()
+            )
+        })?;
+    write_files(dir.path(), owner).map_err(|e| {
+        format!(
+            "cannot write the Python shim into {}: {e}",
+            dir.path().display()
+        )
+    })?;
+    let path = dir.path().to_path_buf();
+    dirs.push((uid, dir));
+    Ok(path)
 }
 
 /// Writes our files into `dir`, which this process has just created; a
-/// file already there (it cannot be) is an error, never overwritten.
-fn write_files(dir: &Path) -> std::io::Result<()> {
+/// file already there (it cannot be) is an error, never overwritten. With
+/// `owner`, the files and then the directory are given to it.
+fn write_files(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
     for (name, text) in [
         ("loader.py", LOADER),
         ("shim.py", SHIM),
@@ -70,13 +77,20 @@ fn write_files(dir: &Path) -> std::io::Result<()> {
             .mode(0o600)
             .open(dir.join(name))?;
         f.write_all(text.as_bytes())?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
     }
     Ok(())
 }
 
-/// Removes the shim directory (at agent exit).
+/// Removes the shim directories (at agent exit).
 pub fn remove_shim_dir() {
-    if let Some(Ok(dir)) = SHIM_DIR.get() {
+    let dirs = SHIM_DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    for (_, dir) in dirs.iter() {
         let _ = std::fs::remove_dir_all(dir.path());
     }
 }
@@ -115,6 +129,33 @@ pub fn resolve_launch(launch: &PythonEntry, cwd: &Path) -> Result<PathBuf, Strin
     }
 }
 
+/// The first `python3` on `PATH` that the plugin's user may run (a
+/// pyenv under root's home is no use to another user).
+fn python_for(user: Option<&crate::user::User>) -> Result<PathBuf, String> {
+    let missing =
+        "python3 is not installed on this host (internal plugins need Python 3.8 or newer)";
+    let Some(user) = user else {
+        return find_on_path("python3").ok_or_else(|| missing.to_string());
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found: Vec<PathBuf> = std::env::split_paths(&path)
+        .map(|dir| dir.join("python3"))
+        .filter(|p| find_on_path(&p.to_string_lossy()).is_some())
+        .collect();
+    if let Some(p) = found.iter().find(|p| user.can_run(p)) {
+        return Ok(p.clone());
+    }
+    match found.first() {
+        None => Err(missing.to_string()),
+        Some(p) => Err(format!(
+            "{} cannot be run by the plugin's user `{}` (nor any other python3 on PATH): \
+             let it reach one",
+            p.display(),
+            user.name
+        )),
+    }
+}
+
 /// The command that runs `launch` under the shim.
 pub fn command(
     plugin: &str,
@@ -122,13 +163,11 @@ pub fn command(
     cwd: &Path,
     core_plugins: &[CorePlugin],
     proxy: bool,
+    user: Option<&crate::user::User>,
 ) -> Result<ShimCommand, String> {
     resolve_launch(launch, cwd)?;
-    let python = find_on_path("python3").ok_or_else(|| {
-        "python3 is not installed on this host (internal plugins need Python 3.8 or newer)"
-            .to_string()
-    })?;
-    let shim = shim_dir()?.join("shim.py");
+    let python = python_for(user)?;
+    let shim = shim_dir(user.map(|u| (u.uid, u.gid)))?.join("shim.py");
     let cores: Vec<serde_json::Value> = core_plugins
         .iter()
         .map(|c| {

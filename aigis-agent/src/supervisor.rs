@@ -2,15 +2,17 @@
 //! unexpected exits, stop it on request.
 //!
 //! Invariants:
-//! - Every plugin runs in its own process group; stopping means SIGTERM to the
-//!   group, [`STOP_GRACE`], then SIGKILL to the group. The child is always
-//!   waited for, so no zombie is left.
+//! - Every plugin runs in its own process group, and in its own cgroup or
+//!   process tree ([`crate::contain`]); stopping means SIGTERM to all of its
+//!   processes, [`STOP_GRACE`] for the leader to exit, then SIGKILL to every
+//!   one left, also to those that left its group or session. The child is
+//!   always waited for, so no zombie is left.
 //! - `RESTART = N` allows at most N restarts after exits nobody asked for, with
 //!   a delay that doubles from [`FIRST_RESTART_DELAY`] up to [`MAX_RESTART_DELAY`].
 //!   A run that lasted [`HEALTHY_RUN`] refills the budget and resets the delay.
 //! - Output lines of one run are all sent before the state change that ends it.
 
-use crate::group::kill_group;
+use crate::contain::{Jail, Own};
 use crate::output::relay;
 use crate::python;
 use proto::{Backoff, Event, FromAgent, LaunchSpec, OutputStream, ProcessState, Program};
@@ -113,7 +115,12 @@ async fn supervise(
     let mut backoff = Backoff::new(FIRST_RESTART_DELAY, MAX_RESTART_DELAY);
     loop {
         let started_at = std::time::Instant::now();
-        let (mut child, readers) = match spawn(&spec, &events, &controls) {
+        let Run {
+            mut child,
+            readers,
+            mut jail,
+            own: _own,
+        } = match spawn(&spec, &events, &controls) {
             Ok(c) => c,
             Err(msg) => {
                 match started.take() {
@@ -143,7 +150,8 @@ async fn supervise(
 
         tokio::select! {
             status = child.wait() => {
-                kill_group(pid, libc::SIGKILL);
+                // What it left behind, in its group or not, goes with it.
+                jail.kill().await;
                 drain(readers).await;
                 let exit = describe(status);
                 if started_at.elapsed() >= HEALTHY_RUN {
@@ -179,7 +187,7 @@ async fn supervise(
                 }
             }
             done = stop.recv() => {
-                terminate(&mut child, pid).await;
+                terminate(&mut child, &mut jail).await;
                 drain(readers).await;
                 let _ = events.send(state(&spec.plugin, ProcessState::Stopped)).await;
                 if let Some(done) = done { let _ = done.send(()); }
@@ -197,11 +205,21 @@ async fn wait_for_stop(mut stop: mpsc::Receiver<oneshot::Sender<()>>) {
     }
 }
 
+/// One run of a plugin: its process, the tasks reading its output, and
+/// where all its processes are.
+struct Run {
+    child: Child,
+    readers: Vec<JoinHandle<()>>,
+    jail: Jail,
+    own: Own,
+}
+
 fn spawn(
     spec: &LaunchSpec,
     events: &mpsc::Sender<FromAgent>,
     controls: &Controls,
-) -> Result<(Child, Vec<JoinHandle<()>>), String> {
+) -> Result<Run, String> {
+    let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
     let (argv, env, control) = match &spec.program {
         Program::Command(argv) => (argv.clone(), Vec::new(), None),
         Program::Python {
@@ -209,29 +227,54 @@ fn spawn(
             core_plugins,
             proxy,
         } => {
-            let python::ShimCommand { argv, env } =
-                python::command(&spec.plugin, launch, &spec.cwd, core_plugins, *proxy)?;
+            let python::ShimCommand { argv, env } = python::command(
+                &spec.plugin,
+                launch,
+                &spec.cwd,
+                core_plugins,
+                *proxy,
+                user.as_ref(),
+            )?;
             let pair = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("cannot make the control socket: {e}"))?;
             (argv, env, Some(pair))
         }
     };
     let (program, args) = argv.split_first().ok_or("LAUNCH is empty")?;
+    let user_env = user.as_ref().map(|u| u.env()).unwrap_or_default();
+    let switch = user.as_ref().and_then(|u| u.switch());
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
-        .envs(spec.env.iter().chain(env.iter()).map(|(k, v)| (k, v)))
+        .envs(
+            user_env
+                .iter()
+                .chain(&spec.env)
+                .chain(env.iter())
+                .map(|(k, v)| (k, v)),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let control_fd = control.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
-    // SAFETY: only async-signal-safe calls between fork and exec. dup2
-    // leaves the new descriptor without FD_CLOEXEC, so the shim gets it;
-    // PR_SET_PDEATHSIG makes the plugin die with an agent that was killed
-    // before it could stop it (no orphan keeps running unsupervised).
+    let (mut jail, cgroup) = Jail::prepare(&spec.plugin)?;
+    let cgroup_fd = cgroup.as_ref().map(|fd| fd.as_raw_fd());
+    // SAFETY: only async-signal-safe calls between fork and exec. The
+    // cgroup is joined first, so everything the plugin starts is in it;
+    // then the plugin's user, if it has one. dup2 leaves the new descriptor
+    // without FD_CLOEXEC, so the shim gets it; PR_SET_PDEATHSIG (after the
+    // user change, which clears it) makes the plugin die with an agent that
+    // was killed before it could stop it (no orphan keeps running
+    // unsupervised).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = cgroup_fd {
+                crate::contain::join(fd)?;
+            }
+            if let Some(switch) = &switch {
+                switch.apply()?;
+            }
             #[cfg(target_os = "linux")]
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if let Some(fd) = control_fd {
@@ -242,9 +285,18 @@ fn spawn(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start {argv:?} in {}: {e}", spec.cwd.display()))?;
+    let as_user = user
+        .as_ref()
+        .map(|u| format!(" as user `{}`", u.name))
+        .unwrap_or_default();
+    let (mut child, own) = crate::contain::spawn(&mut cmd).map_err(|e| {
+        format!(
+            "could not start {argv:?} in {}{as_user}: {e}",
+            spec.cwd.display()
+        )
+    })?;
+    drop(cgroup);
+    jail.started(child.id().unwrap_or(0));
     let mut readers = Vec::with_capacity(3);
     if let Some(out) = child.stdout.take() {
         readers.push(relay(out, OutputStream::Stdout, &spec.plugin, events));
@@ -259,7 +311,12 @@ fn spawn(
             Err(e) => warn_plugin(&spec.plugin, events, e),
         }
     }
-    Ok((child, readers))
+    Ok(Run {
+        child,
+        readers,
+        jail,
+        own,
+    })
 }
 
 fn warn_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, e: std::io::Error) {
@@ -386,18 +443,15 @@ async fn drain(readers: Vec<JoinHandle<()>>) {
     }
 }
 
-/// SIGTERM to the group, up to [`STOP_GRACE`] for the leader to exit, then
-/// SIGKILL to the group (which also takes any stragglers).
-async fn terminate(child: &mut Child, pid: u32) {
-    kill_group(pid, libc::SIGTERM);
-    if tokio::time::timeout(STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        kill_group(pid, libc::SIGKILL);
+/// SIGTERM to every process of the plugin, up to [`STOP_GRACE`] for the
+/// leader to exit, then SIGKILL to every one left (also the stragglers of
+/// a leader that exited in time).
+async fn terminate(child: &mut Child, jail: &mut Jail) {
+    jail.signal(libc::SIGTERM);
+    let exited = tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok();
+    jail.kill().await;
+    if !exited {
         let _ = child.wait().await;
-    } else {
-        kill_group(pid, libc::SIGKILL);
     }
 }
 

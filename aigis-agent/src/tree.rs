@@ -31,6 +31,49 @@ fn inside(root: &Path, rel: &str) -> io::Result<PathBuf> {
     Ok(root.join(p))
 }
 
+/// Makes the directories of `rel`'s parent inside `dest`, one at a time,
+/// following no link: the tree central sends has only files and
+/// directories, so a link (or a file) where one of its directories goes
+/// was made on this host, by the plugin, which may run as a user of its
+/// own and must not get this agent to write where it points. Refused,
+/// naming it. Returns the parent.
+fn parent_inside(dest: &Path, rel: &str) -> io::Result<PathBuf> {
+    let mut dir = dest.to_path_buf();
+    let parents = Path::new(rel).parent().map(Path::components);
+    for step in parents.into_iter().flatten() {
+        dir.push(step);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                    "refused `{rel}`: {} is a link or a file, where central's tree has a directory",
+                    dir.display()
+                ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dir)
+}
+
+/// True when no directory of `rel`'s parent inside `dest` is a link.
+fn no_link_above(dest: &Path, rel: &str) -> bool {
+    let mut dir = dest.to_path_buf();
+    let parents = Path::new(rel).parent().map(Path::components);
+    parents.into_iter().flatten().all(|step| {
+        dir.push(step);
+        fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
+    })
+}
+
 fn sibling(dest: &Path, what: &str) -> PathBuf {
     let name = dest
         .file_name()
@@ -123,9 +166,7 @@ pub fn apply(dest: &Path, files: &[TreeFile]) -> io::Result<()> {
         let staged = inside(&dir, &f.path)?;
         let target = inside(dest, &f.path)?;
         if staged.is_file() {
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
-            }
+            parent_inside(dest, &f.path)?;
             if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
                 fs::remove_dir_all(&target)?;
             }
@@ -143,7 +184,9 @@ pub fn apply(dest: &Path, files: &[TreeFile]) -> io::Result<()> {
     for old in before.lines() {
         if !files.iter().any(|f| f.path == old) {
             if let Ok(path) = inside(dest, old) {
-                let _ = fs::remove_file(path);
+                if no_link_above(dest, old) {
+                    let _ = fs::remove_file(path);
+                }
             }
         }
     }
@@ -195,5 +238,34 @@ mod tests {
         assert!(stage(&dest, false, "/abs", 0o644, 0, b"x").is_err());
         // Apply refuses a tree that does not match what was announced.
         assert!(apply(&dest, &[file("run.sh", 0o755, b"other")]).is_err());
+    }
+
+    /// A link the plugin made where central's tree has a directory is not
+    /// written through, nor are files removed through it.
+    #[test]
+    fn a_link_in_place_of_a_directory_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("ext/p");
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        let v1 = vec![file("lib/a.py", 0o644, b"A")];
+        stage(&dest, true, "lib/a.py", 0o644, 0, b"A").unwrap();
+        apply(&dest, &v1).unwrap();
+        // The plugin swaps lib/ for a link to elsewhere, with an a.py there.
+        fs::remove_dir_all(dest.join("lib")).unwrap();
+        fs::write(elsewhere.join("a.py"), "theirs").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dest.join("lib")).unwrap();
+        let v2 = vec![file("lib/b.py", 0o644, b"B")];
+        stage(&dest, true, "lib/b.py", 0o644, 0, b"B").unwrap();
+        let err = apply(&dest, &v2).unwrap_err();
+        assert!(err.to_string().contains("is a link or a file"), "{err}");
+        assert!(!elsewhere.join("b.py").exists());
+        // Removing what is no longer shipped does not reach through it either.
+        stage(&dest, true, "run.sh", 0o644, 0, b"x").unwrap();
+        apply(&dest, &[file("run.sh", 0o644, b"x")]).unwrap();
+        assert_eq!(
+            fs::read_to_string(elsewhere.join("a.py")).unwrap(),
+            "theirs"
+        );
     }
 }

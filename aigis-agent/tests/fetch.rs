@@ -279,3 +279,26 @@ fn a_plugin_config_must_be_the_plugins_own_file() {
     fs::write(tmp.path().join("AIGIS.config"), "x").unwrap();
     assert!(plugin_file("q", &other, "AIGIS.config").is_err());
 }
+
+/// A plugin with its own user owns its clone's tree and could put another
+/// `.git` there: only the directory AIGIS made (not a link, its owner) is
+/// fetched into.
+#[test]
+fn a_git_dir_that_is_not_the_one_aigis_made_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new(tmp.path(), "plug");
+    repo.write("a.txt", "one");
+    repo.commit("one");
+    let dest = tmp.path().join("ext/plug");
+    fetch_git(&repo.file_url(), None, &dest).unwrap();
+    fs::rename(dest.join(".git"), tmp.path().join("elsewhere.git")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("elsewhere.git"), dest.join(".git")).unwrap();
+    repo.write("a.txt", "two");
+    repo.commit("two");
+    let out = fetch_git(&repo.file_url(), None, &dest).unwrap();
+    assert!(
+        matches!(&out, FetchOutcome::Kept { reason } if reason.contains("is not the clone AIGIS made")),
+        "{out:?}"
+    );
+    assert_eq!(read(&dest.join("a.txt")), "one");
+}

@@ -32,12 +32,14 @@ impl Home {
     }
 
     /// Creates the directories central writes to. `log/` holds what
-    /// plugins print, so it is the daemon user's alone (0700), also when an
-    /// older AIGIS left it open.
+    /// plugins print and `secrets/` every plugin's secrets, so they are the
+    /// daemon user's alone (0700), also when an older AIGIS left them open:
+    /// a plugin running as its own user reads its secrets where they were
+    /// installed for it, never here.
     pub fn prepare(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for dir in [self.ext(), self.secrets(), self.log(), self.run()] {
-            let private = dir == self.log();
+            let private = dir == self.log() || dir == self.secrets();
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(if private { 0o700 } else { 0o777 })

@@ -146,6 +146,9 @@ fn main() -> ExitCode {
         _ => logs::Format::Text,
     };
     logs::init_console(format);
+    // SAFETY: no other thread runs yet. A plugin with its own user owns
+    // its clone's working tree; fetch checks that `.git` is still ours.
+    unsafe { aigis_agent::fetch::allow_plugin_owned_trees() };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

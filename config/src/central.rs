@@ -36,6 +36,23 @@ pub struct AigisSettings {
     pub console_lines_per_s: Option<u32>,
     /// Plugins whose output never reaches the console (only their file).
     pub quiet: Vec<String>,
+    /// The user every plugin runs as (`user = "aigis-plugins"`), unless
+    /// [`AigisSettings::users`] names one for it. Only from this file, never
+    /// from a plugin's repository.
+    pub user: Option<String>,
+    /// A user per plugin (`users = { "web" = "aigis-web" }`).
+    pub users: Vec<(String, String)>,
+}
+
+impl AigisSettings {
+    /// The user `plugin` runs as on its host; `None`: the agent's own.
+    pub fn user_for(&self, plugin: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(p, _)| p == plugin)
+            .map(|(_, u)| u.as_str())
+            .or(self.user.as_deref())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +94,8 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
     let mut by_section: [Vec<PluginEntry>; 4] = Default::default();
     let mut seen: Vec<(String, usize)> = Vec::new();
     let mut warnings = Vec::new();
+    // `[aigis] users` keys, with where they are, checked against the plugins.
+    let mut user_keys: Vec<(String, usize)> = Vec::new();
 
     for (key, value) in doc.get_ref() {
         let section = key.get_ref().as_ref();
@@ -91,7 +110,7 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
         };
         let kind = match section {
             "aigis" => {
-                aigis = parse_aigis(table, base, &err)?;
+                (aigis, user_keys) = parse_aigis(table, base, &err)?;
                 continue;
             }
             "core" => PluginKind::Core,
@@ -141,6 +160,15 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
             });
         }
     }
+    for (name, at) in user_keys {
+        if !seen.iter().any(|(n, _)| *n == name) {
+            warnings.push(format!(
+                "{}:{}: [aigis] users names `{name}`, which is not a plugin of this file",
+                path.display(),
+                line_col(text, at).0
+            ));
+        }
+    }
     Ok(CentralConfig {
         path: path.to_path_buf(),
         aigis,
@@ -149,14 +177,59 @@ pub fn parse_central(text: &str, path: &Path) -> Result<CentralConfig, ConfigErr
     })
 }
 
+/// `[aigis]`, and the plugin names `users` gives a user to (with where).
 fn parse_aigis(
     table: &DeTable<'_>,
     base: &Path,
     err: &dyn Fn(usize, String) -> ConfigError,
-) -> Result<AigisSettings, ConfigError> {
+) -> Result<(AigisSettings, Vec<(String, usize)>), ConfigError> {
     let mut settings = AigisSettings::default();
+    let mut user_keys = Vec::new();
     for (key, value) in table {
         match key.get_ref().as_ref() {
+            "user" => {
+                let DeValue::String(u) = value.get_ref() else {
+                    return Err(err(
+                        value.span().start,
+                        format!(
+                            "[aigis] user: expected a user name (a string), found {}",
+                            type_name(value.get_ref())
+                        ),
+                    ));
+                };
+                check_user(u).map_err(|m| err(value.span().start, format!("[aigis] user: {m}")))?;
+                settings.user = Some(u.to_string());
+            }
+            "users" => {
+                let DeValue::Table(t) = value.get_ref() else {
+                    return Err(err(
+                        value.span().start,
+                        format!(
+                            "[aigis] users: expected a table like {{ \"web\" = \"aigis-web\" }}, found {}",
+                            type_name(value.get_ref())
+                        ),
+                    ));
+                };
+                for (plugin, user) in t {
+                    let name = plugin.get_ref().as_ref();
+                    check_name(name)
+                        .map_err(|m| err(plugin.span().start, format!("[aigis] users: {m}")))?;
+                    let DeValue::String(u) = user.get_ref() else {
+                        return Err(err(
+                            user.span().start,
+                            format!(
+                                "[aigis] users.{name}: expected a user name (a string), found {}",
+                                type_name(user.get_ref())
+                            ),
+                        ));
+                    };
+                    check_user(u).map_err(|m| {
+                        err(user.span().start, format!("[aigis] users.{name}: {m}"))
+                    })?;
+                    user_keys.push((name.to_string(), plugin.span().start));
+                    settings.users.push((name.to_string(), u.to_string()));
+                }
+            }
             "home" => match value.get_ref() {
                 DeValue::String(s) if !s.trim().is_empty() => {
                     settings.home = Some(local_path(s.trim(), base))
@@ -276,12 +349,31 @@ fn parse_aigis(
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s, user, users"),
                 ))
             }
         }
     }
-    Ok(settings)
+    Ok((settings, user_keys))
+}
+
+/// A user name as `useradd` makes them: letters, digits, `_`, `-`, `.`,
+/// not starting with `-`, at most 32 bytes (a trailing `$` is allowed).
+fn check_user(user: &str) -> Result<(), String> {
+    let body = user.strip_suffix('$').unwrap_or(user);
+    let ok = !body.is_empty()
+        && user.len() <= 32
+        && !body.starts_with('-')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{user}` is not a user name (letters, digits, `_`, `-` and `.`, not starting with `-`, at most 32)"
+        ))
+    }
 }
 
 fn type_name(v: &DeValue<'_>) -> &'static str {

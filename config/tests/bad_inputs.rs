@@ -183,6 +183,57 @@ const BAD_CENTRAL: &[CentralCase] = &[
         Some(8),
         &["[aigis] home: must not be empty"],
     ),
+    (
+        "[aigis]\nuser = 5\n",
+        2,
+        Some(8),
+        &["[aigis] user: expected a user name (a string), found an integer"],
+    ),
+    (
+        "[aigis]\n\nuser = \"-rf\"\n",
+        3,
+        Some(8),
+        &["[aigis] user: `-rf` is not a user name", "letters, digits"],
+    ),
+    (
+        "[aigis]\nuser = \"\"\n",
+        2,
+        Some(8),
+        &["[aigis] user: `` is not a user name"],
+    ),
+    (
+        "[aigis]\nusers = \"aigis-web\"\n",
+        2,
+        Some(9),
+        &[
+            "[aigis] users: expected a table like { \"web\" = \"aigis-web\" }",
+            "found a string",
+        ],
+    ),
+    (
+        "[aigis]\nusers = { web = 5 }\n",
+        2,
+        Some(17),
+        &["[aigis] users.web: expected a user name (a string), found an integer"],
+    ),
+    (
+        "[aigis]\nusers = { web = \"aigis web\" }\n",
+        2,
+        Some(17),
+        &["[aigis] users.web: `aigis web` is not a user name"],
+    ),
+    (
+        "[aigis]\nusers = { \"a/b\" = \"x\" }\n",
+        2,
+        Some(11),
+        &["[aigis] users: invalid plugin name `a/b`"],
+    ),
+    (
+        "[aigis]\nuser_name = \"x\"\n",
+        2,
+        Some(1),
+        &["unknown setting `user_name` in [aigis]", "user, users"],
+    ),
 ];
 
 #[test]

@@ -40,7 +40,7 @@ const PLUGIN: &str = "\"\"\"Docstring.\"\"\"\nPLUGIN_TYPE = 'external'\nENTRYPOI
     SECRETS = {'a.key': '{root}/a', b'k': 1}\nRESTART = -0x1_f\nHOST = None; COLOR = 1+2j\n\
     X = {1, 2.5e-3, ..., (True, None)}; Y = set()\n";
 
-const CENTRAL: &str = "# central\n[aigis]\nhome = \"state\"\nlog_max_bytes = 1_000\nagents = { \"aarch64-linux\" = \"/a\" }\n\
+const CENTRAL: &str = "# central\n[aigis]\nhome = \"state\"\nlog_max_bytes = 1_000\nagents = { \"aarch64-linux\" = \"/a\" }\nuser = \"aigis\"\nusers = { web = \"aigis-web\" }\n\
     [core]\ndb = \"git@h:u/db.git#main\"\n[external]\nweb = 'plugins/web'\n\"q\" = \"\"\"x\"\"\"\n";
 
 const TOKENS: &[&str] = &[

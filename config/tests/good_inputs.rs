@@ -432,6 +432,42 @@ fn kind_names() {
     );
 }
 
+/// `[aigis] user` for every plugin, `users` for some; only the central
+/// file says who a plugin runs as.
+#[test]
+fn central_users() {
+    let c = central(
+        "[aigis]\nuser = \"aigis-plugins\"\nusers = { \"web\" = \"aigis-web\", db = \"pg.svc$\" }\n\
+         [external]\nweb = \"/w\"\ndb = \"/d\"\nother = \"/o\"\n",
+    );
+    assert_eq!(c.aigis.user.as_deref(), Some("aigis-plugins"));
+    assert_eq!(
+        c.aigis.users,
+        [
+            ("web".to_string(), "aigis-web".to_string()),
+            ("db".to_string(), "pg.svc$".to_string())
+        ]
+    );
+    assert_eq!(c.aigis.user_for("web"), Some("aigis-web"));
+    assert_eq!(c.aigis.user_for("db"), Some("pg.svc$"));
+    assert_eq!(c.aigis.user_for("other"), Some("aigis-plugins"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    // Without them, every plugin runs as the agent's own user.
+    let c = central("[external]\nweb = \"/w\"\n");
+    assert_eq!(c.aigis.user_for("web"), None);
+
+    // A user for a plugin the file does not list is a warning with its line.
+    let c = central("[aigis]\nusers = {\n  wbe = \"aigis-web\" }\n[external]\nweb = \"/w\"\n");
+    assert_eq!(c.aigis.user_for("web"), None);
+    assert_eq!(
+        c.warnings,
+        [format!(
+            "{CENTRAL}:3: [aigis] users names `wbe`, which is not a plugin of this file"
+        )]
+    );
+}
+
 #[test]
 fn unknown_central_sections_are_warnings() {
     let c = central(

@@ -155,6 +155,9 @@ pub struct InstallSpec {
     /// A line for `sh -c`, run in `entrypoint`.
     pub requirements: Option<String>,
     pub secrets: Vec<SecretFile>,
+    /// The user the plugin runs as on its host (`[aigis] users`): owns its
+    /// tree and secrets, runs the requirements command. `None`: the agent's.
+    pub user: Option<String>,
 }
 
 /// One secret file on its way to the plugin's host. Its `Debug` never shows
@@ -192,6 +195,8 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Restarts allowed after unexpected exits; `None` means never restart.
     pub restart: Option<u32>,
+    /// The user the process runs as (`[aigis] users`); `None`: the agent's.
+    pub user: Option<String>,
 }
 
 /// What the agent runs for a plugin.
@@ -328,6 +333,7 @@ mod tests {
                 system_requirements: vec![],
                 requirements: None,
                 secrets: vec![s],
+                user: None,
             })
         );
         assert!(!req.contains("hunter2"), "{req}");

@@ -168,6 +168,17 @@ pub fn destination(file: &SecretFile) -> PathBuf {
 /// `root` is refused before anything is created on its far side.
 /// Returns the path written.
 pub fn install(file: &SecretFile, root: &Path) -> io::Result<PathBuf> {
+    install_owned(file, root, None)
+}
+
+/// [`install`], the file owned by `owner` (uid, gid): the user the plugin
+/// runs as. It is given away before it takes the final name, so it never
+/// lies there with another owner.
+pub fn install_owned(
+    file: &SecretFile,
+    root: &Path,
+    owner: Option<(u32, u32)>,
+) -> io::Result<PathBuf> {
     let target = destination(file);
     let parent = target
         .parent()
@@ -184,6 +195,9 @@ pub fn install(file: &SecretFile, root: &Path) -> io::Result<PathBuf> {
         .mode(0o600)
         .open(&tmp)?;
     out.write_all(&file.contents)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
+    }
     out.sync_all()?;
     drop(out);
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;

@@ -7,6 +7,7 @@ mod external;
 mod fairness;
 mod hardening;
 mod hostile;
+mod isolation;
 mod lifecycle;
 mod operate;
 mod proxy;

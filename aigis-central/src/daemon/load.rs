@@ -308,6 +308,7 @@ impl Daemon {
                     system_requirements: spec.system_requirements.clone(),
                     requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
                     secrets: secret_files,
+                    user: self.user_of(name),
                 }),
                 INSTALL_LIMIT,
             )
@@ -357,6 +358,7 @@ impl Daemon {
                         ("PYTHONUNBUFFERED".into(), "1".into()),
                     ],
                     restart: spec.restart,
+                    user: self.user_of(name),
                 }),
                 START_LIMIT,
             )

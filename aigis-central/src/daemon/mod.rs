@@ -82,6 +82,9 @@ pub struct Daemon {
     retries: Mutex<Vec<String>>,
     /// Who may reload whom beyond itself and core plugins (`[aigis] may_reload`).
     may_reload: Vec<(String, Vec<String>)>,
+    /// `[aigis]` as last read (SIGHUP reads it again): who each plugin runs
+    /// as at its next start.
+    settings: std::sync::RwLock<config::AigisSettings>,
     tasks: Tasks,
 }
 
@@ -137,6 +140,7 @@ pub async fn run(
         entries: std::sync::RwLock::new(config.plugins.clone()),
         config_path: config.path.clone(),
         may_reload: config.aigis.may_reload.clone(),
+        settings: std::sync::RwLock::new(config.aigis.clone()),
         wiring: Wiring {
             settings: RemoteSettings {
                 remote_dir: config.aigis.remote_dir.clone(),
@@ -219,6 +223,12 @@ impl Daemon {
             .read()
             .map(|e| e.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The user `plugin` runs as (`[aigis] user`, `users`); `None`: the agent's.
+    fn user_of(&self, plugin: &str) -> Option<String> {
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        settings.user_for(plugin).map(str::to_string)
     }
 
     fn python(&self) -> Result<&PythonCore, String> {

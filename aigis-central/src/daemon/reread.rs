@@ -30,6 +30,10 @@ impl Daemon {
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
+        match self.settings.write() {
+            Ok(mut s) => *s = config.aigis.clone(),
+            Err(p) => *p.into_inner() = config.aigis.clone(),
+        }
         let old = self.entries();
         let new = config.plugins;
         let find = |list: &[PluginEntry], name: &str| list.iter().find(|e| e.name == name).cloned();

@@ -1,0 +1,311 @@
+//! What keeps plugins apart and stops them whole: a process a plugin moved
+//! out of its process group (`setsid`, a double fork) is stopped with the
+//! plugin, and only with it.
+
+use aigis_e2e::git::TestRepo;
+use aigis_e2e::plugins::plugin;
+use aigis_e2e::process::{aigis_within, alive, read_pid, wait_until, write, Daemon};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+/// How long a stopped plugin's processes may take to be gone.
+const GONE: Duration = Duration::from_secs(8);
+
+/// Kills, when dropped, every process whose pid file it was given and that
+/// is still alive: a failed test leaves no `sleep 1000` behind. Only pids
+/// the test's own plugins wrote, each checked to be a `sleep` first.
+#[derive(Default)]
+struct Leftovers(Vec<PathBuf>);
+
+impl Leftovers {
+    fn watch(&mut self, pid_file: PathBuf) {
+        self.0.push(pid_file);
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let Some(pid) = read_pid(file) else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if alive(pid) && comm.trim() == "sleep" {
+                // SAFETY: kill(2) of a process this test's plugin started.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// A plugin that starts a `sleep` in a session of its own and writes its
+/// pid to `escaped.pid`. With `orphan`, through a subshell that exits at
+/// once, so the sleep is reparented before anyone could see its parent.
+fn escaping_plugin(dir: &Path, orphan: bool) {
+    let start =
+        "setsid sh -c 'echo $$ > escaped.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &";
+    let start = if orphan {
+        format!("( {start} )")
+    } else {
+        start.to_string()
+    };
+    plugin(
+        dir,
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+        &[(
+            "run.sh",
+            &format!("{start}\necho escaper-up\nwhile true; do sleep 0.2; done\n"),
+        )],
+    );
+}
+
+fn escaped_pid(home: &Path, plugin: &str) -> u32 {
+    let file = home.join("ext").join(plugin).join("escaped.pid");
+    assert!(
+        wait_until(PATIENCE, || read_pid(&file).is_some_and(alive)),
+        "{plugin} did not start its escaping child"
+    );
+    read_pid(&file).unwrap()
+}
+
+/// `aigis stop NAME` stops what the plugin moved out of its process group,
+/// also after its parent is gone; another plugin's escaped child stays; the
+/// daemon's SIGTERM stops that one too.
+#[test]
+fn a_child_in_its_own_session_is_stopped_with_its_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    escaping_plugin(&base.join("src/stopped"), false);
+    escaping_plugin(&base.join("src/orphaned"), true);
+    escaping_plugin(&base.join("src/kept"), false);
+    write(
+        base,
+        "aigis.toml",
+        "[external]\nstopped = \"src/stopped\"\norphaned = \"src/orphaned\"\nkept = \"src/kept\"\n",
+    );
+    let mut leftovers = Leftovers::default();
+    for name in ["stopped", "orphaned", "kept"] {
+        leftovers.watch(home.join("ext").join(name).join("escaped.pid"));
+    }
+    let mut daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    let stopped = escaped_pid(&home, "stopped");
+    let orphaned = escaped_pid(&home, "orphaned");
+    let kept = escaped_pid(&home, "kept");
+
+    for (name, pid) in [("stopped", stopped), ("orphaned", orphaned)] {
+        let (ok, out) = aigis_within(base, &["stop", name, "--home", home_s], PATIENCE)
+            .expect("aigis stop finishes");
+        assert!(ok, "{out}");
+        assert!(
+            wait_until(GONE, || !alive(pid)),
+            "{name}'s child in its own session (pid {pid}) outlived `aigis stop {name}`"
+        );
+    }
+    assert!(alive(kept), "stopping other plugins killed kept's child");
+
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("aigis exits");
+    assert!(status.success(), "{status:?}\n{}", daemon.output());
+    assert!(
+        wait_until(GONE, || !alive(kept)),
+        "kept's child in its own session (pid {kept}) outlived the daemon's SIGTERM"
+    );
+}
+
+/// A throwaway system user, deleted when dropped (also when the test fails).
+struct TestUser {
+    name: String,
+    uid: u32,
+}
+
+impl TestUser {
+    fn create() -> TestUser {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("aigis-test-{:08x}", nanos ^ std::process::id());
+        let status = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(&name)
+            .status()
+            .expect("useradd (passwd) is needed");
+        assert!(status.success(), "useradd {name} failed: {status:?}");
+        // Deleted from here on, whatever happens next.
+        let mut user = TestUser { name, uid: 0 };
+        let out = std::process::Command::new("id")
+            .args(["-u", &user.name])
+            .output()
+            .expect("id");
+        user.uid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the new user's uid");
+        user
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let deleted = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !deleted {
+            let _ = std::process::Command::new("userdel")
+                .args(["--force", &self.name])
+                .status();
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `[aigis] users` runs a plugin, and its requirements command, as its own
+/// user, which owns its files and its secret (0600); `<home>/secrets` is
+/// AIGIS's alone, and another plugin's secret is out of its reach. A plugin
+/// left to run as root gets a warning.
+#[test]
+fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can run a plugin as another user");
+        return;
+    }
+    let user = TestUser::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    // The plugin's user must reach its tree under the home.
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = base.join("home");
+    plugin(
+        &base.join("src/web"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n\
+         REQUIREMENTS_COMMAND = 'id -u > req-uid.txt'\n\
+         SECRETS = {'web.secret': '{root}/conf/'}\n",
+        &[(
+            "run.sh",
+            "id -u > uid.txt\n\
+             stat -c '%u %a' conf/web.secret > secret.txt\n\
+             if cat ../other/conf/other.secret; then echo read; else echo denied; fi > installed.txt\n\
+             if cat \"$AIGIS_ROOT/../../secrets/other/other.secret\"; then echo read; else echo denied; fi > home.txt\n\
+             echo web-up\n\
+             while true; do sleep 0.2; done\n",
+        )],
+    );
+    plugin(
+        &base.join("src/other"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n\
+         SECRETS = {'other.secret': '{root}/conf/'}\n",
+        &[("run.sh", "echo other-up\nwhile true; do sleep 0.2; done\n")],
+    );
+    // An internal plugin: the shim it runs under must be readable by its user.
+    plugin(
+        &base.join("src/pyweb"),
+        "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
+        &[(
+            "main.py",
+            "import os, time\n\ndef launch():\n    \
+             with open('pyuid.txt', 'w') as f:\n        f.write(str(os.getuid()))\n    \
+             print('pyweb-up', flush=True)\n    while True:\n        time.sleep(1)\n",
+        )],
+    );
+    // A git plugin: central still fetches into the clone its user owns.
+    let repo = TestRepo::new(&base.join("repos"), "gitweb");
+    repo.write(
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'main.sh']\n",
+    );
+    repo.write(
+        "main.sh",
+        "echo gitweb-says $(cat version)\nexec sleep 1000\n",
+    );
+    repo.write("version", "v1");
+    repo.commit("v1");
+    write(&home, "secrets/web/web.secret", "web-secret-4a1b");
+    write(&home, "secrets/other/other.secret", "other-secret-9c2d");
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nusers = {{ \"web\" = \"{0}\", pyweb = \"{0}\", gitweb = \"{0}\" }}\n\
+             [internal-local]\npyweb = \"src/pyweb\"\n\
+             [external]\nother = \"src/other\"\nweb = \"src/web\"\ngitweb = \"{1}\"\n",
+            user.name,
+            repo.file_url()
+        ),
+    );
+    let mut daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("web-up", PATIENCE);
+    daemon.expect_output("other-up", PATIENCE);
+    daemon.expect_output("pyweb-up", PATIENCE);
+    let web = home.join("ext/web");
+    assert!(wait_until(PATIENCE, || !read(&web.join("home.txt")).is_empty()));
+
+    let uid = user.uid.to_string();
+    assert_eq!(read(&web.join("uid.txt")), uid, "the plugin's uid");
+    assert_eq!(read(&web.join("req-uid.txt")), uid, "the requirements' uid");
+    assert_eq!(
+        read(&home.join("ext/pyweb/pyuid.txt")),
+        uid,
+        "the internal plugin's uid"
+    );
+    assert_eq!(read(&web.join("secret.txt")), format!("{uid} 600"));
+    assert_eq!(
+        std::fs::metadata(web.join("run.sh")).unwrap().uid(),
+        user.uid
+    );
+    assert_eq!(read(&web.join("installed.txt")), "denied");
+    assert_eq!(read(&web.join("home.txt")), "denied");
+    let secrets = std::fs::metadata(home.join("secrets")).unwrap();
+    assert_eq!(secrets.mode() & 0o777, 0o700);
+    assert_eq!(secrets.uid(), 0);
+    // `other` has no user: it runs as root, and that is said once.
+    let out = daemon.output();
+    let warning = "plugins run as root; set [aigis] users to give each its own user";
+    assert_eq!(out.matches(warning).count(), 1, "{out}");
+    assert!(!out.contains("web-secret-4a1b") && !out.contains("other-secret-9c2d"));
+
+    // The clone is the plugin's, its `.git` AIGIS's; a reload still updates it.
+    let clone = home.join("ext/gitweb");
+    daemon.expect_output("gitweb-says v1", PATIENCE);
+    assert_eq!(
+        std::fs::metadata(clone.join("main.sh")).unwrap().uid(),
+        user.uid
+    );
+    assert_eq!(std::fs::metadata(clone.join(".git")).unwrap().uid(), 0);
+    repo.write("version", "v2");
+    repo.commit("v2");
+    let (ok, out) = aigis_within(
+        base,
+        &["reload", "gitweb", "--home", home.to_str().unwrap()],
+        PATIENCE,
+    )
+    .expect("aigis reload finishes");
+    assert!(ok, "{out}");
+    daemon.expect_output("gitweb-says v2", PATIENCE);
+
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("aigis exits");
+    assert!(status.success(), "{status:?}\n{}", daemon.output());
+}
