@@ -92,3 +92,33 @@ fn a_lying_agent_cannot_write_other_logs_forge_states_or_exhaust_central() {
         .output()
         .contains("victim-says 10")));
 }
+
+/// An `[external]` repository cannot add code to the core: its
+/// `AIGIS/AIGIS.core` is ignored with a warning, never imported.
+#[test]
+fn an_external_plugins_aigis_core_is_never_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let marker = base.join("imported-into-central");
+    shell_plugin(&base.join("src/ext"), "echo ext-up; sleep 100\n");
+    write(
+        base,
+        "src/ext/AIGIS/AIGIS.core",
+        &format!(
+            "open({:?}, 'w').write('ran in central')\nSKILLS = []\n",
+            marker.display().to_string()
+        ),
+    );
+    write(base, "aigis.toml", "[external]\next = \"src/ext\"\n");
+    let daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("ext-up", PATIENCE);
+    daemon.expect_output("AIGIS/AIGIS.core ignored", PATIENCE);
+    assert!(
+        !marker.exists(),
+        "an external plugin's AIGIS.core ran in central"
+    );
+}
