@@ -16,7 +16,7 @@
 //! These functions block; the agent runs them on a blocking thread.
 
 use git2::build::{CheckoutBuilder, RepoBuilder};
-use git2::{AutotagOption, FetchOptions, Oid, Repository, StatusOptions};
+use git2::{AutotagOption, FetchOptions, Oid, RemoteCallbacks, Repository, StatusOptions};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -94,13 +94,23 @@ pub fn fetch_git(
     reference: Option<&str>,
     dest: &Path,
 ) -> Result<FetchOutcome, FetchError> {
+    fetch_git_with_progress(url, reference, dest, &mut |_| {})
+}
+
+/// [`fetch_git`], telling `progress` the percentage of objects received
+/// whenever it changes.
+pub fn fetch_git_with_progress(
+    url: &str,
+    reference: Option<&str>,
+    dest: &Path,
+    progress: &mut dyn FnMut(u8),
+) -> Result<FetchOutcome, FetchError> {
     if dest.exists() {
-        return Ok(
-            update(url, reference, dest).unwrap_or_else(|reason| FetchOutcome::Kept { reason })
-        );
+        return Ok(update(url, reference, dest, progress)
+            .unwrap_or_else(|reason| FetchOutcome::Kept { reason }));
     }
     let tmp = sibling(dest, "clone")?;
-    let result = clone_into(url, reference, &tmp).map_err(|e| match e {
+    let result = clone_into(url, reference, &tmp, progress).map_err(|e| match e {
         // Name the destination the operator knows, not the temporary one.
         FetchError::Clone { url, source, .. } => FetchError::Clone {
             url,
@@ -124,9 +134,32 @@ pub fn fetch_git(
     }
 }
 
-fn clone_into(url: &str, reference: Option<&str>, into: &Path) -> Result<String, FetchError> {
+/// Fetch options that report transfer progress as a percentage.
+fn with_progress(progress: &mut dyn FnMut(u8)) -> FetchOptions<'_> {
+    let mut last = None;
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.transfer_progress(move |p| {
+        let total = p.total_objects().max(1);
+        let pct = (p.received_objects() * 100 / total).min(100) as u8;
+        if last != Some(pct) {
+            last = Some(pct);
+            progress(pct);
+        }
+        true
+    });
     let mut fetch = FetchOptions::new();
+    fetch.remote_callbacks(callbacks);
     fetch.download_tags(AutotagOption::All);
+    fetch
+}
+
+fn clone_into(
+    url: &str,
+    reference: Option<&str>,
+    into: &Path,
+    progress: &mut dyn FnMut(u8),
+) -> Result<String, FetchError> {
+    let fetch = with_progress(progress);
     let repo = RepoBuilder::new()
         .fetch_options(fetch)
         .clone(url, into)
@@ -242,7 +275,12 @@ fn own_git_dir(dest: &Path) -> Result<(), String> {
 
 /// Fetch + fast-forward of an existing clone. `Err` is the reason to keep
 /// what is on disk.
-fn update(url: &str, reference: Option<&str>, dest: &Path) -> Result<FetchOutcome, String> {
+fn update(
+    url: &str,
+    reference: Option<&str>,
+    dest: &Path,
+    progress: &mut dyn FnMut(u8),
+) -> Result<FetchOutcome, String> {
     own_git_dir(dest)?;
     let repo = Repository::open(dest)
         .map_err(|_| format!("{} exists but is not a git clone", dest.display()))?;
@@ -256,8 +294,7 @@ fn update(url: &str, reference: Option<&str>, dest: &Path) -> Result<FetchOutcom
             dest.display()
         ));
     }
-    let mut opts = FetchOptions::new();
-    opts.download_tags(AutotagOption::All);
+    let mut opts = with_progress(progress);
     remote
         .fetch::<&str>(&[], Some(&mut opts), None)
         .map_err(|e| format!("fetch from {url} failed: {}", e.message()))?;

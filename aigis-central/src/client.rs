@@ -153,9 +153,13 @@ fn table(rows: &[PluginStatus]) -> String {
         .iter()
         .map(|r| {
             // A running plugin's reason is its pid, which has its column.
-            let state = match r.state.reason() {
-                Some(reason) => format!("{} ({})", r.state.word(), first_line(reason, 60)),
+            let word = match &r.progress {
+                Some(p) => format!("{} {p}", r.state.word()),
                 None => r.state.word().to_string(),
+            };
+            let state = match r.state.reason() {
+                Some(reason) => format!("{word} ({})", first_line(reason, 60)),
+                None => word,
             };
             [
                 r.name.clone(),
@@ -463,6 +467,7 @@ mod tests {
             host: "local".into(),
             source: "/srv/web".into(),
             commit: None,
+            progress: None,
             state: crate::status::State::Failed {
                 reason: "exited with status 3\nmore".into(),
             },

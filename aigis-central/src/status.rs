@@ -69,6 +69,9 @@ pub struct PluginStatus {
     pub commit: Option<String>,
     #[serde(flatten)]
     pub state: State,
+    /// How far the current step is, e.g. `43%` of a git fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// When it entered its state, RFC 3339 (UTC, to the millisecond).
     #[serde(default)]
     pub since: String,

@@ -97,3 +97,32 @@ fn loading_runs_side_by_side_and_verbs_on_waiting_plugins_say_why() {
     let (ok, out) = aigis(base, &["start", "broken", "--home", home_s]);
     assert!(!ok, "{out}");
 }
+
+/// A git fetch tells how far it is: in the log every quarter, and in status.
+#[test]
+fn a_git_fetch_says_how_far_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let repo = aigis_e2e::git::TestRepo::new(&base.join("repos"), "gitplug");
+    for i in 0..40 {
+        repo.write(&format!("data/f{i}.txt"), &format!("file {i}\n"));
+    }
+    repo.write(
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo git-up; sleep 100']\n",
+    );
+    repo.commit("many files");
+    aigis_e2e::process::write(
+        base,
+        "aigis.toml",
+        &format!("[external]\ngitplug = \"{}\"\n", repo.file_url()),
+    );
+    let daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("git-up", PATIENCE);
+    let out = daemon.output();
+    assert!(out.contains("[gitplug] fetching 100%"), "{out}");
+}

@@ -218,7 +218,17 @@ impl Daemon {
         self.registry.set(name, State::Fetching).await;
         let root = self.home.ext().join(name);
         let (source, dest, plugin) = (entry.source.clone(), root.clone(), name.clone());
-        let outcome = tokio::task::spawn_blocking(move || fetch(&plugin, &source, &dest))
+        // A git fetch reports how far it is: in status, and every quarter in the log.
+        let (tell, mut told) = tokio::sync::mpsc::unbounded_channel::<u8>();
+        let fetching = tokio::task::spawn_blocking(move || {
+            fetch(&plugin, &source, &dest, &mut |pct| {
+                let _ = tell.send(pct);
+            })
+        });
+        while let Some(pct) = told.recv().await {
+            self.registry.progress(name, pct).await;
+        }
+        let outcome = fetching
             .await
             .map_err(|e| LoadError::Fetch(format!("fetch task failed: {e}")))?
             .map_err(LoadError::Fetch)?;
@@ -549,10 +559,17 @@ impl Daemon {
 
 /// Fetches `source` into `dest` here; the outcome for the log, and a
 /// warning when what is on disk was kept.
-fn fetch(plugin: &str, source: &Source, dest: &Path) -> Result<(String, Option<String>), String> {
-    use aigis_agent::fetch::{copy_local, fetch_git, FetchOutcome};
+fn fetch(
+    plugin: &str,
+    source: &Source,
+    dest: &Path,
+    progress: &mut dyn FnMut(u8),
+) -> Result<(String, Option<String>), String> {
+    use aigis_agent::fetch::{copy_local, fetch_git_with_progress, FetchOutcome};
     let outcome = match source {
-        Source::Git { url, reference } => fetch_git(url, reference.as_deref(), dest),
+        Source::Git { url, reference } => {
+            fetch_git_with_progress(url, reference.as_deref(), dest, progress)
+        }
         Source::LocalDir(src) => copy_local(plugin, src, dest),
     }
     .map_err(|e| e.to_string())?;

@@ -15,6 +15,8 @@ struct Row {
     host: String,
     source: String,
     state: State,
+    /// How far the current step is (`43%` of a fetch); cleared on a change.
+    progress: Option<String>,
     pid: Option<u32>,
     restarts_left: Option<u32>,
     /// When it entered its state: for durations, and for the clock.
@@ -49,6 +51,7 @@ impl Registry {
                     source: r.source.clone(),
                     commit: None,
                     state: r.state.clone(),
+                    progress: r.progress.clone(),
                     since: crate::logs::rfc3339(r.since_wall),
                     pid: r.pid,
                     restarts_left: r.restarts_left,
@@ -74,6 +77,7 @@ impl Registry {
                         host: "local".into(),
                         source: String::new(),
                         state: State::Pending,
+                        progress: None,
                         pid: None,
                         restarts_left: None,
                         since: Instant::now(),
@@ -119,12 +123,31 @@ impl Registry {
                 r.pid = None;
             }
             r.state = state;
+            r.progress = None;
             r.since = Instant::now();
             r.since_wall = SystemTime::now();
         });
         if failed {
             self.log.error(plugin, text).await;
         } else {
+            self.log.info(plugin, text).await;
+        }
+    }
+
+    /// How far the current step is; every quarter is also said in the log.
+    pub async fn progress(&self, plugin: &str, percent: u8) {
+        let mut said = None;
+        self.with_row(plugin, |r| {
+            let before = r
+                .progress
+                .as_deref()
+                .and_then(|p| p.trim_end_matches('%').parse::<u8>().ok());
+            if before.is_none_or(|b| b / 25 != percent / 25) {
+                said = Some(format!("{} {percent}%", r.state.word()));
+            }
+            r.progress = Some(format!("{percent}%"));
+        });
+        if let Some(text) = said {
             self.log.info(plugin, text).await;
         }
     }
