@@ -126,3 +126,33 @@ fn a_git_fetch_says_how_far_it_is() {
     let out = daemon.output();
     assert!(out.contains("[gitplug] fetching 100%"), "{out}");
 }
+
+/// `RESTART` as systemd's StartLimitIntervalSec: a run of 60 s or more
+/// earns the whole budget back, so a plugin that crashes now and then is
+/// never dead for good. (A minute-long test: the rule is about a minute.)
+#[test]
+fn a_healthy_run_refills_the_restart_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    // Run 1 crashes at once (budget 1 -> 0); run 2 lives 61 s, then crashes:
+    // without the refill it would stay down; run 3 stays up.
+    plugin(
+        &base.join("src/wobbly"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\nRESTART = 1\n",
+        &[(
+            "run.sh",
+            "n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs\n\
+             echo run-$n\n\
+             case $n in 1) exit 1;; 2) sleep 61; exit 1;; *) echo third-run; sleep 100;; esac\n",
+        )],
+    );
+    external_config(base, &[("wobbly".into(), "src/wobbly".into())]);
+    let daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("third-run", Duration::from_secs(120));
+    let out = daemon.output();
+    assert!(!out.contains("[wobbly] failed"), "{out}");
+}
