@@ -7,8 +7,7 @@
 //! own file.
 
 use aigis_e2e::git::TestRepo;
-use aigis_e2e::process::{wait_until, write, Daemon};
-use std::path::Path;
+use aigis_e2e::process::{aigis, wait_until, write, Daemon};
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -266,7 +265,7 @@ fn a_launch_that_is_not_there_names_what_was_tried() {
         "aigis.toml",
         "[internal]\nbymodule = \"src/bymodule\"\nbyfile = \"src/byfile\"\n",
     );
-    let check = aigis(
+    let (_, check) = aigis(
         base,
         &[
             "check",
@@ -297,18 +296,4 @@ fn a_launch_that_is_not_there_names_what_was_tried() {
             .any(|l| (l.contains("[bymodule]") || l.contains("[byfile]")) && l.contains("running")),
         "{out}"
     );
-}
-
-fn aigis(cwd: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(aigis_e2e::process::bin("aigis"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("AIGIS_HOME")
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }

@@ -2,27 +2,12 @@
 //! (status, logs, stop, start, reload), `check`, and `new`.
 
 use aigis_e2e::git::TestRepo;
-use aigis_e2e::process::{bin, wait_until, write, Daemon};
+use aigis_e2e::process::{aigis, bin, wait_until, write, Daemon};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Runs `aigis ARGS...` to completion; returns (success, stdout + stderr).
-fn aigis(cwd: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin("aigis"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("AIGIS_HOME")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run aigis");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 fn status(base: &Path, home: &str) -> Vec<(String, String, Option<u64>)> {
     let (ok, out) = aigis(base, &["status", "--json", "--home", home]);

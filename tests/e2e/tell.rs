@@ -4,17 +4,12 @@
 //! core.
 
 use aigis_e2e::plugins::{core_plugin, plugin};
-use aigis_e2e::process::{aigis_within, bin, wait_until, write, Daemon};
+use aigis_e2e::process::{aigis, bin, wait_until, write, Daemon};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// `aigis ARGS...` in `cwd`, at most a minute; (success, stdout + stderr).
-fn aigis(cwd: &Path, args: &[&str]) -> (bool, String) {
-    aigis_within(cwd, args, PATIENCE).expect("aigis did not finish within a minute")
-}
 
 /// The `problem:` lines of a check's output.
 fn problems(out: &str) -> Vec<&str> {

@@ -4,24 +4,11 @@
 //! a verb that fails exits non-zero.
 
 use aigis_e2e::plugins::{external_config, plugin};
-use aigis_e2e::process::{bin, wait_until, Daemon};
+use aigis_e2e::process::{aigis, wait_until, Daemon};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn aigis(base: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin("aigis"))
-        .args(args)
-        .current_dir(base)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 /// An external plugin whose requirements step takes `install_s` seconds.
 fn slow_to_install(dir: &Path, word: &str, install_s: u32) {

@@ -218,6 +218,11 @@ pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// `aigis ARGS...` in `cwd`, for at most a minute; (success, stdout + stderr).
+pub fn aigis(cwd: &Path, args: &[&str]) -> (bool, String) {
+    aigis_within(cwd, args, Duration::from_secs(60)).expect("aigis did not finish within a minute")
+}
+
 /// Runs `aigis ARGS...` in `cwd` to completion, for at most `limit` (then
 /// it is killed and `None` returned); returns (success, stdout + stderr).
 pub fn aigis_within(cwd: &Path, args: &[&str], limit: Duration) -> Option<(bool, String)> {
