@@ -3,8 +3,10 @@
 //! `parse_plugin` and `parse_central`. None may panic or overflow the stack;
 //! errors are fine.
 
+mod common;
+use common::Rng;
+
 use config::{parse_central, parse_plugin, pylit, PluginEntry, PluginKind, Source};
-use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,27 +15,6 @@ const SMALL_CASES: usize = 12_000;
 
 /// The small cases stop early past this, so a slow machine still finishes.
 const BUDGET: Duration = Duration::from_millis(1500);
-
-struct Rng(Cell<u64>);
-
-impl Rng {
-    fn next(&self) -> u64 {
-        let mut x = self.0.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
 
 const PLUGIN: &str = "\"\"\"Docstring.\"\"\"\nPLUGIN_TYPE = 'external'\nENTRYPOINT = \"{root}\"\n\
     LAUNCH = ['python3', r'main.py', u'--x']\nSYSTEM_REQUIREMENTS = ('git',)\n\
@@ -210,7 +191,7 @@ fn feed(text: &str) {
 #[test]
 fn nothing_panics_or_overflows() {
     let started = Instant::now();
-    let r = Rng(Cell::new(0x5eed_1234_abcd_ef01));
+    let r = Rng::new(0x5eed_1234_abcd_ef01);
     let mut fed = 0;
     for i in 0..SMALL_CASES {
         if started.elapsed() > BUDGET {

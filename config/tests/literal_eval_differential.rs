@@ -7,40 +7,15 @@
 //! `literal_eval_differential.py`, which decides acceptance the AIGIS way
 //! and compares the values. Any disagreement fails the test.
 
+mod common;
+use common::Rng;
+
 use config::pylit::{self, Value};
-use std::cell::Cell;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
 const FILES: usize = 3000;
-
-/// xorshift64*: small, deterministic, good enough to pick things.
-struct Rng(Cell<u64>);
-
-impl Rng {
-    fn next(&self) -> u64 {
-        let mut x = self.0.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `percent` / 100.
-    fn chance(&self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T: ?Sized>(&self, items: &[&'a T]) -> &'a T {
-        items[self.below(items.len())]
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Well-formed files
@@ -835,7 +810,7 @@ fn pylit_agrees_with_python_literal_eval() {
     let count = env("AIGIS_DIFF_FILES").map_or(FILES, |n| n as usize);
     let seed = env("AIGIS_DIFF_SEED").unwrap_or(0x9e37_79b9_7f4a_7c15);
     let dir = tempfile::tempdir().expect("tempdir");
-    let r = Rng(Cell::new(seed.max(1)));
+    let r = Rng::new(seed);
     let mut files = Vec::with_capacity(count);
     for i in 0..count {
         let good = if i % 5 == 2 {
