@@ -428,16 +428,7 @@ impl Ctx {
     fn new(base: &Path) -> Ctx {
         let sshd = Sshd::start(&base.join("sshd"), "127.0.0.2");
         let user = base.join("user");
-        write(
-            &user,
-            ".ssh/config",
-            &format!(
-                "Host lan1\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
-                sshd.addr,
-                sshd.port,
-                sshd.client_key.display()
-            ),
-        );
+        write(&user, ".ssh/config", &sshd.config_entry("lan1"));
         write(&user, ".ssh/known_hosts", &sshd.known_hosts_line);
         let src = base.join("src");
         write(

@@ -329,16 +329,7 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
     let base = tmp.path();
     let sshd = Sshd::start(&base.join("sshd"), "127.0.0.2");
     let user_home = base.join("user");
-    write(
-        &user_home,
-        ".ssh/config",
-        &format!(
-            "Host lanbox\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
-            sshd.addr,
-            sshd.port,
-            sshd.client_key.display()
-        ),
-    );
+    write(&user_home, ".ssh/config", &sshd.config_entry("lanbox"));
     write(
         &base.join("src/remote"),
         "AIGIS/AIGIS.config",
@@ -451,16 +442,7 @@ fn check_verifies_ssh_host_keys_against_known_hosts() {
         "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true']\nHOST = 'lanbox'\n\
          SYSTEM_REQUIREMENTS = ['sh', 'surely-not-installed-aigis']\n",
     );
-    write(
-        &user_home,
-        ".ssh/config",
-        &format!(
-            "Host lanbox\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
-            sshd.addr,
-            sshd.port,
-            sshd.client_key.display()
-        ),
-    );
+    write(&user_home, ".ssh/config", &sshd.config_entry("lanbox"));
     let (ok, out) = check();
     assert!(!ok);
     assert!(

@@ -198,16 +198,7 @@ fn check_says_a_host_key_refusal_is_one_and_an_unreachable_host_is_another() {
     let base = tmp.path();
     let sshd = Sshd::start(&base.join("sshd"), "127.0.0.2");
     let user_home = base.join("user");
-    write(
-        &user_home,
-        ".ssh/config",
-        &format!(
-            "Host lanbox\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
-            sshd.addr,
-            sshd.port,
-            sshd.client_key.display()
-        ),
-    );
+    write(&user_home, ".ssh/config", &sshd.config_entry("lanbox"));
     let closed = Sshd::reserve_port("127.0.0.3");
     for (name, host) in [
         ("keyed", "lanbox".to_string()),

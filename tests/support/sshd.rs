@@ -46,6 +46,17 @@ fn free_port(addr: &str) -> u16 {
 }
 
 impl Sshd {
+    /// The `~/.ssh/config` block that names this sshd `alias`, logging in
+    /// as root with its client key.
+    pub fn config_entry(&self, alias: &str) -> String {
+        format!(
+            "Host {alias}\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
+            self.addr,
+            self.port,
+            self.client_key.display()
+        )
+    }
+
     /// Starts sshd on `addr` (a loopback address) with keys under `dir`.
     pub fn start(dir: &Path, addr: &str) -> Sshd {
         Sshd::start_on(dir, addr, free_port(addr))
@@ -168,13 +179,7 @@ pub fn lan(base: &Path) -> Lan {
     let mut config = String::new();
     let mut known = String::new();
     for (i, h) in hosts.iter().enumerate() {
-        config.push_str(&format!(
-            "Host lan{}\n    HostName {}\n    Port {}\n    User root\n    IdentityFile {}\n",
-            i + 1,
-            h.addr,
-            h.port,
-            h.client_key.display()
-        ));
+        config.push_str(&h.config_entry(&format!("lan{}", i + 1)));
         known.push_str(&h.known_hosts_line);
     }
     write(&user_home, ".ssh/config", &config);
