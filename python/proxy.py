@@ -867,18 +867,69 @@ def remote_exception(exc_type: str, message: str, tb: str, args: Optional[list] 
     return err
 
 
+def receive_frame(sock: Any) -> bytes:
+    """One length-prefixed frame from a stream socket, read into a single
+    buffer (a large reply is not copied again for every piece the socket
+    hands over); ``ConnectionError`` once the peer has closed."""
+
+    def exactly(n: int) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:])
+            if not k:
+                raise ConnectionError("the other end closed the connection")
+            got += k
+        return buf
+
+    return bytes(exactly(struct.unpack(">I", exactly(4))[0]))
+
+
+class _Slot:
+    """One call waiting for its reply."""
+
+    __slots__ = ("ready", "reply")
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.reply: Optional[bytes] = None
+
+
+def reply_id(frame: bytes) -> int:
+    """The call id a reply frame answers: a proxy reply (``b"R" + id``) or
+    a JSON control reply (``{"id": ...}``); 0 for anything else."""
+    if frame[:1] == b"R" and len(frame) >= 9:
+        return struct.unpack(">Q", frame[1:9])[0]
+    if frame[:1] == b"{":
+        try:
+            return int(json.loads(frame.decode("utf-8", "replace")).get("id", 0))
+        except (ValueError, TypeError, AttributeError):
+            return 0
+    return 0
+
+
 class Link:
     """Multiplexes calls over one transport: many threads, one reader.
 
-    ``send(frame)`` writes a frame; the owner feeds every reply frame to
-    ``deliver``. Each caller waits only for its own id.
+    ``send(frame)`` writes a frame. With ``receive`` (a function that
+    blocks until the next reply frame arrives, and raises once the
+    transport is gone), a caller reads the transport itself while no other
+    thread does, so a sequential caller gets its reply without a hand-off
+    between threads; replies for other callers are handed to them, and
+    when the reader is done another waiting caller takes over. Without
+    ``receive``, the owner feeds every reply frame to ``deliver``. Each
+    caller waits only for its own id.
     """
 
-    def __init__(self, send: Callable[[bytes], None]) -> None:
+    def __init__(self, send: Callable[[bytes], None],
+                 receive: Optional[Callable[[], bytes]] = None) -> None:
         self._send = send
+        self._receive = receive
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._next = 0
-        self._waiting: Dict[int, list] = {}
+        self._waiting: Dict[int, _Slot] = {}
         self._closed: Optional[str] = None
 
     def next_id(self) -> int:
@@ -887,7 +938,7 @@ class Link:
             return self._next
 
     def request(self, call_id: int, frame: bytes) -> bytes:
-        slot: list = [threading.Event(), None]
+        slot = _Slot()
         with self._lock:
             if self._closed:
                 raise ConnectionError(self._closed)
@@ -898,24 +949,55 @@ class Link:
             with self._lock:
                 self._waiting.pop(call_id, None)
             raise
-        slot[0].wait()
-        if slot[1] is None:
+        if self._receive is None:
+            slot.ready.wait()
+        else:
+            self._wait_reading(slot)
+        if slot.reply is None:
             raise ConnectionError(self._closed or "the link to central closed")
-        return slot[1]
+        return slot.reply
+
+    def _wait_reading(self, slot: _Slot) -> None:
+        """Waits for ``slot``, reading the transport whenever nobody else is."""
+        assert self._receive is not None
+        while slot.reply is None and not self._closed:
+            if not self._reading.acquire(blocking=False):
+                # Woken by our reply, or because the reader stopped reading.
+                slot.ready.wait()
+                slot.ready.clear()
+                continue
+            try:
+                while slot.reply is None and not self._closed:
+                    try:
+                        reply = self._receive()
+                    except Exception as e:  # noqa: BLE001 - every caller learns why
+                        self.close("the link to central closed: %s" % e)
+                        break
+                    self.deliver(reply_id(reply), reply)
+            finally:
+                self._reading.release()
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wakes one caller still waiting, to read in our place."""
+        with self._lock:
+            other = next(iter(self._waiting.values()), None)
+        if other is not None:
+            other.ready.set()
 
     def deliver(self, call_id: int, reply: bytes) -> None:
         with self._lock:
             slot = self._waiting.pop(call_id, None)
         if slot is not None:
-            slot[1] = reply
-            slot[0].set()
+            slot.reply = reply
+            slot.ready.set()
 
     def close(self, reason: str) -> None:
         with self._lock:
             self._closed = reason
             waiting, self._waiting = self._waiting, {}
         for slot in waiting.values():
-            slot[0].set()
+            slot.ready.set()
 
     def call(self, path: str, args: tuple, kwargs: dict) -> Any:
         body = pickle.dumps((path, args, kwargs), protocol=PROTOCOL)

@@ -42,27 +42,13 @@ def _connect():  # type: ignore[no-untyped-def]
         with write:
             sock.sendall(struct.pack(">I", len(frame)) + frame)
 
-    link = proxy.Link(send)
-
-    def recv(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("the daemon closed the shell's connection")
-            buf += chunk
-        return buf
-
-    def read() -> None:
+    def receive() -> bytes:
         try:
-            while True:
-                frame = recv(struct.unpack(">I", recv(4))[0])
-                if frame[:1] == b"R":
-                    link.deliver(struct.unpack(">Q", frame[1:9])[0], frame)
-        except Exception as e:  # noqa: BLE001 - every waiting call learns why
-            link.close("the link to the AIGIS daemon closed: %s" % e)
+            return proxy.receive_frame(sock)
+        except ConnectionError:
+            raise ConnectionError("the daemon closed the shell's connection") from None
 
-    threading.Thread(target=read, name="aigis-shell", daemon=True).start()
+    link = proxy.Link(send, receive)
     core = proxy.AigisProxy(link)
     sys.modules["aigis"] = core
     sys.stderr.write("aigis shell: %s\n`aigis` is the live core (e.g. aigis.<plugin>.<skill>(...); "

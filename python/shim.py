@@ -20,8 +20,8 @@ these environment variables:
   4-byte big-endian length and a payload: a UTF-8 JSON object for control
   calls such as ``aigis.AIGISReload`` (``{"id", "op", "plugin"}`` out,
   ``{"id", "ok", "result"|"error"}`` back), or a proxy call/reply frame
-  (see ``proxy.py``), at most ``proxy.MAX_PAYLOAD`` bytes. One reader
-  thread hands each reply to its caller, so many threads may call at once.
+  (see ``proxy.py``), at most ``proxy.MAX_PAYLOAD`` bytes. Many threads
+  may call at once; whichever waits reads the socket (``proxy.Link``).
 
 Log records and anything printed go to stdout/stderr, which the agent relays
 line by line to the central log. Exit codes: 0 launch returned, 1 launch
@@ -90,8 +90,7 @@ class ControlLink:
             return
         self._sock = socket.socket(fileno=fd)
         self._write = threading.Lock()
-        self.link = proxy.Link(self._send)
-        threading.Thread(target=self._read, name="aigis-control", daemon=True).start()
+        self.link = proxy.Link(self._send, self._receive)
 
     def _send(self, frame: bytes) -> None:
         # The agent skips a longer frame; proxy calls check their size first
@@ -102,30 +101,10 @@ class ControlLink:
         with self._write:
             self._sock.sendall(struct.pack(">I", len(frame)) + frame)
 
-    def _recv(self, n: int) -> bytes:
-        # Into one buffer: a large reply is read without copying it again
-        # for every piece the socket hands over.
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self._sock.recv_into(view[got:])
-            if not k:
-                raise ConnectionError("the link to central closed")
-            got += k
-        return bytes(buf)
-
-    def _read(self) -> None:
-        assert self.link is not None
-        try:
-            while True:
-                frame = self._recv(struct.unpack(">I", self._recv(4))[0])
-                if frame[:1] == b"R":
-                    self.link.deliver(struct.unpack(">Q", frame[1:9])[0], frame)
-                elif frame[:1] == b"{":
-                    self.link.deliver(int(json.loads(frame.decode()).get("id", 0)), frame)
-        except Exception as e:  # noqa: BLE001 - every waiting caller learns why
-            self.link.close("the link to central closed: %s" % e)
+    def _receive(self) -> bytes:
+        """The next frame; the calling thread is the link's reader (see
+        ``proxy.Link``)."""
+        return proxy.receive_frame(self._sock)
 
     def call(self, op: str, **args: Any) -> Any:
         """A JSON control call (e.g. reload), answered by central itself."""

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 import struct
 import sys
 import tempfile
@@ -271,6 +272,50 @@ class ProxyTest(unittest.TestCase):
         self.assertIn("characters cut", info["message"])
         with self.assertRaises(ValueError):
             self.aigis.m.loud(9 * 1024 * 1024)
+
+    def test_callers_read_their_own_replies_and_hand_the_reading_on(self):
+        """Over a real socket, with ``receive``: 8 threads call at once and
+        the server answers in reverse order of arrival; every caller gets
+        its own reply, and when the server goes, every waiting caller
+        learns it."""
+        ours, theirs = socket.socketpair()
+        write = threading.Lock()
+
+        def send(frame):
+            with write:
+                ours.sendall(struct.pack(">I", len(frame)) + frame)
+
+        link = proxy.Link(send, lambda: proxy.receive_frame(ours))
+
+        def server(batches):
+            for n in batches:
+                frames = [proxy.receive_frame(theirs) for _ in range(n)]
+                for frame in reversed(frames):
+                    reply = proxy.serve(self.core, frame)
+                    theirs.sendall(struct.pack(">I", len(reply)) + reply)
+            theirs.close()
+
+        threading.Thread(target=server, args=([8] * 5,), daemon=True).start()
+        results, errors = {}, []
+
+        def caller(i):
+            try:
+                results[i] = [link.call("m.add", (i, k), {}) for k in range(5)]
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(results, {i: [i + k for k in range(5)] for i in range(8)})
+        with self.assertRaises(ConnectionError):
+            link.call("m.add", (1, 2), {})
+        with self.assertRaises(ConnectionError):
+            link.call("m.add", (1, 2), {})
+        ours.close()
 
     def test_a_closed_link_fails_waiting_calls(self):
         link = proxy.Link(lambda frame: None)

@@ -2,7 +2,8 @@
 //! its floor measured in the same run on the same machine, in one table.
 //!
 //! Run: cargo build --release --bins && cargo bench -p aigis-e2e --bench wire
-//! (needs sshd and ssh, like the end-to-end tests).
+//! (needs sshd and ssh, like the end-to-end tests). Words after `--` pick
+//! rows by name: `... --bench wire -- "central host" 1M`.
 //!
 //! One OpenSSH sshd on 127.0.0.2 plays the LAN host `lan1` (a
 //! `~/.ssh/config` in a temporary HOME, given to aigis as `HOME=` and to
@@ -405,6 +406,65 @@ fn ping_pong(mut cmd_child: Piped, n: usize, deadline: &Deadline, what: &str) ->
     stats(lat, start.elapsed().as_secs_f64())
 }
 
+/// The floor as a plugin sees it: the same `PAYLOAD`-byte ping-pong,
+/// driven by `python3` (the language internal plugins are written in)
+/// through `cmd`'s pipes, `n` times after `WARM_UP`. A Python caller pays
+/// its own interpreter on every round trip; so does every plugin's call.
+fn python_ping_pong(cmd: &Command, n: usize, deadline: &Deadline, what: &str) -> Stats {
+    const SCRIPT: &str = r#"
+import json, os, subprocess, sys, time
+argv, n, warm, size, out = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+w, r = child.stdin.fileno(), child.stdout.fileno()
+ping = b"\x07" * size
+def one():
+    os.write(w, ping)
+    got = b""
+    while len(got) < size:
+        k = os.read(r, size - len(got))
+        if not k:
+            raise SystemExit("the child closed its output")
+        got += k
+    assert got == ping
+for _ in range(warm):
+    one()
+lat = []
+start = time.perf_counter()
+for _ in range(n):
+    t = time.perf_counter()
+    one()
+    lat.append((time.perf_counter() - t) * 1e6)
+total = time.perf_counter() - start
+child.stdin.close()
+child.wait()
+with open(out, "w") as f:
+    json.dump({"lat": lat, "total": total}, f)
+"#;
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    let argv: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut py = Command::new("python3");
+    py.args(["-c", SCRIPT])
+        .arg(serde_json::to_string(&argv).expect("argv"))
+        .arg(n.to_string())
+        .arg(WARM_UP.to_string())
+        .arg(PAYLOAD.to_string())
+        .arg(out.path())
+        .stdout(Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => py.env(k, v),
+            None => py.env_remove(k),
+        };
+    }
+    run_bounded(py, deadline, what);
+    let v: Value = serde_json::from_slice(&std::fs::read(out.path()).expect("floor output"))
+        .expect("floor json");
+    plugin_stats(&json!({"lat": v["lat"], "total": v["total"]}))
+}
+
 fn stopped(deadline: &Deadline, what: &str, e: std::io::Error) -> ! {
     if deadline.remaining().is_zero() {
         deadline.fail(what, None)
@@ -491,10 +551,16 @@ impl Ctx {
         cmd
     }
 
-    /// Floor: 64-byte ping-pong through `ssh lan1 cat`.
+    /// Floor: 64-byte ping-pong through `ssh lan1 cat`, from a Rust client.
     fn ssh_cat_floor(&self, deadline: &Deadline) -> Stats {
         let cat = Piped::spawn(self.ssh("cat"), deadline);
         ping_pong(cat, SEQ_CALLS, deadline, "the `ssh lan1 cat` floor")
+    }
+
+    /// Floor: the same ping-pong from `python3`, as a plugin calls.
+    fn ssh_cat_python_floor(&self, deadline: &Deadline) -> Stats {
+        let what = "the `ssh lan1 cat` floor from python3";
+        python_ping_pong(&self.ssh("cat"), SEQ_CALLS, deadline, what)
     }
 
     /// Writes an internal plugin that calls `call` (a Python expression
@@ -692,7 +758,8 @@ fn exe_name(pid: u32) -> String {
 /// ping-pong through `ssh lan1 cat`.
 fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let deadline = Deadline::new("internal-remote sequential");
-    let floor = ctx.ssh_cat_floor(&deadline);
+    let floor = ctx.ssh_cat_python_floor(&deadline);
+    let rust_floor = ctx.ssh_cat_floor(&deadline);
     ctx.caller(
         "seq",
         Some("lan1"),
@@ -718,7 +785,10 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     );
     ctx.stop(daemon, notes);
     let s = plugin_stats(&result);
-    let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor)});
+    let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor),
+                       "rust_floor": stats_json(&rust_floor)});
+    let what = "ssh lan1 cat, 64 B ping-pong from python3";
+    let rust = "ssh lan1 cat, 64 B ping-pong from Rust";
     vec![
         Row::new(
             "internal-remote core call, 64 B, sequential: calls/s",
@@ -726,7 +796,7 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
             s.per_s,
             Target::RatioAtLeast(0.75),
         )
-        .floor("ssh lan1 cat, 64 B ping-pong", floor.per_s)
+        .floor(what, floor.per_s)
         .extra(extra.clone()),
         Row::new(
             "internal-remote core call, 64 B, sequential: p50",
@@ -734,7 +804,15 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
             s.p50_us,
             Target::RatioAtMost(1.5),
         )
-        .floor("ssh lan1 cat, 64 B ping-pong", floor.p50_us)
+        .floor(what, floor.p50_us)
+        .extra(extra.clone()),
+        Row::new(
+            "  the same against a Rust client's floor: p50",
+            "us",
+            s.p50_us,
+            Target::Informative,
+        )
+        .floor(rust, rust_floor.p50_us)
         .extra(extra),
     ]
 }
@@ -743,7 +821,13 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
 /// agent), against a 64-byte ping-pong through a local `cat`.
 fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let deadline = Deadline::new("internal (central host) proxy");
-    let floor = ping_pong(
+    let floor = python_ping_pong(
+        &Command::new("cat"),
+        SEQ_CALLS,
+        &deadline,
+        "the local cat floor from python3",
+    );
+    let rust_floor = ping_pong(
         Piped::spawn(Command::new("cat"), &deadline),
         SEQ_CALLS,
         &deadline,
@@ -774,14 +858,29 @@ fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     );
     ctx.stop(daemon, notes);
     let s = plugin_stats(&result);
-    vec![Row::new(
-        "internal plugin on central host via AigisProxy, 64 B: calls/s",
-        "calls/s",
-        s.per_s,
-        Target::RatioAtLeast(0.5),
-    )
-    .floor("local cat child, 64 B ping-pong", floor.per_s)
-    .extra(json!({"plugin": stats_json(&s), "floor": stats_json(&floor)}))]
+    let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor),
+                       "rust_floor": stats_json(&rust_floor)});
+    vec![
+        Row::new(
+            "internal plugin on central host via AigisProxy, 64 B: calls/s",
+            "calls/s",
+            s.per_s,
+            Target::RatioAtLeast(0.5),
+        )
+        .floor("local cat child, 64 B ping-pong from python3", floor.per_s)
+        .extra(extra.clone()),
+        Row::new(
+            "  the same against a Rust client's floor",
+            "calls/s",
+            s.per_s,
+            Target::Informative,
+        )
+        .floor(
+            "local cat child, 64 B ping-pong from Rust",
+            rust_floor.per_s,
+        )
+        .extra(extra),
+    ]
 }
 
 /// `PARALLEL` internal-remote plugins calling at once (they start together
@@ -1302,7 +1401,17 @@ fn row_russh(ctx: &Ctx, _: &mut Vec<String>) -> Vec<Row> {
 // ---------------------------------------------------------------------------
 
 /// Runs one row; a panic becomes a failed row (named `paths`) with its message.
+/// Measures a row unless words given on the command line (`cargo bench
+/// -p aigis-e2e --bench wire -- remote 1M`) name other rows: a row runs
+/// when its first path contains one of them.
 fn measure(paths: &[&str], outcomes: &mut Vec<Outcome>, row: impl FnOnce() -> Vec<Row>) {
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if !words.is_empty() && !words.iter().any(|w| paths[0].contains(w.as_str())) {
+        return;
+    }
     let started = Instant::now();
     eprintln!("wire: measuring {} ...", paths[0]);
     match catch_unwind(AssertUnwindSafe(row)) {
@@ -1333,6 +1442,7 @@ fn main() {
     let sequential = out
         .first()
         .and_then(|o| o.as_ref().ok())
+        .filter(|r| r.path.ends_with("calls/s"))
         .map(|r| r.measured);
     measure(
         &["internal plugin on central host via AigisProxy"],
