@@ -1,9 +1,11 @@
 //! The agent of a LAN host: a daemon that outlives SSH connections.
 //!
 //! Central runs `aigis-agent attach --dir D` over an SSH exec channel.
-//! `attach` relays its stdin/stdout to the daemon's socket `D/agent.sock`,
-//! starting the daemon (`aigis-agent daemon --dir D`, in its own session)
-//! when none runs. When the connection drops, only `attach` dies: the
+//! `attach` hands its stdin/stdout (sshd's end of the channel) to the
+//! daemon over its socket `D/agent.sock` (`SCM_RIGHTS`), starting the
+//! daemon (`aigis-agent daemon --dir D`, in its own session) when none
+//! runs, and waits; no process relays the bytes. When the connection
+//! drops, the link ends and `attach` exits: the
 //! daemon keeps the plugins running, buffers their output (see `outbox`),
 //! and the next `attach` of the same central run gets it all. `Shutdown`
 //! from central stops every plugin and the daemon.
@@ -14,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -46,9 +48,8 @@ pub async fn daemon(dir: &Path) -> anyhow::Result<()> {
                     old.abort();
                     state.outbox.detach().await;
                 }
-                let (rd, wr) = stream.into_split();
                 let link_state = state.clone();
-                current = Some(tokio::spawn(async move { serve_link(&link_state, rd, wr).await }));
+                current = Some(tokio::spawn(async move { serve_attached(&link_state, stream).await }));
             }
             end = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
                 current = None;
@@ -67,7 +68,43 @@ pub async fn daemon(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Relays stdin/stdout to the daemon of `dir`, starting it if needed.
+/// Serves the link of one `attach`: its SSH channel's stdin and stdout,
+/// handed over on `conn`, which stays open while the link lasts (closing
+/// it lets `attach`, and so the SSH session, end).
+async fn serve_attached(state: &AgentState, conn: UnixStream) -> anyhow::Result<LinkEnd> {
+    let fds = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            conn.readable().await?;
+            match conn.try_io(Interest::READABLE, || crate::fdpass::recv(&conn)) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("attach sent no descriptors"))??;
+    let (tag, mut fds) = fds;
+    if tag != ATTACH || fds.len() != 2 {
+        anyhow::bail!("attach sent {} descriptors with tag {tag}", fds.len());
+    }
+    let output = fds.pop().expect("two");
+    let input = fds.pop().expect("two");
+    let end = serve_link(
+        state,
+        crate::stdio::reader(input),
+        crate::stdio::writer(output),
+    )
+    .await;
+    drop(conn);
+    end
+}
+
+/// The tag of `attach`'s one message.
+const ATTACH: u8 = b'A';
+
+/// Hands this process's stdin and stdout (the SSH channel) to the daemon
+/// of `dir`, starting it if needed, and waits until the daemon is done
+/// with them: the daemon then reads and writes sshd's pipes itself.
 pub async fn attach(dir: &Path) -> anyhow::Result<()> {
     let path = dir.join("agent.sock");
     let stream = match UnixStream::connect(&path).await {
@@ -90,22 +127,12 @@ pub async fn attach(dir: &Path) -> anyhow::Result<()> {
             }
         }
     };
-    let (mut rd, mut wr) = stream.into_split();
-    let up = async {
-        let _ = tokio::io::copy(&mut crate::stdio::stdin(), &mut wr).await;
-        let _ = wr.shutdown().await;
-    };
-    let down = async {
-        let mut out = crate::stdio::stdout();
-        let _ = tokio::io::copy(&mut rd, &mut out).await;
-        let _ = out.flush().await;
-    };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-    }
-    // stdin is read on a blocking thread that would keep the runtime alive.
-    std::process::exit(0)
+    let mut stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    crate::fdpass::send(&stream, ATTACH, &[0, 1])?;
+    // Until the daemon closes its end; nothing else is ever sent.
+    let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
+    Ok(())
 }
 
 fn spawn_daemon(dir: &Path) -> anyhow::Result<()> {

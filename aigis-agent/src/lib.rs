@@ -6,6 +6,7 @@ pub mod agent;
 pub mod calls;
 pub mod contain;
 pub mod daemon;
+pub mod fdpass;
 pub mod fetch;
 pub mod group;
 pub mod install;

@@ -1,13 +1,13 @@
 //! `aigis-agent`: started by `aigis`, never by hand.
 //!
 //! - no arguments: serve one link on stdin/stdout (the local agent);
-//! - `attach --dir D`: relay stdin/stdout to the daemon of `D` (a LAN host);
+//! - `attach --dir D`: hand stdin/stdout to the daemon of `D` (a LAN host);
 //! - `daemon --dir D`: the daemon itself, started by `attach`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = || {

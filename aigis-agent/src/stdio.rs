@@ -3,9 +3,9 @@
 //! `tokio::io::stdin()`/`stdout()` read and write on the blocking-thread
 //! pool: every frame in either direction would cost a hand-off between
 //! threads. The agent's stdio is a pipe (the local agent, a child of
-//! central) or a socket or pipe from sshd (`attach`), so both can be
-//! registered with the reactor directly; anything else (a terminal) falls
-//! back to tokio's blocking stdio.
+//! central), and a LAN host's daemon gets sshd's pipes or sockets from
+//! `attach`, so both can be registered with the reactor directly; anything
+//! else (a terminal) falls back to the blocking pool.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
@@ -36,50 +36,55 @@ fn kind(fd: &OwnedFd) -> Kind {
 
 /// Stdin as an async reader.
 pub fn stdin() -> Reader {
-    match reactor_fd(std::io::stdin().as_fd()) {
-        Some(Registered::Pipe(fd)) => {
-            if let Ok(r) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-                return Box::pin(r);
-            }
-        }
-        Some(Registered::Socket(s)) => return Box::pin(s),
-        None => {}
+    match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => reader(fd),
+        Err(_) => Box::pin(tokio::io::stdin()),
     }
-    Box::pin(tokio::io::stdin())
 }
 
-/// Stdout as an async writer.
+/// Stdout as an async writer (a duplicate: the original stays for
+/// anything that writes to it by itself).
 pub fn stdout() -> Writer {
-    match reactor_fd(std::io::stdout().as_fd()) {
-        Some(Registered::Pipe(fd)) => {
-            if let Ok(w) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
-                return Box::pin(w);
-            }
-        }
-        Some(Registered::Socket(s)) => return Box::pin(s),
-        None => {}
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => writer(fd),
+        Err(_) => Box::pin(tokio::io::stdout()),
     }
-    Box::pin(tokio::io::stdout())
 }
 
-enum Registered {
-    Pipe(OwnedFd),
-    Socket(tokio::net::UnixStream),
-}
-
-/// A duplicate of `which` (the original stays for anything that writes to
-/// it by itself) that the reactor can poll, when it is a pipe or a socket.
-fn reactor_fd(which: std::os::fd::BorrowedFd<'_>) -> Option<Registered> {
-    let fd = which.try_clone_to_owned().ok()?;
+/// A pipe or socket to read from on the reactor; anything else is read on
+/// the blocking pool.
+pub fn reader(fd: OwnedFd) -> Reader {
     match kind(&fd) {
-        Kind::Pipe => Some(Registered::Pipe(fd)),
-        Kind::Socket => socket(fd).map(Registered::Socket),
-        Kind::Other => None,
+        Kind::Pipe => match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(r) => Box::pin(r),
+            Err(_) => Box::pin(tokio::io::empty()),
+        },
+        Kind::Socket => match socket(fd) {
+            Ok(s) => Box::pin(s),
+            Err(_) => Box::pin(tokio::io::empty()),
+        },
+        Kind::Other => Box::pin(tokio::fs::File::from_std(std::fs::File::from(fd))),
     }
 }
 
-fn socket(fd: OwnedFd) -> Option<tokio::net::UnixStream> {
+/// A pipe or socket to write to on the reactor; anything else is written on
+/// the blocking pool.
+pub fn writer(fd: OwnedFd) -> Writer {
+    match kind(&fd) {
+        Kind::Pipe => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+            Ok(w) => Box::pin(w),
+            Err(_) => Box::pin(tokio::io::sink()),
+        },
+        Kind::Socket => match socket(fd) {
+            Ok(s) => Box::pin(s),
+            Err(_) => Box::pin(tokio::io::sink()),
+        },
+        Kind::Other => Box::pin(tokio::fs::File::from_std(std::fs::File::from(fd))),
+    }
+}
+
+fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {
     let std = std::os::unix::net::UnixStream::from(fd);
-    std.set_nonblocking(true).ok()?;
-    tokio::net::UnixStream::from_std(std).ok()
+    std.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(std)
 }

@@ -9,12 +9,12 @@
 //! - Records from a plugin's logger go to the central log through
 //!   [`LogSink::blocking_send`], tagged with the plugin's name.
 
+use crate::callpool::CallPool;
 use crate::logs::{Level, LogSink, Record};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCFunction, PyTuple};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 const LOADER: &str = include_str!("../../python/loader.py");
@@ -33,10 +33,9 @@ type Job = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
 #[derive(Clone)]
 pub struct PythonCore {
     jobs: std::sync::mpsc::Sender<Job>,
-    /// `proxy.serve` bound to the loader's `Core` (whose `resolve` is the
-    /// proxy's reach rule): answers one call frame
-    /// of an internal-remote plugin.
-    serve: Arc<Py<PyAny>>,
+    /// Answers AigisProxy call frames with `proxy.serve` bound to the
+    /// loader's `Core` (whose `resolve` is the proxy's reach rule).
+    pub calls: CallPool,
 }
 
 impl PythonCore {
@@ -70,7 +69,7 @@ impl PythonCore {
         match ready_rx.recv() {
             Ok(Ok(serve)) => Ok(PythonCore {
                 jobs,
-                serve: Arc::new(serve),
+                calls: CallPool::new(serve_with(serve)),
             }),
             Ok(Err(e)) => anyhow::bail!("the embedded Python core failed to start: {e}"),
             Err(_) => anyhow::bail!("the embedded Python core failed to start"),
@@ -124,29 +123,13 @@ impl PythonCore {
         .await?
     }
 
-    /// Answers one AigisProxy call frame (see `python/proxy.py`). Calls run
-    /// on blocking-pool threads, not the core's own thread, so many can be
-    /// in flight: a skill that waits on I/O releases the GIL to the others.
-    pub async fn serve_call(&self, payload: Vec<u8>) -> Vec<u8> {
+    /// Answers one AigisProxy call frame (see `python/proxy.py`) of the
+    /// caller `key` (its fair share is counted under that name).
+    pub async fn serve_call(&self, key: &str, payload: Vec<u8>) -> Vec<u8> {
         let id = aigis_agent::calls::call_id(&payload);
-        let serve = self.serve.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            Python::attach(|py| {
-                serve
-                    .bind(py)
-                    .call1((PyBytes::new(py, &payload),))
-                    .and_then(|r| Ok(r.cast_into::<PyBytes>()?.as_bytes().to_vec()))
-                    .map_err(|e| describe(py, &e))
-            })
-        })
-        .await;
-        // A failure inside central itself still answers this call, so its
-        // caller never waits forever.
-        let internal_error = |e: &str| aigis_agent::calls::error_reply(&id, "RuntimeError", e);
-        match answer {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => internal_error(&e),
-            Err(e) => internal_error(&e.to_string()),
+        match self.calls.call(key, payload).await {
+            Some(reply) => reply,
+            None => aigis_agent::calls::error_reply(&id, "RuntimeError", "the AIGIS core stopped"),
         }
     }
 
@@ -159,6 +142,21 @@ impl PythonCore {
         })
         .await?
     }
+}
+
+/// `proxy.serve` as the call pool runs it. A failure inside central itself
+/// still answers the call, so its caller never waits forever.
+fn serve_with(serve: Py<PyAny>) -> crate::callpool::Serve {
+    Box::new(move |py, frame| {
+        let answered = serve
+            .bind(py)
+            .call1((PyBytes::new(py, frame),))
+            .and_then(|r| Ok(r.cast_into::<PyBytes>()?.as_bytes().to_vec()));
+        answered.unwrap_or_else(|e| {
+            let id = aigis_agent::calls::call_id(frame);
+            aigis_agent::calls::error_reply(&id, "RuntimeError", &describe(py, &e))
+        })
+    })
 }
 
 /// The loader's `Core`, and `proxy.serve` bound to its namespace.

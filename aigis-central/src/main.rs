@@ -1,5 +1,6 @@
 //! `aigis`: the central daemon and the operator's command line.
 
+mod callpool;
 mod check;
 mod client;
 mod control;

@@ -4,8 +4,8 @@
 //! - an event is accepted only for a plugin central placed on that link
 //!   (a host cannot write another host's logs or states, and no name it
 //!   made up ever becomes a file name);
-//! - AigisProxy calls run in the core with a fair share per plugin (at most
-//!   [`CALLS_PER_PLUGIN`] at once each), so one plugin's flood of slow calls
+//! - AigisProxy calls go to the core's call pool (`callpool.rs`), which
+//!   gives each plugin a fair share, so one plugin's flood of slow calls
 //!   never starves another's;
 //! - a reload asked by a plugin is allowed for itself, core plugins, and
 //!   what `[aigis] may_reload` grants.
@@ -15,12 +15,9 @@ use crate::link::{Delivery, Origin};
 use aigis_agent::calls::{call_id, error_reply};
 use proto::{Answer, Call, Event, ToAgent};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Proxy calls of one plugin that run in the core at the same time.
-pub const CALLS_PER_PLUGIN: usize = 8;
 
 /// Routes deliveries until every link has ended (`links_done`).
 pub(super) async fn run(
@@ -30,7 +27,6 @@ pub(super) async fn run(
 ) {
     let mut router = Router {
         daemon,
-        calls: Mutex::default(),
         refused: HashMap::new(),
     };
     loop {
@@ -53,7 +49,6 @@ pub(super) async fn run(
 
 struct Router {
     daemon: Arc<Daemon>,
-    calls: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Events refused per host, reported once per host and then counted.
     refused: HashMap<String, u64>,
 }
@@ -87,27 +82,31 @@ impl Router {
             Event::Call {
                 call: Call::Proxy(frame),
                 ..
-            } => {
-                let fair = self.share_of(&plugin);
-                let core = daemon.core.as_ref().ok().cloned();
-                daemon.tasks.spawn_cancellable(async move {
-                    let _budget = budget; // the link's bytes come back once answered
-                    let Ok(_turn) = fair.acquire().await else {
-                        return;
-                    };
-                    let id = call_id(&frame);
-                    let reply = match core {
-                        Some(core) => core.serve_call(frame).await,
-                        None => error_reply(
-                            &id,
-                            "RuntimeError",
-                            "the AIGIS core is not running in central",
-                        ),
-                    };
-                    let reply = fit_reply(&plugin, id, reply);
+            } => match daemon.core.as_ref() {
+                // Answered on a core worker thread; the link's bytes come
+                // back once the answer is on its way.
+                Ok(core) => core.calls.submit(
+                    &plugin.clone(),
+                    frame,
+                    Box::new(move |reply| {
+                        let reply = fit_reply(&plugin, call_id(&reply), reply);
+                        let answer = ToAgent::Answer {
+                            plugin,
+                            answer: Answer::Proxy(reply),
+                        };
+                        let _ = origin.answers.blocking_send(answer);
+                        drop(budget);
+                    }),
+                ),
+                Err(_) => {
+                    let reply = error_reply(
+                        &call_id(&frame),
+                        "RuntimeError",
+                        "the AIGIS core is not running in central",
+                    );
                     answer(&origin, plugin, Answer::Proxy(reply)).await;
-                });
-            }
+                }
+            },
             Event::Call {
                 call: Call::Reload { id, target },
                 ..
@@ -138,13 +137,6 @@ impl Router {
                 )
                 .await;
         }
-    }
-
-    fn share_of(&self, plugin: &str) -> Arc<Semaphore> {
-        lock(&self.calls)
-            .entry(plugin.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(CALLS_PER_PLUGIN)))
-            .clone()
     }
 
     /// A reload a plugin asked for, if it may. Another plugin's reload is

@@ -197,6 +197,7 @@ pub async fn run(
     // 4. cleanup() of every core plugin, bounded: a hung cleanup must not
     // keep the daemon from exiting.
     if let Ok(core) = &daemon.core {
+        core.calls.stop();
         match tokio::time::timeout(Duration::from_secs(5), core.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("core shutdown: {e}"),

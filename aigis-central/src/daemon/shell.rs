@@ -12,8 +12,9 @@
 //! [`CALLS_PER_PLUGIN`] calls of one shell run at once, and at most
 //! [`MAX_SHELLS`] shells are open, so they never take every control slot.
 
-use super::dispatch::CALLS_PER_PLUGIN;
+use crate::callpool::CALLS_PER_PLUGIN;
 use crate::core::PythonCore;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
@@ -38,6 +39,9 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let wr = Arc::new(Mutex::new(wr));
+    // Its fair share in the call pool, apart from every plugin's.
+    static SHELLS: AtomicU64 = AtomicU64::new(0);
+    let key = format!("aigis shell {}", SHELLS.fetch_add(1, Ordering::Relaxed));
     let calls = Arc::new(Semaphore::new(CALLS_PER_PLUGIN));
     // Calls in flight end with the connection.
     let mut running = JoinSet::new();
@@ -63,9 +67,9 @@ where
         if frame[0] != b'C' {
             return Ok(());
         }
-        let (core, wr) = (core.clone(), wr.clone());
+        let (core, wr, key) = (core.clone(), wr.clone(), key.clone());
         running.spawn(async move {
-            let reply = core.serve_call(frame).await;
+            let reply = core.serve_call(&key, frame).await;
             let mut wr = wr.lock().await;
             let len = u32::try_from(reply.len()).unwrap_or(u32::MAX).to_be_bytes();
             if wr.write_all(&len).await.is_ok() {

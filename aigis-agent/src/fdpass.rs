@@ -1,0 +1,122 @@
+//! Descriptors handed between processes over a Unix socket (`SCM_RIGHTS`).
+//!
+//! `attach` gives the agent daemon the SSH channel's own stdin and stdout
+//! this way, so the daemon reads and writes sshd's pipes itself and no
+//! process relays the bytes.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Descriptors one message carries at most.
+const MAX_FDS: usize = 4;
+
+/// Sends `tag` with `fds` attached.
+pub fn send(sock: &impl AsRawFd, tag: u8, fds: &[RawFd]) -> io::Result<()> {
+    assert!(fds.len() <= MAX_FDS);
+    let mut byte = [tag];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer in it points into locals
+    // that outlive the sendmsg call, and the control buffer is CMSG_SPACE
+    // bytes, room for exactly one header with `fds`.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        loop {
+            if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) == 1 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Receives one message: its tag and the descriptors it carried (owned,
+/// close-on-exec). `WouldBlock` on a non-blocking socket with nothing to
+/// read; `UnexpectedEof` when the peer closed.
+pub fn recv(sock: &impl AsRawFd) -> io::Result<(u8, Vec<OwnedFd>)> {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let payload = (MAX_FDS * std::mem::size_of::<RawFd>()) as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: as in `send`; the kernel writes at most `msg_controllen`
+    // bytes of headers, which are walked with the CMSG macros, and every
+    // descriptor in an SCM_RIGHTS header is new and ours to own.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut fds = Vec::new();
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other("more descriptors than expected"));
+        }
+        Ok((byte[0], fds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn descriptors_cross_and_still_work() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut keep, give) = UnixStream::pair().unwrap();
+        send(&a, b'A', &[give.as_raw_fd()]).unwrap();
+        drop(give);
+        let (tag, fds) = recv(&b).unwrap();
+        assert_eq!(tag, b'A');
+        assert_eq!(fds.len(), 1);
+        let mut got = UnixStream::from(fds.into_iter().next().unwrap());
+        got.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        keep.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        drop(a);
+        assert_eq!(recv(&b).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
