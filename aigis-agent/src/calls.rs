@@ -49,6 +49,17 @@ pub fn error_reply(id: &[u8], exc_type: &str, message: &str) -> Vec<u8> {
     out
 }
 
+/// The error reply to an AigisProxy call frame of `len` bytes, over `limit`
+/// (see `python/proxy.py`: the shim raises the same error before sending).
+pub fn too_big_call(id: &[u8], len: usize, limit: usize) -> Vec<u8> {
+    let message = format!(
+        "the call's arguments are {} bytes pickled; at most {} may cross to central",
+        len.saturating_sub(9),
+        limit.saturating_sub(9)
+    );
+    error_reply(id, "ValueError", &message)
+}
+
 /// The id of an AigisProxy call frame (`b"C" + id + pickle`).
 pub fn call_id(call: &[u8]) -> [u8; 8] {
     call.get(1..9)

@@ -75,7 +75,7 @@ async fn serve_attached(state: &AgentState, conn: UnixStream) -> anyhow::Result<
     let fds = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             conn.readable().await?;
-            match conn.try_io(Interest::READABLE, || crate::fdpass::recv(&conn)) {
+            match conn.try_io(Interest::READABLE, || crate::fdpass::recv(&conn, 1)) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 other => break other,
             }
@@ -85,7 +85,7 @@ async fn serve_attached(state: &AgentState, conn: UnixStream) -> anyhow::Result<
     .map_err(|_| anyhow::anyhow!("attach sent no descriptors"))??;
     let (tag, mut fds) = fds;
     if tag != ATTACH || fds.len() != 2 {
-        anyhow::bail!("attach sent {} descriptors with tag {tag}", fds.len());
+        anyhow::bail!("attach sent {} descriptors with {tag:?}", fds.len());
     }
     let output = fds.pop().expect("two");
     let input = fds.pop().expect("two");
@@ -99,8 +99,8 @@ async fn serve_attached(state: &AgentState, conn: UnixStream) -> anyhow::Result<
     end
 }
 
-/// The tag of `attach`'s one message.
-const ATTACH: u8 = b'A';
+/// `attach`'s one message.
+const ATTACH: &[u8] = b"A";
 
 /// Hands this process's stdin and stdout (the SSH channel) to the daemon
 /// of `dir`, starting it if needed, and waits until the daemon is done

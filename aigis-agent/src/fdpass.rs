@@ -2,7 +2,8 @@
 //!
 //! `attach` gives the agent daemon the SSH channel's own stdin and stdout
 //! this way, so the daemon reads and writes sshd's pipes itself and no
-//! process relays the bytes.
+//! process relays the bytes; the local agent gives central the control
+//! socket of each internal plugin it starts (`lane.rs`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -10,13 +11,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// Descriptors one message carries at most.
 const MAX_FDS: usize = 4;
 
-/// Sends `tag` with `fds` attached.
-pub fn send(sock: &impl AsRawFd, tag: u8, fds: &[RawFd]) -> io::Result<()> {
-    assert!(fds.len() <= MAX_FDS);
-    let mut byte = [tag];
+/// Sends `data` (at least one byte) with `fds` attached, in one message.
+pub fn send(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    assert!(fds.len() <= MAX_FDS && !data.is_empty());
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
     };
     let payload = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
@@ -37,8 +37,12 @@ pub fn send(sock: &impl AsRawFd, tag: u8, fds: &[RawFd]) -> io::Result<()> {
         (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
         std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
         loop {
-            if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) == 1 {
+            let sent = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if sent == data.len() as isize {
                 return Ok(());
+            }
+            if sent >= 0 {
+                return Err(io::Error::other("the message was cut short"));
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -48,14 +52,15 @@ pub fn send(sock: &impl AsRawFd, tag: u8, fds: &[RawFd]) -> io::Result<()> {
     }
 }
 
-/// Receives one message: its tag and the descriptors it carried (owned,
+/// Receives one message of at most `max` bytes (on a stream socket, what
+/// arrived with the descriptors) and the descriptors it carried (owned,
 /// close-on-exec). `WouldBlock` on a non-blocking socket with nothing to
 /// read; `UnexpectedEof` when the peer closed.
-pub fn recv(sock: &impl AsRawFd) -> io::Result<(u8, Vec<OwnedFd>)> {
-    let mut byte = [0u8];
+pub fn recv(sock: &impl AsRawFd, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut data = vec![0u8; max.max(1)];
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
     };
     let payload = (MAX_FDS * std::mem::size_of::<RawFd>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
@@ -89,10 +94,11 @@ pub fn recv(sock: &impl AsRawFd) -> io::Result<(u8, Vec<OwnedFd>)> {
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::other("more descriptors than expected"));
+        if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
+            return Err(io::Error::other("a longer message than expected"));
         }
-        Ok((byte[0], fds))
+        data.truncate(n as usize);
+        Ok((data, fds))
     }
 }
 
@@ -106,10 +112,10 @@ mod tests {
     fn descriptors_cross_and_still_work() {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut keep, give) = UnixStream::pair().unwrap();
-        send(&a, b'A', &[give.as_raw_fd()]).unwrap();
+        send(&a, b"plugin", &[give.as_raw_fd()]).unwrap();
         drop(give);
-        let (tag, fds) = recv(&b).unwrap();
-        assert_eq!(tag, b'A');
+        let (data, fds) = recv(&b, 64).unwrap();
+        assert_eq!(data, b"plugin");
         assert_eq!(fds.len(), 1);
         let mut got = UnixStream::from(fds.into_iter().next().unwrap());
         got.write_all(b"hello").unwrap();
@@ -117,6 +123,9 @@ mod tests {
         keep.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hello");
         drop(a);
-        assert_eq!(recv(&b).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            recv(&b, 64).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 }

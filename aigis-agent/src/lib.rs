@@ -10,6 +10,7 @@ pub mod fdpass;
 pub mod fetch;
 pub mod group;
 pub mod install;
+pub mod lane;
 pub mod outbox;
 pub mod output;
 pub mod python;

@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         (None, _) => {
+            aigis_agent::lane::init_from_env();
             aigis_agent::contain::init();
             aigis_agent::serve(aigis_agent::stdio::stdin(), aigis_agent::stdio::stdout()).await
         }

@@ -306,9 +306,12 @@ fn spawn(
     }
     if let Some((ours, theirs)) = control {
         drop(theirs);
-        match relay_control(ours, &spec.plugin, events, controls) {
-            Ok(task) => readers.push(task),
-            Err(e) => warn_plugin(&spec.plugin, events, e),
+        // On the central host, central answers on this socket itself.
+        if !crate::lane::hand_over(&spec.plugin, &ours) {
+            match relay_control(ours, &spec.plugin, events, controls) {
+                Ok(task) => readers.push(task),
+                Err(e) => warn_plugin(&spec.plugin, events, e),
+            }
         }
     }
     Ok(Run {
@@ -385,7 +388,7 @@ fn relay_control(
                     break;
                 }
                 if head_len == head.len() && head[0] == b'C' {
-                    let reply = too_big_call(&head[1..9], len, limit);
+                    let reply = crate::calls::too_big_call(&head[1..9], len, limit);
                     if reply_tx.send(reply).await.is_err() {
                         break;
                     }
@@ -422,17 +425,6 @@ fn relay_control(
         }
         writer.abort();
     }))
-}
-
-/// The error reply to an AigisProxy call frame of `len` bytes, over `limit`
-/// (see `python/proxy.py`: the shim raises the same error before sending).
-fn too_big_call(id: &[u8], len: usize, limit: usize) -> Vec<u8> {
-    let message = format!(
-        "the call's arguments are {} bytes pickled; at most {} may cross to central",
-        len.saturating_sub(9),
-        limit.saturating_sub(9)
-    );
-    crate::calls::error_reply(id, "ValueError", &message)
 }
 
 async fn drain(readers: Vec<JoinHandle<()>>) {

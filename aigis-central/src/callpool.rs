@@ -129,6 +129,12 @@ impl CallPool {
         }
     }
 
+    /// Answers one call on this thread, which holds the GIL (for callers
+    /// with threads of their own, such as `lane.rs`).
+    pub fn serve(&self, py: Python<'_>, frame: &[u8]) -> Vec<u8> {
+        (self.inner.serve)(py, frame)
+    }
+
     /// Answers one call and waits for its reply (for callers that are
     /// async themselves, such as `aigis shell`'s connection).
     pub async fn call(&self, plugin: &str, frame: Vec<u8>) -> Option<Vec<u8>> {

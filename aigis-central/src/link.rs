@@ -17,6 +17,7 @@ use proto::{
     Call, Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+/// The descriptor the local agent finds its lane on.
+const LANE_FD_IN_AGENT: i32 = 3;
 
 /// Bytes of events one link may have in the dispatcher at once.
 pub const LINK_BUDGET: usize = 32 * 1024 * 1024;
@@ -61,12 +65,34 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// Starts the agent binary as a local child and shakes hands with it.
+    /// With `lane`, the agent gets that socket as its lane to central (see
+    /// `lane.rs`).
     pub async fn spawn_local(
         agent: &Path,
         inbox: mpsc::Sender<Delivery>,
         tasks: &Tasks,
+        lane: Option<OwnedFd>,
     ) -> anyhow::Result<AgentLink> {
-        let mut child = Command::new(agent)
+        let mut command = Command::new(agent);
+        if let Some(lane) = &lane {
+            let fd = lane.as_raw_fd();
+            command.env(aigis_agent::lane::LANE_FD, LANE_FD_IN_AGENT.to_string());
+            // SAFETY: between fork and exec only dup2/fcntl, which are
+            // async-signal-safe; `lane` stays open in the parent until
+            // spawn has returned, after the child's exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if fd == LANE_FD_IN_AGENT {
+                        let flags = libc::fcntl(fd, libc::F_GETFD);
+                        libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                    } else if libc::dup2(fd, LANE_FD_IN_AGENT) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,6 +102,8 @@ impl AgentLink {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start the agent {}: {e}", agent.display()))?;
+        // The child has its copy once spawn returned (after its exec).
+        drop(lane);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {

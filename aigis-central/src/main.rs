@@ -8,6 +8,7 @@ mod core;
 mod daemon;
 mod deploy;
 mod home;
+mod lane;
 mod link;
 mod logs;
 mod new;

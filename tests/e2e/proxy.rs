@@ -220,7 +220,7 @@ def timed(f):
 
 
 def raw_oversized_call():
-    """What a shim that does not check would send: the agent must answer it."""
+    """What a shim that does not check would send: it must be answered."""
     link = sys.modules["aigis"].__dict__["_link"]
     control = link._send.__self__
     call_id = link.next_id()
@@ -271,7 +271,8 @@ def launch(log):
     // Refused by the shim before sending.
     has(r#""big_arg": {"type": "ValueError", "error": "the call's arguments are 9437"#);
     has("bytes pickled; at most 8323063 may cross to central");
-    // Refused by the agent, which skipped the frame and answered it.
+    // Refused where the socket is served (on the central host, central's
+    // lane; on a LAN host, the agent), which skipped the frame and answered it.
     has(r#""raw": {"ok": {"type": "ValueError""#);
     has(r#""message": "the call's arguments are 9437"#);
     // Refused by central: the result does not fit.

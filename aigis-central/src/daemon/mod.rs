@@ -38,6 +38,7 @@ use proto::CorePlugin;
 use state::Registry;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,7 +135,13 @@ pub async fn run(
     let (inbox_tx, inbox_rx) = mpsc::channel::<Delivery>(256);
     let (lost_tx, lost_rx) = mpsc::channel::<String>(16);
     let agent_binary = agent_binary()?;
-    let local = Arc::new(AgentLink::spawn_local(&agent_binary, inbox_tx.clone(), &tasks).await?);
+    // Internal plugins on this host call the core over a lane of their own.
+    let lane = match &core {
+        Ok(core) => start_lane(core, &inbox_tx),
+        Err(_) => None,
+    };
+    let local =
+        Arc::new(AgentLink::spawn_local(&agent_binary, inbox_tx.clone(), &tasks, lane).await?);
     let daemon = Arc::new(Daemon {
         registry: Registry::new(log.clone(), &config.plugins),
         entries: std::sync::RwLock::new(config.plugins.clone()),
@@ -212,6 +219,43 @@ pub async fn run(
     drop(log_task);
     tracing::info!("aigis stopped");
     Ok(())
+}
+
+/// The lane's two ends: central serves one, the local agent gets the other
+/// (returned). `None` (the agent then relays calls over its link) when the
+/// socket cannot be made.
+fn start_lane(core: &PythonCore, inbox: &mpsc::Sender<Delivery>) -> Option<OwnedFd> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two descriptors we then own.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if made != 0 {
+        tracing::warn!(
+            "no lane for local internal plugins: {}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    // SAFETY: both are new descriptors, owned by nothing else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let wiring = crate::lane::Wiring {
+        calls: core.calls.clone(),
+        inbox: inbox.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    match crate::lane::serve(ours, wiring) {
+        Ok(()) => Some(theirs),
+        Err(e) => {
+            tracing::warn!("no lane for local internal plugins: {e}");
+            None
+        }
+    }
 }
 
 impl Daemon {

@@ -1,0 +1,358 @@
+//! The lane: internal plugins on the central host call the core over
+//! their own control socket, answered by central directly.
+//!
+//! The local agent hands central its end of each internal plugin's control
+//! socket (see `aigis_agent::lane`). Central serves it with a few threads
+//! of that plugin's own that take turns reading: the thread that reads a
+//! call answers it itself, with its Python thread state kept for its whole
+//! life, after waking another to read next. A call costs the plugin's wake-up
+//! of central and central's wake-up of the plugin, as a pipe to `cat`
+//! does, instead of hops through the agent, the link and a worker pool.
+//!
+//! Invariants:
+//! - At most [`CALLS_PER_PLUGIN`] calls of one plugin run at once (its
+//!   threads); past that, its socket is not read until one is answered.
+//! - A frame over the plugin's control limit is skipped in bounded chunks,
+//!   never held whole; a call among them is answered with an error.
+//! - Reload requests go to the dispatcher like any agent's, from host
+//!   `local`: the same placement and permission checks.
+//! - The lane's threads end when the plugin's socket closes (it stopped).
+
+use crate::callpool::{CallPool, CALLS_PER_PLUGIN};
+use crate::link::{Delivery, Origin};
+use proto::{Call, Event, ToAgent};
+use pyo3::prelude::*;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Semaphore};
+
+/// A reader thread without a turn for this long ends (one always stays).
+const IDLE: Duration = Duration::from_secs(30);
+/// What a reload request in the dispatcher costs against the lane's budget.
+const RELOAD_COST: u32 = 128;
+
+/// What every plugin's lane needs from the daemon.
+#[derive(Clone)]
+pub struct Wiring {
+    pub calls: CallPool,
+    pub inbox: mpsc::Sender<Delivery>,
+    pub runtime: Handle,
+}
+
+/// Takes plugin sockets from the local agent's lane until it closes.
+pub fn serve(lane: OwnedFd, wiring: Wiring) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("aigis-lane".into())
+        .spawn(move || loop {
+            match aigis_agent::fdpass::recv(&lane, 1024) {
+                Ok((name, fds)) => {
+                    let plugin = String::from_utf8_lossy(&name).into_owned();
+                    for fd in fds {
+                        PluginLane::start(plugin.clone(), UnixStream::from(fd), &wiring);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        })
+        .map(|_| ())
+}
+
+/// One plugin's control socket and the threads that serve it.
+struct PluginLane {
+    plugin: String,
+    sock: UnixStream,
+    /// Whole frames only: held for one reply's write.
+    write: Mutex<()>,
+    turn: Mutex<Turn>,
+    wake: Condvar,
+    wiring: Wiring,
+    origin: Origin,
+    budget: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct Turn {
+    reading: bool,
+    idle: usize,
+    threads: usize,
+    closed: bool,
+}
+
+/// What one read gave.
+enum Frame {
+    Payload(Vec<u8>),
+    /// Over the limit and skipped: its first 9 bytes (a call's kind and id).
+    Skipped {
+        head: Vec<u8>,
+        len: usize,
+    },
+}
+
+impl PluginLane {
+    fn start(plugin: String, sock: UnixStream, wiring: &Wiring) {
+        let (answers, mut answered) = mpsc::channel::<ToAgent>(16);
+        let lane = Arc::new(PluginLane {
+            origin: Origin {
+                host: "local".into(),
+                answers,
+            },
+            plugin,
+            sock,
+            write: Mutex::default(),
+            turn: Mutex::new(Turn {
+                threads: 1,
+                ..Turn::default()
+            }),
+            wake: Condvar::new(),
+            wiring: wiring.clone(),
+            budget: Arc::new(Semaphore::new(CALLS_PER_PLUGIN * RELOAD_COST as usize)),
+        });
+        // Reload answers come back from the dispatcher; weak, so the lane
+        // ends with its threads.
+        let weak: Weak<PluginLane> = Arc::downgrade(&lane);
+        wiring.runtime.spawn(async move {
+            while let Some(msg) = answered.recv().await {
+                let (ToAgent::Answer { answer, .. }, Some(lane)) = (msg, weak.upgrade()) else {
+                    continue;
+                };
+                let frame = aigis_agent::calls::to_shim(answer);
+                tokio::task::spawn_blocking(move || lane.send(&frame));
+            }
+        });
+        lane.spawn_thread();
+    }
+
+    fn spawn_thread(self: &Arc<Self>) {
+        let lane = self.clone();
+        let started = std::thread::Builder::new()
+            .name("aigis-lane-call".into())
+            .spawn(move || Python::attach(|py| lane.run(py)));
+        if let Err(e) = started {
+            tracing::error!(plugin = %self.plugin, "cannot start a thread for its calls: {e}");
+            self.lock().threads -= 1;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Turn> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One thread: read when it is this thread's turn, answer what it read.
+    fn run(self: &Arc<Self>, py: Python<'_>) {
+        while let Some(frame) = py.detach(|| self.next_frame()) {
+            match frame {
+                Frame::Payload(payload) => match aigis_agent::calls::from_shim(payload) {
+                    Ok(Call::Proxy(call)) => {
+                        let reply = self.wiring.calls.serve(py, &call);
+                        py.detach(|| self.send(&reply));
+                    }
+                    Ok(call @ Call::Reload { .. }) => py.detach(|| self.reload(call)),
+                    Err(e) => tracing::warn!(plugin = %self.plugin, "{e}"),
+                },
+                Frame::Skipped { head, len } => {
+                    let limit = proto::control_limit(&self.plugin);
+                    if head.len() == 9 && head[0] == b'C' {
+                        let reply = aigis_agent::calls::too_big_call(&head[1..9], len, limit);
+                        py.detach(|| self.send(&reply));
+                    } else {
+                        tracing::warn!(
+                            plugin = %self.plugin,
+                            "skipped a control message of {len} bytes: at most {limit} may cross to central"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for this thread's turn to read, reads one frame, and passes
+    /// the turn on. `None` when this thread should end.
+    fn next_frame(self: &Arc<Self>) -> Option<Frame> {
+        let mut turn = self.lock();
+        while turn.reading && !turn.closed {
+            turn.idle += 1;
+            let (guard, waited) = self
+                .wake
+                .wait_timeout(turn, IDLE)
+                .unwrap_or_else(|p| p.into_inner());
+            turn = guard;
+            turn.idle -= 1;
+            if waited.timed_out() && turn.reading && turn.threads > 1 {
+                turn.threads -= 1;
+                return None;
+            }
+        }
+        if turn.closed {
+            turn.threads -= 1;
+            return None;
+        }
+        turn.reading = true;
+        drop(turn);
+
+        let frame = self.read_frame();
+
+        let mut turn = self.lock();
+        turn.reading = false;
+        let Ok(frame) = frame else {
+            turn.closed = true;
+            turn.threads -= 1;
+            drop(turn);
+            self.wake.notify_all();
+            return None;
+        };
+        // Someone reads next while this thread answers.
+        if turn.idle > 0 {
+            drop(turn);
+            self.wake.notify_one();
+        } else if turn.threads < CALLS_PER_PLUGIN {
+            turn.threads += 1;
+            drop(turn);
+            self.spawn_thread();
+        }
+        Some(frame)
+    }
+
+    fn read_frame(&self) -> std::io::Result<Frame> {
+        let mut sock = &self.sock;
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        let limit = proto::control_limit(&self.plugin);
+        if len <= limit {
+            let mut payload = vec![0u8; len];
+            sock.read_exact(&mut payload)?;
+            return Ok(Frame::Payload(payload));
+        }
+        let mut head = vec![0u8; len.min(9)];
+        sock.read_exact(&mut head)?;
+        let rest = (len - head.len()) as u64;
+        let skipped = std::io::copy(&mut sock.take(rest), &mut std::io::sink())?;
+        if skipped != rest {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Frame::Skipped { head, len })
+    }
+
+    /// Writes one frame to the plugin; a plugin that is gone is not an error.
+    fn send(&self, payload: &[u8]) {
+        let _whole = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sock = &self.sock;
+        let len = (payload.len() as u32).to_be_bytes();
+        // Small frames in one write: one wake-up of the plugin.
+        let _ = if payload.len() <= 64 * 1024 {
+            let mut frame = Vec::with_capacity(4 + payload.len());
+            frame.extend_from_slice(&len);
+            frame.extend_from_slice(payload);
+            sock.write_all(&frame)
+        } else {
+            sock.write_all(&len).and_then(|()| sock.write_all(payload))
+        };
+    }
+
+    /// A reload request, to the dispatcher as from the local agent.
+    fn reload(&self, call: Call) {
+        let rt = &self.wiring.runtime;
+        let Ok(budget) = rt.block_on(self.budget.clone().acquire_many_owned(RELOAD_COST)) else {
+            return;
+        };
+        let delivery = Delivery {
+            origin: self.origin.clone(),
+            event: Event::Call {
+                plugin: self.plugin.clone(),
+                call,
+            },
+            budget,
+        };
+        let _ = self.wiring.inbox.blocking_send(delivery);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn read_reply(sock: &mut UnixStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).unwrap();
+        let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+        sock.read_exact(&mut reply).unwrap();
+        reply
+    }
+
+    /// A call is `C` + id + the milliseconds to take (one byte); the reply
+    /// is `R` + id + the most calls that were running at once.
+    #[test]
+    fn a_plugins_calls_run_eight_at_once_and_oversized_frames_fail_alone() {
+        Python::initialize();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (r, m) = (running.clone(), most.clone());
+        let calls = CallPool::new(Box::new(move |py, call| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            let ms = u64::from(call[9]);
+            py.detach(|| std::thread::sleep(Duration::from_millis(ms)));
+            r.fetch_sub(1, Ordering::SeqCst);
+            let mut reply = b"R".to_vec();
+            reply.extend_from_slice(&call[1..9]);
+            reply
+        }));
+        let (inbox, _deliveries) = mpsc::channel(4);
+        let wiring = Wiring {
+            calls,
+            inbox,
+            runtime: runtime.handle().clone(),
+        };
+        let (ours, mut plugin) = UnixStream::pair().unwrap();
+        PluginLane::start("p".into(), ours, &wiring);
+
+        let started = Instant::now();
+        for id in 0..16u64 {
+            let mut call = b"C".to_vec();
+            call.extend_from_slice(&id.to_be_bytes());
+            call.push(200);
+            plugin.write_all(&frame(&call)).unwrap();
+        }
+        let mut ids: Vec<u64> = (0..16)
+            .map(|_| u64::from_be_bytes(read_reply(&mut plugin)[1..9].try_into().unwrap()))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (0..16).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), CALLS_PER_PLUGIN);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        // Over the limit: skipped unread and answered; the next call works.
+        let limit = proto::control_limit("p");
+        let mut big = b"C".to_vec();
+        big.extend_from_slice(&99u64.to_be_bytes());
+        big.resize(limit + 1, 0);
+        plugin.write_all(&frame(&big)).unwrap();
+        let reply = read_reply(&mut plugin);
+        assert_eq!(&reply[..10], b"R\0\0\0\0\0\0\0\x63\x01");
+        assert!(String::from_utf8_lossy(&reply).contains("at most"));
+        let mut call = b"C".to_vec();
+        call.extend_from_slice(&7u64.to_be_bytes());
+        call.push(0);
+        plugin.write_all(&frame(&call)).unwrap();
+        assert_eq!(&read_reply(&mut plugin)[1..9], &7u64.to_be_bytes());
+        drop(plugin);
+    }
+}
