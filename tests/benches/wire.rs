@@ -632,6 +632,18 @@ def launch(log):
     /// Starts `aigis run` for a row: its own directory and home, `lan1`'s
     /// remote dir under `hosts` (the agent is uploaded once per `hosts`).
     fn aigis(&self, row: &str, hosts: &str, sections: &str) -> (Daemon, PathBuf) {
+        self.aigis_logging(row, hosts, sections, "warn")
+    }
+
+    /// As [`Ctx::aigis`], with `AIGIS_LOG=level` (the console's timestamps
+    /// then show where start-up time goes).
+    fn aigis_logging(
+        &self,
+        row: &str,
+        hosts: &str,
+        sections: &str,
+        level: &str,
+    ) -> (Daemon, PathBuf) {
         let dir = self.base.join("rows").join(row);
         let home = dir.join("home");
         write(
@@ -645,7 +657,7 @@ def launch(log):
         let daemon = Daemon::start_with_env(
             &dir,
             &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
-            &[("HOME", self.user.to_str().unwrap()), ("AIGIS_LOG", "warn")],
+            &[("HOME", self.user.to_str().unwrap()), ("AIGIS_LOG", level)],
         );
         (daemon, home)
     }
@@ -1196,13 +1208,18 @@ fn row_startup(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let mut one = |what: &str| -> f64 {
         let _ = std::fs::remove_file(&marker);
         let t0 = now_unix();
-        let (daemon, _) = ctx.aigis("startup", "hosts-startup", &sections);
+        let (daemon, _) = ctx.aigis_logging("startup", "hosts-startup", &sections, "debug");
         deadline.wait(what, Some(&daemon), || marker.exists());
         let stamp: f64 = std::fs::read_to_string(&marker)
             .expect("first.txt")
             .trim()
             .parse()
             .expect("a time");
+        notes.push(format!(
+            "start-up timeline, {what} (ms after `aigis run`; the first call at {:.0}):\n{}",
+            (stamp - t0) * 1e3,
+            timeline(&daemon.output(), t0)
+        ));
         ctx.stop(daemon, notes);
         stamp - t0
     };
@@ -1227,6 +1244,26 @@ fn row_startup(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         .floor("ssh lan1 true, median of 5", floor)
         .extra(extra),
     ]
+}
+
+/// The console's lines, each with its time in ms after `t0` (a Unix
+/// time) instead of its timestamp (`2026-11-25T15:52:14.932Z ...`).
+fn timeline(console: &str, t0: f64) -> String {
+    let day_start = (t0 / 86_400.0).floor() * 86_400.0;
+    console
+        .lines()
+        .filter(|line| !line.contains("log.target=russh"))
+        .filter_map(|line| {
+            let clock = line.get(11..23)?; // 15:52:14.932
+            let mut parts = clock.split(':');
+            let h: f64 = parts.next()?.parse().ok()?;
+            let m: f64 = parts.next()?.parse().ok()?;
+            let sec: f64 = parts.next()?.parse().ok()?;
+            let at = day_start + h * 3600.0 + m * 60.0 + sec;
+            Some(format!("  {:>6.0} {}", (at - t0) * 1e3, line.get(24..)?))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `MANY` external `sleep 3600` plugins on the local agent: memory and idle
