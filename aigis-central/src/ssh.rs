@@ -224,6 +224,26 @@ pub struct Connection {
     handle: client::Handle<KnownHostsCheck>,
 }
 
+/// russh's algorithms, with AES-256-GCM first among the ciphers: with the
+/// AES instructions of any x86-64 or ARMv8 CPU of the last decade it moves
+/// bulk data (a large result, a log stream) markedly faster than
+/// ChaCha20-Poly1305, at the same strength. Hosts that lack it still
+/// negotiate the others.
+fn preferred() -> russh::Preferred {
+    use russh::cipher;
+    let mut ciphers: Vec<cipher::Name> = vec![cipher::AES_256_GCM];
+    ciphers.extend(
+        russh::Preferred::DEFAULT
+            .cipher
+            .iter()
+            .filter(|c| **c != cipher::AES_256_GCM),
+    );
+    russh::Preferred {
+        cipher: ciphers.into(),
+        ..russh::Preferred::DEFAULT
+    }
+}
+
 /// Connects to `target`, checks its host key against `~/.ssh/known_hosts`
 /// and logs in with ssh-agent or the identity files.
 pub async fn connect(target: &Target) -> Result<Connection, SshError> {
@@ -238,6 +258,7 @@ pub async fn connect(target: &Target) -> Result<Connection, SshError> {
         keepalive_max: 3,
         // Small frames (proxy calls, acks) must not wait for Nagle.
         nodelay: true,
+        preferred: preferred(),
         ..Default::default()
     });
     let connect_err = |reason: String| SshError::Connect {

@@ -24,4 +24,4 @@ pub use codec::{
 pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;

@@ -113,6 +113,7 @@ pub struct UploadedFile {
     pub mode: u32,
     /// Where `contents` goes in the file; 0 creates (or truncates) it.
     pub offset: u64,
+    #[serde(with = "serde_bytes")]
     pub contents: Vec<u8>,
 }
 
@@ -170,6 +171,7 @@ pub struct SecretFile {
     pub dest: PathBuf,
     /// `dest` names a directory: the file is written as `dest/<file name of key>`.
     pub dest_is_dir: bool,
+    #[serde(with = "serde_bytes")]
     pub contents: Vec<u8>,
 }
 
@@ -276,7 +278,7 @@ pub enum Event {
 pub enum Call {
     /// An AigisProxy call frame (`b"C"` + id + pickle), passed through
     /// unread: central's `proxy.serve` reads it.
-    Proxy(Vec<u8>),
+    Proxy(#[serde(with = "serde_bytes")] Vec<u8>),
     /// `aigis.AIGISReload(target)`.
     Reload { id: u64, target: String },
 }
@@ -285,7 +287,7 @@ pub enum Call {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
     /// An AigisProxy reply frame (`b"R"` + id + ...), for the shim as is.
-    Proxy(Vec<u8>),
+    Proxy(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The reload was scheduled, or why not.
     Reload { id: u64, result: Result<(), String> },
 }
