@@ -60,6 +60,10 @@ impl LineSplitter {
     }
 }
 
+/// The read buffer of one output stream, at first and at most.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
 /// Reads `stream` to its end, calling `batch` with the complete lines of
 /// each read, in order. `batch` is async so a full channel slows the reader
 /// (and so the child) instead of dropping anything.
@@ -70,12 +74,17 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small while the stream is quiet (100 idle plugins cost 200 of these),
+    // doubled whenever a read fills it, up to `READ_MAX`.
+    let mut buf = vec![0u8; READ_MIN];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if n == buf.len() && buf.len() < READ_MAX {
+            buf.resize(buf.len() * 2, 0);
+        }
         let mut ready = Vec::new();
         splitter.push(&buf[..n], |l| ready.push(l));
         if !ready.is_empty() {
