@@ -48,36 +48,50 @@ pub struct Deployed {
     pub agent: PathBuf,
 }
 
-/// Makes sure the agent for the host's platform is under its remote dir.
+/// Makes sure the agent for the host's platform is under its remote dir,
+/// starts it (`attach`) and returns the link's byte stream.
+///
+/// The first command does it all in the common case, the host's agent being
+/// this central's own and already there: it prints the host's platform and
+/// home, and when the agent binary of central's platform is cached, execs
+/// it at once. Each command costs the host a login shell (on a machine
+/// whose shell profile does work, 100 ms or more), so a cached start costs
+/// one, not three.
 pub async fn agent(
     connection: &Connection,
     host: &HostSpec,
     settings: &RemoteSettings,
     local_agent: &Path,
     log: &LogSink,
-) -> Result<Deployed, String> {
-    let (status, out) = connection
-        .run("uname -sm; printf '%s\\n' \"$HOME\"", b"")
-        .await?;
-    let out = String::from_utf8_lossy(&out);
-    let mut lines = out.lines();
-    let (Some(uname), Some(remote_home), 0) = (lines.next(), lines.next(), status) else {
-        return Err(format!(
-            "{host}: cannot tell the host's platform (uname -sm failed)"
-        ));
-    };
-    let platform =
-        platform(uname).ok_or_else(|| format!("{host}: unexpected `uname -sm`: {uname}"))?;
-    let binary = binary_for(host, &platform, settings, local_agent)?;
-    let bytes = std::fs::read(&binary)
-        .map_err(|e| format!("cannot read the agent binary {}: {e}", binary.display()))?;
-    let hash = hex(&Sha256::digest(&bytes));
-
+) -> Result<(Deployed, Stream), String> {
+    let local_hash = hash_of(local_agent)?;
     let dir = settings
         .remote_dir
         .clone()
         .unwrap_or_else(|| "~/.aigis".into())
         .replace("{host}", &host.host);
+    let dir_in_shell = match dir.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", sh(rest)),
+        None if dir == "~" => "\"$HOME\"".to_string(),
+        None => sh(&dir),
+    };
+    let probe = format!(
+        "p=$(uname -sm) || exit 1; printf '%s\\n%s\\n' \"$p\" \"$HOME\"; d={dir_in_shell}; \
+         a=\"$d\"/bin/aigis-agent-{short}; \
+         if [ \"$p\" = {expected} ] && [ -x \"$a\" ]; then \
+         printf '{ATTACHING}\\n'; exec \"$a\" attach --dir \"$d\"/{id}; fi; printf 'AIGIS-ABSENT\\n'",
+        short = &local_hash[..16],
+        expected = sh(&local_uname()),
+        id = sh(&settings.central_id),
+    );
+    let mut stream = connection.stream(&probe).await?;
+    let lines = tokio::time::timeout(PROBE_TIME, read_lines(&mut stream, 3)).await;
+    let lines = lines.unwrap_or_default();
+    let (Some(uname), Some(remote_home)) = (lines.first(), lines.get(1)) else {
+        return Err(format!(
+            "{host}: cannot tell the host's platform (uname -sm failed)"
+        ));
+    };
     let remote_dir = match dir.strip_prefix("~/") {
         Some(rest) => Path::new(remote_home).join(rest),
         None if dir == "~" => PathBuf::from(remote_home),
@@ -86,18 +100,40 @@ pub async fn agent(
     // Agent binaries are shared (by content hash); the rest is this central's.
     let bin_dir = remote_dir.join("bin");
     let base = remote_dir.join(&settings.central_id);
+    if lines.get(2).map(String::as_str) == Some(ATTACHING) {
+        log.info(
+            "aigis",
+            format!("{host}: agent {} is already there", &local_hash[..16]),
+        )
+        .await;
+        let agent = bin_dir.join(format!("aigis-agent-{}", &local_hash[..16]));
+        return Ok((Deployed { base, agent }, stream));
+    }
+    drop(stream);
+
+    let platform =
+        platform(uname).ok_or_else(|| format!("{host}: unexpected `uname -sm`: {uname}"))?;
+    let binary = binary_for(host, &platform, settings, local_agent)?;
+    let bytes = std::fs::read(&binary)
+        .map_err(|e| format!("cannot read the agent binary {}: {e}", binary.display()))?;
+    let hash = hex(&Sha256::digest(&bytes));
     let agent = bin_dir.join(format!("aigis-agent-{}", &hash[..16]));
     let agent_s = agent.to_string_lossy().into_owned();
-    let (present, _) = connection
-        .run(&format!("test -x {}", sh(&agent_s)), b"")
-        .await?;
-    if present == 0 {
+    // The probe already looked for the agent of central's own platform.
+    let present = hash != local_hash
+        && connection
+            .run(&format!("test -x {}", sh(&agent_s)), b"")
+            .await?
+            .0
+            == 0;
+    if present {
         log.info(
             "aigis",
             format!("{host}: agent {} is already there", &hash[..16]),
         )
         .await;
-        return Ok(Deployed { base, agent });
+        let stream = connection.stream(&attach_command(&agent, &base)).await?;
+        return Ok((Deployed { base, agent }, stream));
     }
     let tmp = format!("{agent_s}.tmp-upload");
     let script = format!(
@@ -121,7 +157,62 @@ pub async fn agent(
         ),
     )
     .await;
-    Ok(Deployed { base, agent })
+    let stream = connection.stream(&attach_command(&agent, &base)).await?;
+    Ok((Deployed { base, agent }, stream))
+}
+
+/// The byte stream of an agent link over SSH.
+pub type Stream = russh::ChannelStream<russh::client::Msg>;
+
+/// What the probe prints before it execs a cached agent.
+const ATTACHING: &str = "AIGIS-ATTACHING";
+/// How long the host may take to answer the probe.
+const PROBE_TIME: Duration = Duration::from_secs(30);
+
+/// The command that starts (or joins) the agent daemon of `base`.
+pub fn attach_command(agent: &Path, base: &Path) -> String {
+    format!(
+        "{} attach --dir {}",
+        sh(&agent.to_string_lossy()),
+        sh(&base.to_string_lossy())
+    )
+}
+
+/// `uname -sm` on a host of central's own platform (`Linux x86_64`).
+fn local_uname() -> String {
+    let os = std::env::consts::OS;
+    let mut chars = os.chars();
+    let os = match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    };
+    format!("{os} {}", std::env::consts::ARCH)
+}
+
+/// The SHA-256 of a file, hex.
+fn hash_of(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the agent binary {}: {e}", path.display()))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+/// Up to `n` lines (of at most 4 KiB each) from the start of `stream`,
+/// read byte by byte so nothing after them is taken from the link.
+async fn read_lines(stream: &mut Stream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    while lines.len() < n {
+        match stream.read_u8().await {
+            Ok(b'\n') => {
+                lines.push(String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned())
+            }
+            Ok(_) if line.len() >= 4096 => break,
+            Ok(b) => line.push(b),
+            Err(_) => break,
+        }
+    }
+    lines
 }
 
 /// The agent binary for `platform`: ours, or one listed in `[aigis] agents`.

@@ -1252,7 +1252,9 @@ fn timeline(console: &str, t0: f64) -> String {
     let day_start = (t0 / 86_400.0).floor() * 86_400.0;
     console
         .lines()
-        .filter(|line| !line.contains("log.target=russh"))
+        .filter(|line| {
+            std::env::var_os("AIGIS_BENCH_RUSSH").is_some() || !line.contains("log.target=russh")
+        })
         .filter_map(|line| {
             let clock = line.get(11..23)?; // 15:52:14.932
             let mut parts = clock.split(':');

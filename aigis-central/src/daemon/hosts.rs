@@ -8,15 +8,16 @@
 //! itself was replaced (killed, host rebooted), its plugins are gone: the
 //! daemon hears of it through `lost` and fails or reloads them.
 
+use super::lock;
 use crate::deploy::{self, RemoteSettings};
 use crate::link::{AgentLink, Delivery, Received};
 use crate::logs::LogSink;
 use crate::ssh::{self, Connection};
 use crate::tasks::Tasks;
-use config::{shell_quote as sh, HostSpec};
+use config::HostSpec;
 use proto::Backoff;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -128,33 +129,21 @@ impl RemoteAgent {
         let connection = ssh::connect(&ssh::resolve(&self.host))
             .await
             .map_err(|e| e.to_string())?;
-        let link = attach(
-            &connection,
-            &self.host,
-            &self.agent,
-            &self.base,
-            self.received.clone(),
-            &self.wiring,
-        )
-        .await?;
+        let stream = connection
+            .stream(&deploy::attach_command(&self.agent, &self.base))
+            .await?;
+        let link = link(stream, &self.host, self.received.clone(), &self.wiring).await?;
         Ok((connection, link))
     }
 }
 
-async fn attach(
-    connection: &Connection,
+/// Starts the link over an agent's SSH stream (see `deploy::agent`).
+async fn link(
+    stream: deploy::Stream,
     host: &HostSpec,
-    agent: &Path,
-    base: &Path,
     received: Arc<Received>,
     wiring: &Wiring,
 ) -> Result<AgentLink, String> {
-    let command = format!(
-        "{} attach --dir {}",
-        sh(&agent.to_string_lossy()),
-        sh(&base.to_string_lossy())
-    );
-    let stream = connection.stream(&command).await?;
     let (rd, wr) = tokio::io::split(stream);
     AgentLink::start(
         host.to_string(),
@@ -187,7 +176,7 @@ async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, H
             ssh::SshError::Connect { .. } => HostError::Unreachable(e.to_string()),
             other => HostError::Refused(other.to_string()),
         })?;
-    let deployed = deploy::agent(
+    let (deployed, stream) = deploy::agent(
         &connection,
         host,
         &wiring.settings,
@@ -197,16 +186,9 @@ async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, H
     .await
     .map_err(HostError::Refused)?;
     let received = Arc::new(Received::default());
-    let link = attach(
-        &connection,
-        host,
-        &deployed.agent,
-        &deployed.base,
-        received.clone(),
-        wiring,
-    )
-    .await
-    .map_err(HostError::Unreachable)?;
+    let link = link(stream, host, received.clone(), wiring)
+        .await
+        .map_err(HostError::Unreachable)?;
     let remote = Arc::new(RemoteAgent {
         host: host.clone(),
         base: deployed.base,
@@ -227,6 +209,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<RemoteAgent>>>>;
 pub struct HostPool {
     slots: Mutex<HashMap<String, Slot>>,
     connected: Mutex<Vec<Arc<RemoteAgent>>>,
+    /// Why an early connection (see [`HostPool::warm`]) failed, for the
+    /// first plugin that asks: it is not tried twice in a row.
+    failed_early: Mutex<HashMap<String, HostError>>,
 }
 
 impl HostPool {
@@ -248,6 +233,9 @@ impl HostPool {
         if let Some(agent) = slot.as_ref() {
             return Ok(agent.clone()); // it relinks by itself after a drop
         }
+        if let Some(e) = lock(&self.failed_early).remove(&host.to_string()) {
+            return Err(e);
+        }
         let agent = connect(host, wiring).await?;
         *slot = Some(agent.clone());
         self.connected
@@ -255,6 +243,14 @@ impl HostPool {
             .unwrap_or_else(|p| p.into_inner())
             .push(agent.clone());
         Ok(agent)
+    }
+
+    /// Connects to `host` ahead of the plugin that needs it; a failure is
+    /// kept for that plugin's load.
+    pub async fn warm(&self, host: &HostSpec, wiring: &Wiring) {
+        if let Err(e) = self.agent(host, wiring).await {
+            lock(&self.failed_early).insert(host.to_string(), e);
+        }
     }
 
     /// Every connected agent (for shutdown).

@@ -74,7 +74,7 @@ pub struct Daemon {
     /// what a plugin with the copied core loads into its own process.
     cores: Mutex<Vec<CorePlugin>>,
     local: Arc<AgentLink>,
-    hosts: HostPool,
+    hosts: Arc<HostPool>,
     wiring: Wiring,
     placed: Mutex<HashMap<String, Placement>>,
     /// Plugins a load, stop or reload is working on right now.
@@ -128,44 +128,46 @@ pub async fn run(
     let (log, log_task) = LogSink::start(home.log(), rotation, limits);
     let tasks = Tasks::new();
     let (control_tx, control_rx) = mpsc::channel::<Control>(64);
+    let (inbox_tx, inbox_rx) = mpsc::channel::<Delivery>(256);
+    let (lost_tx, lost_rx) = mpsc::channel::<String>(16);
+    let agent_binary = agent_binary()?;
+    let wiring = Wiring {
+        settings: RemoteSettings {
+            remote_dir: config.aigis.remote_dir.clone(),
+            agents: config.aigis.agents.clone(),
+            central_id: crate::deploy::central_id(home.root()),
+        },
+        local_agent: agent_binary.clone(),
+        inbox: inbox_tx.clone(),
+        lost: lost_tx,
+        log: log.clone(),
+        tasks: tasks.clone(),
+    };
+    let hosts = Arc::new(HostPool::default());
+    connect_early(&config.plugins, &home, &hosts, &wiring);
     let core = PythonCore::start(log.clone(), control_tx).map_err(|e| format!("{e:#}"));
     if let Err(e) = &core {
         tracing::error!("{e}; core and internal plugins will fail to load");
     }
-    let (inbox_tx, inbox_rx) = mpsc::channel::<Delivery>(256);
-    let (lost_tx, lost_rx) = mpsc::channel::<String>(16);
-    let agent_binary = agent_binary()?;
     // Internal plugins on this host call the core over a lane of their own.
     let lane = match &core {
         Ok(core) => start_lane(core, &inbox_tx),
         Err(_) => None,
     };
-    let local =
-        Arc::new(AgentLink::spawn_local(&agent_binary, inbox_tx.clone(), &tasks, lane).await?);
+    let local = Arc::new(AgentLink::spawn_local(&agent_binary, inbox_tx, &tasks, lane).await?);
     let daemon = Arc::new(Daemon {
         registry: Registry::new(log.clone(), &config.plugins),
         entries: std::sync::RwLock::new(config.plugins.clone()),
         config_path: config.path.clone(),
         may_reload: config.aigis.may_reload.clone(),
         settings: std::sync::RwLock::new(config.aigis.clone()),
-        wiring: Wiring {
-            settings: RemoteSettings {
-                remote_dir: config.aigis.remote_dir.clone(),
-                agents: config.aigis.agents.clone(),
-                central_id: crate::deploy::central_id(home.root()),
-            },
-            local_agent: agent_binary,
-            inbox: inbox_tx,
-            lost: lost_tx,
-            log: log.clone(),
-            tasks: tasks.clone(),
-        },
+        wiring,
         home,
         log: log.clone(),
         core,
         cores: Mutex::default(),
         local,
-        hosts: HostPool::default(),
+        hosts,
         placed: Mutex::default(),
         busy: Mutex::default(),
         retries: Mutex::default(),
@@ -219,6 +221,39 @@ pub async fn run(
     drop(log_task);
     tracing::info!("aigis stopped");
     Ok(())
+}
+
+/// Starts connecting, right away, to the LAN hosts that plugins ran on
+/// last time (their config as it is on disk: a local source, or the copy
+/// central fetched before), while the core and the local agent start:
+/// each host costs an SSH handshake and a login shell, and they need not
+/// wait for each other. Loading takes the same connection (`HostPool`
+/// keeps it); a host that turns out not to be wanted is only connected.
+fn connect_early(entries: &[PluginEntry], home: &Home, hosts: &Arc<HostPool>, wiring: &Wiring) {
+    let mut seen = std::collections::HashSet::new();
+    for entry in entries {
+        let root = match &entry.source {
+            config::Source::LocalDir(dir) => dir.clone(),
+            config::Source::Git { .. } => home.ext().join(&entry.name),
+        };
+        let file = root.join("AIGIS").join("AIGIS.config");
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(spec) = config::parse_plugin(entry, &root, &file, &text) else {
+            continue;
+        };
+        let Some(host) = spec.remote_host().cloned() else {
+            continue;
+        };
+        if !seen.insert(host.to_string()) {
+            continue;
+        }
+        let (hosts, wiring) = (hosts.clone(), wiring.clone());
+        wiring.tasks.clone().spawn_cancellable(async move {
+            hosts.warm(&host, &wiring).await;
+        });
+    }
 }
 
 /// The lane's two ends: central serves one, the local agent gets the other
