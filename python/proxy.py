@@ -34,6 +34,7 @@ import json
 import pickle
 import pickletools
 import re
+import socket
 import struct
 import sys
 import threading
@@ -867,6 +868,16 @@ def remote_exception(exc_type: str, message: str, tb: str, args: Optional[list] 
     return err
 
 
+def wait_for_input(sock: Any) -> None:
+    """Makes ``sock`` wait for input with ``poll`` (CPython polls sockets
+    that have a timeout) rather than blocking in ``recv``: a thread blocked
+    in ``recv`` is also woken whenever the other end reads what this end
+    sent (the kernel wakes a socket's waiters when its send buffer frees),
+    once more per call; ``poll`` for input wakes only for input. The timeout
+    itself only makes ``receive_frame`` look again."""
+    sock.settimeout(3600.0)
+
+
 def receive_frame(sock: Any) -> bytes:
     """One length-prefixed frame from a stream socket, read into a single
     buffer (a large reply is not copied again for every piece the socket
@@ -877,7 +888,10 @@ def receive_frame(sock: Any) -> bytes:
         view = memoryview(buf)
         got = 0
         while got < n:
-            k = sock.recv_into(view[got:])
+            try:
+                k = sock.recv_into(view[got:])
+            except socket.timeout:
+                continue  # see wait_for_input
             if not k:
                 raise ConnectionError("the other end closed the connection")
             got += k

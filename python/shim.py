@@ -89,6 +89,7 @@ class ControlLink:
         if fd is None:
             return
         self._sock = socket.socket(fileno=fd)
+        proxy.wait_for_input(self._sock)
         self._write = threading.Lock()
         self.link = proxy.Link(self._send, self._receive)
 

@@ -26,7 +26,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -77,7 +77,10 @@ struct PluginLane {
 
 #[derive(Default)]
 struct Turn {
+    /// A thread has the turn to read (and may be blocked reading).
     reading: bool,
+    /// Nobody has the turn since then: the last reader is answering.
+    vacant_since: Option<Instant>,
     idle: usize,
     threads: usize,
     closed: bool,
@@ -170,8 +173,10 @@ impl PluginLane {
         }
     }
 
-    /// Waits for this thread's turn to read, reads one frame, and passes
-    /// the turn on. `None` when this thread should end.
+    /// Waits for this thread's turn to read, reads one frame, and leaves
+    /// the turn vacant while it answers: it takes the turn again when done,
+    /// unless the call took long enough for [`ticker`] to give it to
+    /// another thread. `None` when this thread should end.
     fn next_frame(self: &Arc<Self>) -> Option<Frame> {
         let mut turn = self.lock();
         while turn.reading && !turn.closed {
@@ -192,6 +197,7 @@ impl PluginLane {
             return None;
         }
         turn.reading = true;
+        turn.vacant_since = None;
         drop(turn);
 
         let frame = self.read_frame();
@@ -205,7 +211,24 @@ impl PluginLane {
             self.wake.notify_all();
             return None;
         };
-        // Someone reads next while this thread answers.
+        turn.vacant_since = Some(Instant::now());
+        drop(turn);
+        ticker().watch(self);
+        Some(frame)
+    }
+
+    /// Gives the turn to another thread when it has been vacant for at
+    /// least `after` (a call is taking that long). True while it is still
+    /// vacant and younger, so the ticker looks again.
+    fn hand_turn_on(self: &Arc<Self>, after: Duration) -> bool {
+        let mut turn = self.lock();
+        let Some(since) = turn.vacant_since.filter(|_| !turn.reading && !turn.closed) else {
+            return false;
+        };
+        if since.elapsed() < after {
+            return true;
+        }
+        turn.vacant_since = None;
         if turn.idle > 0 {
             drop(turn);
             self.wake.notify_one();
@@ -214,10 +237,11 @@ impl PluginLane {
             drop(turn);
             self.spawn_thread();
         }
-        Some(frame)
+        false
     }
 
     fn read_frame(&self) -> std::io::Result<Frame> {
+        wait_readable(&self.sock)?;
         let mut sock = &self.sock;
         let mut len = [0u8; 4];
         sock.read_exact(&mut len)?;
@@ -269,6 +293,109 @@ impl PluginLane {
             budget,
         };
         let _ = self.wiring.inbox.blocking_send(delivery);
+    }
+}
+
+/// Blocks until `sock` has something to read (or was closed). A thread
+/// blocked in `read` itself would also wake whenever the plugin reads a
+/// reply (the kernel wakes a socket's waiters when its send buffer frees);
+/// `poll` for input only wakes for input.
+fn wait_readable(sock: &UnixStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, for a descriptor `sock` keeps open.
+        if unsafe { libc::poll(&mut fd, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// After how long a call in progress gets another thread reading its
+/// plugin's socket, so that plugin's next call need not wait for it.
+const HAND_ON_AFTER: Duration = Duration::from_millis(1);
+/// How long the ticker keeps ticking after the last call before it sleeps
+/// until the next.
+const TICKER_LINGER: Duration = Duration::from_millis(200);
+
+/// The one thread that hands a lane's turn on when a call is slow. A call
+/// costs its lane no thread wake-up for this: while calls come, the ticker
+/// looks every millisecond; without calls, it sleeps.
+struct Ticker {
+    state: Mutex<Watched>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Watched {
+    lanes: Vec<Weak<PluginLane>>,
+    asleep: bool,
+}
+
+fn ticker() -> &'static Ticker {
+    static TICKER: std::sync::OnceLock<&'static Ticker> = std::sync::OnceLock::new();
+    TICKER.get_or_init(|| {
+        let ticker: &'static Ticker = Box::leak(Box::new(Ticker {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+        }));
+        let started = std::thread::Builder::new()
+            .name("aigis-lane-ticker".into())
+            .spawn(move || ticker.run());
+        if let Err(e) = started {
+            tracing::error!("cannot start the lane ticker (slow calls will hold up others): {e}");
+        }
+        ticker
+    })
+}
+
+impl Ticker {
+    fn lock(&self) -> MutexGuard<'_, Watched> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn watch(&self, lane: &Arc<PluginLane>) {
+        let mut w = self.lock();
+        if !w.lanes.iter().any(|l| l.as_ptr() == Arc::as_ptr(lane)) {
+            w.lanes.push(Arc::downgrade(lane));
+        }
+        if w.asleep {
+            w.asleep = false;
+            drop(w);
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut quiet_since = Instant::now();
+        loop {
+            let mut w = self.lock();
+            if w.lanes.is_empty() && quiet_since.elapsed() >= TICKER_LINGER {
+                w.asleep = true;
+                while w.asleep {
+                    w = self.wake.wait(w).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            drop(w);
+            std::thread::sleep(HAND_ON_AFTER);
+            let lanes = std::mem::take(&mut self.lock().lanes);
+            if !lanes.is_empty() {
+                quiet_since = Instant::now();
+            }
+            let still: Vec<Weak<PluginLane>> = lanes
+                .into_iter()
+                .filter(|l| l.upgrade().is_some_and(|l| l.hand_turn_on(HAND_ON_AFTER)))
+                .collect();
+            self.lock().lanes.extend(still);
+        }
     }
 }
 
