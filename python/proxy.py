@@ -901,12 +901,14 @@ def receive_frame(sock: Any) -> bytes:
 
 
 class _Slot:
-    """One call waiting for its reply."""
+    """One call waiting for its reply. ``ready`` is made only when its
+    thread has to wait for another to read (under the link's lock, as is
+    ``reply``): a caller that reads its own reply never needs one."""
 
     __slots__ = ("ready", "reply")
 
     def __init__(self) -> None:
-        self.ready = threading.Event()
+        self.ready: Optional[threading.Event] = None
         self.reply: Optional[bytes] = None
 
 
@@ -953,6 +955,8 @@ class Link:
 
     def request(self, call_id: int, frame: bytes) -> bytes:
         slot = _Slot()
+        if self._receive is None:
+            slot.ready = threading.Event()  # the owner delivers from its thread
         with self._lock:
             if self._closed:
                 raise ConnectionError(self._closed)
@@ -963,7 +967,7 @@ class Link:
             with self._lock:
                 self._waiting.pop(call_id, None)
             raise
-        if self._receive is None:
+        if slot.ready is not None:
             slot.ready.wait()
         else:
             self._wait_reading(slot)
@@ -975,43 +979,56 @@ class Link:
         """Waits for ``slot``, reading the transport whenever nobody else is."""
         assert self._receive is not None
         while slot.reply is None and not self._closed:
-            if not self._reading.acquire(blocking=False):
-                # Woken by our reply, or because the reader stopped reading.
-                slot.ready.wait()
-                slot.ready.clear()
+            if self._reading.acquire(blocking=False):
+                try:
+                    while slot.reply is None and not self._closed:
+                        try:
+                            reply = self._receive()
+                        except Exception as e:  # noqa: BLE001 - every caller learns why
+                            self.close("the link to central closed: %s" % e)
+                            break
+                        self.deliver(reply_id(reply), reply)
+                finally:
+                    self._reading.release()
+                    self._hand_over()
                 continue
-            try:
-                while slot.reply is None and not self._closed:
-                    try:
-                        reply = self._receive()
-                    except Exception as e:  # noqa: BLE001 - every caller learns why
-                        self.close("the link to central closed: %s" % e)
-                        break
-                    self.deliver(reply_id(reply), reply)
-            finally:
-                self._reading.release()
-                self._hand_over()
+            with self._lock:
+                if slot.reply is not None or self._closed:
+                    break
+                if slot.ready is None:
+                    # Made before trying the turn again: a reader that lets
+                    # go after this point wakes it (see _hand_over).
+                    slot.ready = threading.Event()
+                    continue
+                ready = slot.ready
+            # Woken by our reply, or because the reader stopped reading.
+            ready.wait()
+            ready.clear()
 
     def _hand_over(self) -> None:
         """Wakes one caller still waiting, to read in our place."""
         with self._lock:
-            other = next(iter(self._waiting.values()), None)
+            other = next((s.ready for s in self._waiting.values() if s.ready is not None), None)
         if other is not None:
-            other.ready.set()
+            other.set()
 
     def deliver(self, call_id: int, reply: bytes) -> None:
         with self._lock:
             slot = self._waiting.pop(call_id, None)
-        if slot is not None:
+            if slot is None:
+                return
             slot.reply = reply
-            slot.ready.set()
+            ready = slot.ready
+        if ready is not None:
+            ready.set()
 
     def close(self, reason: str) -> None:
         with self._lock:
             self._closed = reason
             waiting, self._waiting = self._waiting, {}
         for slot in waiting.values():
-            slot.ready.set()
+            if slot.ready is not None:
+                slot.ready.set()
 
     def call(self, path: str, args: tuple, kwargs: dict) -> Any:
         body = pickle.dumps((path, args, kwargs), protocol=PROTOCOL)
