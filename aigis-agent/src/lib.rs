@@ -14,6 +14,7 @@ pub mod lane;
 pub mod outbox;
 pub mod output;
 pub mod python;
+pub mod quiet;
 pub mod stdio;
 pub mod supervisor;
 pub mod tree;

@@ -21,7 +21,7 @@ use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -347,9 +347,7 @@ fn relay_control(
     events: &mpsc::Sender<FromAgent>,
     controls: &Controls,
 ) -> std::io::Result<JoinHandle<()>> {
-    sock.set_nonblocking(true)?;
-    let sock = tokio::net::UnixStream::from_std(sock)?;
-    let (mut rd, mut wr) = sock.into_split();
+    let (mut rd, wr) = crate::quiet::split(sock)?;
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
     if let Ok(mut map) = controls.lock() {
         map.insert(plugin.to_string(), reply_tx.clone());
