@@ -954,7 +954,7 @@ fn row_remote_parallel(ctx: &Ctx, sequential: Option<f64>, notes: &mut Vec<Strin
     .extra(json!({"calls": calls, "seconds": end - start, "each": each}));
     match sequential {
         Some(seq) => vec![row.floor("the sequential internal-remote row", seq)],
-        None => panic!("needs the sequential internal-remote row, which failed"),
+        None => panic!("needs the sequential internal-remote row, which failed or was not picked"),
     }
 }
 
