@@ -18,7 +18,10 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 pub fn split(sock: std::os::unix::net::UnixStream) -> io::Result<(InputOnly, DirectWriter)> {
     sock.set_nonblocking(true)?;
     let out: OwnedFd = sock.try_clone()?.into();
-    Ok((InputOnly(register(sock.into(), Interest::READABLE)?), DirectWriter(out)))
+    Ok((
+        InputOnly(register(sock.into(), Interest::READABLE)?),
+        DirectWriter(out),
+    ))
 }
 
 /// `fd` on the reactor for `interest` only.
@@ -45,11 +48,7 @@ impl AsyncRead for InputOnly {
                 // SAFETY: read(2) into the unfilled part of `buf`, which is
                 // initialized and `unfilled.len()` bytes long.
                 let n = unsafe {
-                    libc::read(
-                        fd.as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
+                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())

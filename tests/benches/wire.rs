@@ -1097,6 +1097,7 @@ fn row_remote_log(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let last = format!("{LINES:010} {FILLER}\n");
 
     let floor_file = ctx.base.join("rows/floor-lines.txt");
+    std::fs::create_dir_all(ctx.base.join("rows")).expect("rows dir");
     let mut cmd = ctx.ssh(&format!("date +%s.%N >&2; {}", producer()));
     cmd.stdout(std::fs::File::create(&floor_file).expect("floor file"));
     let (wall, err) = run_bounded(cmd, &deadline, "`ssh lan1 producer > file`");
