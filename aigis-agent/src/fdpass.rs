@@ -11,6 +11,23 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// Descriptors one message carries at most.
 const MAX_FDS: usize = 4;
 
+/// Room for one SCM_RIGHTS header carrying `payload` bytes of descriptors.
+fn control_buffer(payload: u32) -> Vec<u8> {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    vec![0u8; unsafe { libc::CMSG_SPACE(payload) } as usize]
+}
+
+/// A message of one buffer and a control buffer; both must outlive its use.
+fn message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data, valid zeroed.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// Sends `data` (at least one byte) with `fds` attached, in one message.
 pub fn send(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS && !data.is_empty());
@@ -19,18 +36,12 @@ pub fn send(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
         iov_len: data.len(),
     };
     let payload = std::mem::size_of_val(fds) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: msghdr is plain data; every pointer in it points into locals
-    // that outlive the sendmsg call, and the control buffer is CMSG_SPACE
-    // bytes, room for exactly one header with `fds`.
+    let mut control = control_buffer(payload);
+    let msg = message(&mut iov, &mut control);
+    // SAFETY: every pointer in `msg` points into locals that outlive the
+    // sendmsg call, and the control buffer is CMSG_SPACE bytes, room for
+    // exactly one header with `fds`.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -62,19 +73,12 @@ pub fn recv(sock: &impl AsRawFd, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
-    let payload = (MAX_FDS * std::mem::size_of::<RawFd>()) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-    let mut control = vec![0u8; space];
+    let mut control = control_buffer((MAX_FDS * std::mem::size_of::<RawFd>()) as u32);
+    let mut msg = message(&mut iov, &mut control);
     // SAFETY: as in `send`; the kernel writes at most `msg_controllen`
     // bytes of headers, which are walked with the CMSG macros, and every
     // descriptor in an SCM_RIGHTS header is new and ours to own.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
         let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
         if n < 0 {
             return Err(io::Error::last_os_error());
