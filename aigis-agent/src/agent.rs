@@ -215,16 +215,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     while let Some(msg) = rx.recv().await {
-        if out.send_unflushed(&*msg).await.is_err() {
-            break;
-        }
-        // Batch whatever is already queued, then flush once.
-        while let Ok(msg) = rx.try_recv() {
-            if out.send_unflushed(&*msg).await.is_err() {
-                return;
-            }
-        }
-        if out.flush().await.is_err() {
+        // Whatever is already queued goes in the same write.
+        let sent = out
+            .send_batch::<_, FromAgent>(msg, || rx.try_recv().ok())
+            .await;
+        if sent.is_err() {
             break;
         }
     }

@@ -135,7 +135,9 @@ impl AgentLink {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let mut reader = FrameReader::new(input);
-        let mut writer = FrameWriter::new(output);
+        // Buffered: answers and acks that are ready together leave in one
+        // write (see `FrameWriter::send_batch`).
+        let mut writer = FrameWriter::new(tokio::io::BufWriter::with_capacity(64 * 1024, output));
         let replaced = handshake(&host, &mut reader, &mut writer, &received).await?;
 
         let (tx, mut rx) = mpsc::channel::<ToAgent>(256);
@@ -149,7 +151,10 @@ impl AgentLink {
                     _ = ended.wait_for(|c| *c) => None,
                 };
                 let Some(msg) = msg else { break };
-                if writer.send(&msg).await.is_err() {
+                let sent = writer
+                    .send_batch::<_, ToAgent>(msg, || rx.try_recv().ok())
+                    .await;
+                if sent.is_err() {
                     break;
                 }
             }

@@ -141,6 +141,26 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Writes `first` and every message `more` still has ready as one
+    /// batch, then flushes once: over a buffered writer, a burst of small
+    /// messages leaves in one write (one SSH packet, one wake-up of the
+    /// other side) instead of one each.
+    pub async fn send_batch<M, T>(
+        &mut self,
+        first: M,
+        mut more: impl FnMut() -> Option<M>,
+    ) -> Result<(), FrameError>
+    where
+        M: std::borrow::Borrow<T>,
+        T: Serialize,
+    {
+        self.send_unflushed(first.borrow()).await?;
+        while let Some(msg) = more() {
+            self.send_unflushed(msg.borrow()).await?;
+        }
+        self.flush().await
+    }
+
     pub async fn flush(&mut self) -> Result<(), FrameError> {
         self.inner.flush().await?;
         Ok(())
