@@ -63,13 +63,16 @@ impl LogFile {
         })
     }
 
-    fn write_line(&mut self, line: &str, rotation: Rotation) -> std::io::Result<()> {
-        if self.size > 0 && self.size + line.len() as u64 + 1 > rotation.max_bytes {
+    /// Writes `prefix`, `line` and a newline as one line of the file.
+    fn write_line(&mut self, prefix: &str, line: &str, rotation: Rotation) -> std::io::Result<()> {
+        let len = (prefix.len() + line.len() + 1) as u64;
+        if self.size > 0 && self.size + len > rotation.max_bytes {
             self.rotate(rotation)?;
         }
+        self.out.write_all(prefix.as_bytes())?;
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
-        self.size += line.len() as u64 + 1;
+        self.size += len;
         Ok(())
     }
 
@@ -328,10 +331,10 @@ fn write_loop(
                 }
             });
             if let Some(f) = file {
-                let now = rfc3339(SystemTime::now());
+                // One prefix per batch, not one formatted String per line.
+                let prefix = format!("{} {:<7} ", rfc3339(SystemTime::now()), record.source);
                 for line in &record.lines {
-                    let line = format!("{now} {:<7} {line}", record.source);
-                    if let Err(e) = f.write_line(&line, rotation) {
+                    if let Err(e) = f.write_line(&prefix, line, rotation) {
                         tracing::error!(plugin = %record.plugin, "cannot write {}: {e}", f.path.display());
                     }
                 }
