@@ -70,20 +70,7 @@ pub async fn agent(
         .clone()
         .unwrap_or_else(|| "~/.aigis".into())
         .replace("{host}", &host.host);
-    let dir_in_shell = match dir.strip_prefix("~/") {
-        Some(rest) => format!("\"$HOME\"/{}", sh(rest)),
-        None if dir == "~" => "\"$HOME\"".to_string(),
-        None => sh(&dir),
-    };
-    let probe = format!(
-        "p=$(uname -sm) || exit 1; printf '%s\\n%s\\n' \"$p\" \"$HOME\"; d={dir_in_shell}; \
-         a=\"$d\"/bin/aigis-agent-{short}; \
-         if [ \"$p\" = {expected} ] && [ -x \"$a\" ]; then \
-         printf '{ATTACHING}\\n'; exec \"$a\" attach --dir \"$d\"/{id}; fi; printf 'AIGIS-ABSENT\\n'",
-        short = &local_hash[..16],
-        expected = sh(&local_uname()),
-        id = sh(&settings.central_id),
-    );
+    let probe = probe_script(&dir, &local_hash[..16], &settings.central_id);
     let mut stream = connection.stream(&probe).await?;
     let lines = tokio::time::timeout(PROBE_TIME, read_lines(&mut stream, 3)).await;
     let lines = lines.unwrap_or_default();
@@ -175,6 +162,27 @@ pub fn attach_command(agent: &Path, base: &Path) -> String {
         "{} attach --dir {}",
         sh(&agent.to_string_lossy()),
         sh(&base.to_string_lossy())
+    )
+}
+
+/// The first command on a host: prints `uname -sm` and `$HOME`, then,
+/// when the agent `aigis-agent-<short>` of central's platform is under the
+/// remote dir `dir` (`~/…` is the host's home), [`ATTACHING`] and execs it
+/// (`attach`); otherwise `AIGIS-ABSENT`.
+fn probe_script(dir: &str, short: &str, central_id: &str) -> String {
+    let dir_in_shell = match dir.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", sh(rest)),
+        None if dir == "~" => "\"$HOME\"".to_string(),
+        None => sh(dir),
+    };
+    format!(
+        "p=$(uname -sm) || exit 1; printf '%s\\n%s\\n' \"$p\" \"$HOME\"; d={dir_in_shell}; \
+         a=\"$d\"/bin/aigis-agent-{short}; \
+         if [ \"$p\" = {expected} ] && [ -x \"$a\" ]; then \
+         printf '{ATTACHING}\\n'; exec \"$a\" attach --dir \"$d\"/{id}; fi; printf 'AIGIS-ABSENT\\n'",
+        short = sh(short),
+        expected = sh(&local_uname()),
+        id = sh(central_id),
     )
 }
 
@@ -440,6 +448,50 @@ mod tests {
         assert_eq!(platform("Darwin arm64").as_deref(), Some("aarch64-darwin"));
         assert_eq!(platform("Linux armv7l").as_deref(), Some("arm-linux"));
         assert_eq!(platform("").as_deref(), None);
+    }
+
+    /// The probe, run by the machine's `sh` in a home with a space in its
+    /// path: it names the platform and home, and execs a cached agent of
+    /// central's platform with the central's place, or says it is absent.
+    #[test]
+    fn the_probe_execs_a_cached_agent_or_says_it_is_absent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("a home");
+        let run = |dir: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(probe_script(dir, "0123456789abcdef", "c-1d2e"))
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        std::fs::create_dir_all(&home).unwrap();
+        let uname = local_uname();
+        let absent = run("~/.aigis dir");
+        assert_eq!(
+            absent,
+            format!("{uname}\n{}\nAIGIS-ABSENT\n", home.display())
+        );
+
+        let bin = home.join(".aigis dir/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let agent = bin.join("aigis-agent-0123456789abcdef");
+        std::fs::write(&agent, "#!/bin/sh\necho \"agent: $*\"\n").unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(
+            run("~/.aigis dir"),
+            format!(
+                "{uname}\n{home}\n{ATTACHING}\nagent: attach --dir {home}/.aigis dir/c-1d2e\n",
+                home = home.display()
+            )
+        );
+        // An absolute remote dir is taken as it is.
+        let absolute = home.join(".aigis dir");
+        assert!(run(&absolute.to_string_lossy()).ends_with(&format!(
+            "agent: attach --dir {}/c-1d2e\n",
+            absolute.display()
+        )));
     }
 
     #[test]
