@@ -897,7 +897,8 @@ def receive_frame(sock: Any) -> bytes:
             got += k
         return buf
 
-    return bytes(exactly(struct.unpack(">I", exactly(4))[0]))
+    # A bytearray, not bytes: a large reply is not copied once more.
+    return exactly(struct.unpack(">I", exactly(4))[0])  # type: ignore[return-value]
 
 
 class _Slot:
@@ -1038,7 +1039,7 @@ class Link:
         call_id = self.next_id()
         reply = self.request(call_id, _head(b"C", call_id) + body)
         if reply[9:10] == b"\x00":
-            return pickle.loads(reply[10:])
+            return pickle.loads(memoryview(reply)[10:])
         info = json.loads(reply[10:].decode("utf-8", "replace"))
         raise remote_exception(info.get("type", "Exception"), info.get("message", ""),
                                info.get("traceback", ""), info.get("args"), info.get("builtin"))

@@ -335,6 +335,10 @@ fn note_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, line: String) {
     }));
 }
 
+/// Replies up to this size are copied behind their length and written at
+/// once; larger ones are written in two parts.
+const SMALL_FRAME: usize = 64 * 1024;
+
 /// Passes the shim's control messages to central and central's answers back.
 ///
 /// A message over [`proto::control_limit`] (the shim refuses to send one;
@@ -354,11 +358,21 @@ fn relay_control(
     }
     let writer = tokio::spawn(async move {
         while let Some(payload) = reply_rx.recv().await {
-            // Length and payload in one write: one wake-up of the shim's reader.
-            let mut frame = Vec::with_capacity(4 + payload.len());
-            frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&payload);
-            if wr.write_all(&frame).await.is_err() {
+            let len = (payload.len() as u32).to_be_bytes();
+            let written = if payload.len() <= SMALL_FRAME {
+                // Length and payload in one write: one wake-up of the shim.
+                let mut frame = Vec::with_capacity(4 + payload.len());
+                frame.extend_from_slice(&len);
+                frame.extend_from_slice(&payload);
+                wr.write_all(&frame).await
+            } else {
+                // A large reply is not copied into a new buffer first.
+                match wr.write_all(&len).await {
+                    Ok(()) => wr.write_all(&payload).await,
+                    Err(e) => Err(e),
+                }
+            };
+            if written.is_err() {
                 break;
             }
         }

@@ -45,15 +45,35 @@ pub enum FrameError {
 
 /// Encodes `msg` as one frame (header + payload).
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let payload = bincode::serde::encode_to_vec(msg, bincode_config())
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
-    if payload.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(payload.len()));
+    // Sized first, then encoded behind room for the length: a large payload
+    // is built once, in one allocation, not built and then copied.
+    let encode = |mut w: &mut dyn std::io::Write| {
+        bincode::serde::encode_into_std_write(msg, &mut w, bincode_config())
+            .map_err(|e| FrameError::Encode(e.to_string()))
+    };
+    let size = encode(&mut Counter(0))?;
+    let mut out = Vec::with_capacity(HEADER + size);
+    out.extend_from_slice(&[0; HEADER]);
+    encode(&mut out)?;
+    let len = out.len() - HEADER;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
     }
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out[..HEADER].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
+}
+
+/// A writer that only counts what it is given.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Takes one complete frame off the front of `buf`, if there is one.
@@ -105,6 +125,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some(msg) = decode_frame(&mut self.buf)? {
                 return Ok(Some(msg));
+            }
+            // Room for the whole frame at once (its length is checked):
+            // a large one is not regrown and copied piece by piece.
+            if self.buf.len() >= HEADER {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                let whole = HEADER + (len as usize).min(MAX_FRAME);
+                self.buf.reserve(whole.saturating_sub(self.buf.len()));
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
