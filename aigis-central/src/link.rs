@@ -268,7 +268,12 @@ where
         .await?;
     let hello = tokio::time::timeout(Duration::from_secs(30), reader.next::<FromAgent>())
         .await
-        .map_err(|_| anyhow::anyhow!("agent on {host} did not answer the handshake"))??;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "agent on {host} did not answer the handshake (an `aigis-agent daemon` left \
+                 running there by an older AIGIS cannot take this one's link: stop it)"
+            )
+        })??;
     match hello {
         Some(FromAgent::Hello {
             version,
