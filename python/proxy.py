@@ -874,31 +874,47 @@ def wait_for_input(sock: Any) -> None:
     in ``recv`` is also woken whenever the other end reads what this end
     sent (the kernel wakes a socket's waiters when its send buffer frees),
     once more per call; ``poll`` for input wakes only for input. The timeout
-    itself only makes ``receive_frame`` look again."""
+    itself only makes ``FrameReader`` look again."""
     sock.settimeout(3600.0)
 
 
-def receive_frame(sock: Any) -> bytes:
-    """One length-prefixed frame from a stream socket, read into a single
+class FrameReader:
+    """Length-prefixed frames from a stream socket, each read into a single
     buffer (a large reply is not copied again for every piece the socket
-    hands over); ``ConnectionError`` once the peer has closed."""
+    hands over, nor once more at the end: a frame is a bytearray).
 
-    def exactly(n: int) -> bytearray:
-        buf = bytearray(n)
+    What a read has got so far is kept here, not in the reading call, so an
+    exception while it waits in the middle of a frame (Ctrl-C in ``aigis
+    shell`` while a large reply arrives) leaves the stream where it was: the
+    next reader goes on from there. ``ConnectionError`` once the peer has
+    closed."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._head = bytearray(4)
+        self._buf: Optional[bytearray] = None  # the payload, once its length is known
+        self._got = 0
+
+    def _fill(self, buf: bytearray) -> None:
+        """Reads into ``buf`` from ``self._got`` until it is full."""
         view = memoryview(buf)
-        got = 0
-        while got < n:
+        while self._got < len(buf):
             try:
-                k = sock.recv_into(view[got:])
+                k = self._sock.recv_into(view[self._got:])
             except socket.timeout:
                 continue  # see wait_for_input
             if not k:
                 raise ConnectionError("the other end closed the connection")
-            got += k
-        return buf
+            self._got += k
 
-    # A bytearray, not bytes: a large reply is not copied once more.
-    return exactly(struct.unpack(">I", exactly(4))[0])  # type: ignore[return-value]
+    def next(self) -> bytes:
+        if self._buf is None:
+            self._fill(self._head)
+            self._buf = bytearray(struct.unpack(">I", self._head)[0])
+            self._got = 0
+        self._fill(self._buf)
+        frame, self._buf, self._got = self._buf, None, 0
+        return frame  # type: ignore[return-value]
 
 
 class _Slot:
@@ -968,10 +984,16 @@ class Link:
             with self._lock:
                 self._waiting.pop(call_id, None)
             raise
-        if slot.ready is not None:
-            slot.ready.wait()
-        else:
-            self._wait_reading(slot)
+        try:
+            if slot.ready is not None:
+                slot.ready.wait()
+            else:
+                self._wait_reading(slot)
+        except BaseException:
+            # Interrupted (Ctrl-C): its reply, if it comes, is dropped.
+            with self._lock:
+                self._waiting.pop(call_id, None)
+            raise
         if slot.reply is None:
             raise ConnectionError(self._closed or "the link to central closed")
         return slot.reply

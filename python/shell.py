@@ -42,9 +42,11 @@ def _connect():  # type: ignore[no-untyped-def]
         with write:
             sock.sendall(struct.pack(">I", len(frame)) + frame)
 
+    frames = proxy.FrameReader(sock)
+
     def receive() -> bytes:
         try:
-            return proxy.receive_frame(sock)
+            return frames.next()
         except ConnectionError:
             raise ConnectionError("the daemon closed the shell's connection") from None
 

@@ -91,7 +91,7 @@ class ControlLink:
         self._sock = socket.socket(fileno=fd)
         proxy.wait_for_input(self._sock)
         self._write = threading.Lock()
-        self.link = proxy.Link(self._send, self._receive)
+        self.link = proxy.Link(self._send, proxy.FrameReader(self._sock).next)
 
     def _send(self, frame: bytes) -> None:
         # The agent skips a longer frame; proxy calls check their size first
@@ -101,11 +101,6 @@ class ControlLink:
                              % (len(frame), proxy.MAX_PAYLOAD))
         with self._write:
             self._sock.sendall(struct.pack(">I", len(frame)) + frame)
-
-    def _receive(self) -> bytes:
-        """The next frame; the calling thread is the link's reader (see
-        ``proxy.Link``)."""
-        return proxy.receive_frame(self._sock)
 
     def call(self, op: str, **args: Any) -> Any:
         """A JSON control call (e.g. reload), answered by central itself."""

@@ -285,11 +285,13 @@ class ProxyTest(unittest.TestCase):
             with write:
                 ours.sendall(struct.pack(">I", len(frame)) + frame)
 
-        link = proxy.Link(send, lambda: proxy.receive_frame(ours))
+        link = proxy.Link(send, proxy.FrameReader(ours).next)
+
+        server_frames = proxy.FrameReader(theirs)
 
         def server(batches):
             for n in batches:
-                frames = [proxy.receive_frame(theirs) for _ in range(n)]
+                frames = [server_frames.next() for _ in range(n)]
                 for frame in reversed(frames):
                     reply = proxy.serve(self.core, frame)
                     theirs.sendall(struct.pack(">I", len(reply)) + reply)
@@ -316,6 +318,34 @@ class ProxyTest(unittest.TestCase):
         with self.assertRaises(ConnectionError):
             link.call("m.add", (1, 2), {})
         ours.close()
+
+    def test_a_read_interrupted_mid_frame_goes_on_where_it_stopped(self):
+        """Ctrl-C while a large reply arrives: the next read finishes that
+        frame, and the frames after it are read whole."""
+        ours, theirs = socket.socketpair()
+        frames = proxy.FrameReader(ours)
+        big, small = b"b" * 300000, b"small"
+        sender = threading.Thread(target=lambda: theirs.sendall(
+            struct.pack(">I", len(big)) + big + struct.pack(">I", len(small)) + small))
+        real, calls = ours.recv_into, [0]
+
+        class Interrupting:
+            def recv_into(self, view):
+                calls[0] += 1
+                if calls[0] == 3:
+                    raise KeyboardInterrupt
+                return real(view[:1000])
+
+        frames._sock = Interrupting()
+        sender.start()
+        with self.assertRaises(KeyboardInterrupt):
+            frames.next()
+        frames._sock = ours
+        self.assertEqual(bytes(frames.next()), big)
+        self.assertEqual(bytes(frames.next()), small)
+        sender.join()
+        ours.close()
+        theirs.close()
 
     def test_a_closed_link_fails_waiting_calls(self):
         link = proxy.Link(lambda frame: None)
