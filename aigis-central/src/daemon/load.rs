@@ -583,7 +583,7 @@ fn fetch(
 }
 
 /// A plugin's `AIGIS.config`, as text (a bad byte is named by line).
-fn read_config(plugin: &str, path: &Path) -> Result<String, String> {
+pub(super) fn read_config(plugin: &str, path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read the plugin config: {}: {e}", path.display()))?;
     config::decode_utf8(path, &bytes).map_err(|e| format!("plugin `{plugin}`: {e}"))

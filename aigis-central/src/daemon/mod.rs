@@ -236,8 +236,11 @@ fn connect_early(entries: &[PluginEntry], home: &Home, hosts: &Arc<HostPool>, wi
             config::Source::LocalDir(dir) => dir.clone(),
             config::Source::Git { .. } => home.ext().join(&entry.name),
         };
-        let file = root.join("AIGIS").join("AIGIS.config");
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        // Read as loading reads it: never through a link out of the plugin.
+        let Ok(file) = aigis_agent::fetch::plugin_file(&entry.name, &root, "AIGIS.config") else {
+            continue;
+        };
+        let Ok(text) = load::read_config(&entry.name, &file) else {
             continue;
         };
         let Ok(spec) = config::parse_plugin(entry, &root, &file, &text) else {
