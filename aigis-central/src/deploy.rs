@@ -64,7 +64,7 @@ pub async fn agent(
     local_agent: &Path,
     log: &LogSink,
 ) -> Result<(Deployed, Stream), String> {
-    let local_hash = hash_of(local_agent)?;
+    let (local_bytes, local_hash) = read_agent(local_agent)?;
     let dir = settings
         .remote_dir
         .clone()
@@ -101,9 +101,11 @@ pub async fn agent(
     let platform =
         platform(uname).ok_or_else(|| format!("{host}: unexpected `uname -sm`: {uname}"))?;
     let binary = binary_for(host, &platform, settings, local_agent)?;
-    let bytes = std::fs::read(&binary)
-        .map_err(|e| format!("cannot read the agent binary {}: {e}", binary.display()))?;
-    let hash = hex(&Sha256::digest(&bytes));
+    let (bytes, hash) = if binary == local_agent {
+        (local_bytes, local_hash.clone())
+    } else {
+        read_agent(&binary)?
+    };
     let agent = bin_dir.join(format!("aigis-agent-{}", &hash[..16]));
     let agent_s = agent.to_string_lossy().into_owned();
     // The probe already looked for the agent of central's own platform.
@@ -197,11 +199,12 @@ fn local_uname() -> String {
     format!("{os} {}", std::env::consts::ARCH)
 }
 
-/// The SHA-256 of a file, hex.
-fn hash_of(path: &Path) -> Result<String, String> {
+/// An agent binary and its SHA-256 (hex), which names it on a host.
+fn read_agent(path: &Path) -> Result<(Vec<u8>, String), String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read the agent binary {}: {e}", path.display()))?;
-    Ok(hex(&Sha256::digest(&bytes)))
+    let hash = hex(&Sha256::digest(&bytes));
+    Ok((bytes, hash))
 }
 
 /// Up to `n` lines (of at most 4 KiB each) from the start of `stream`,
