@@ -51,15 +51,13 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
         bincode::serde::encode_into_std_write(msg, &mut w, bincode_config())
             .map_err(|e| FrameError::Encode(e.to_string()))
     };
-    let size = encode(&mut Counter(0))?;
-    let mut out = Vec::with_capacity(HEADER + size);
-    out.extend_from_slice(&[0; HEADER]);
-    encode(&mut out)?;
-    let len = out.len() - HEADER;
+    let len = encode(&mut Counter(0))?;
     if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+        return Err(FrameError::TooLarge(len)); // refused before allocating
     }
-    out[..HEADER].copy_from_slice(&(len as u32).to_be_bytes());
+    let mut out = Vec::with_capacity(HEADER + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    encode(&mut out)?;
     Ok(out)
 }
 
