@@ -67,6 +67,29 @@ pub fn call_id(call: &[u8]) -> [u8; 8] {
         .unwrap_or([0; 8])
 }
 
+/// Frames up to this size are copied behind their length and written in
+/// one piece (one wake-up of the shim); larger ones are written as their
+/// length, then themselves, without the copy.
+const SMALL_FRAME: usize = 64 * 1024;
+
+/// A frame for the shim (a 4-byte big-endian length and `payload`), as
+/// the pieces to write in order.
+pub enum ShimFrame<'a> {
+    Whole(Vec<u8>),
+    Split([u8; 4], &'a [u8]),
+}
+
+pub fn shim_frame(payload: &[u8]) -> ShimFrame<'_> {
+    let len = (payload.len() as u32).to_be_bytes();
+    if payload.len() > SMALL_FRAME {
+        return ShimFrame::Split(len, payload);
+    }
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&len);
+    frame.extend_from_slice(payload);
+    ShimFrame::Whole(frame)
+}
+
 /// Central's answer as the shim reads it.
 pub fn to_shim(answer: Answer) -> Vec<u8> {
     match answer {

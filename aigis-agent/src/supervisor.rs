@@ -12,6 +12,7 @@
 //!   A run that lasted [`HEALTHY_RUN`] refills the budget and resets the delay.
 //! - Output lines of one run are all sent before the state change that ends it.
 
+use crate::calls::ShimFrame;
 use crate::contain::{Jail, Own};
 use crate::output::relay;
 use crate::python;
@@ -335,10 +336,6 @@ fn note_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, line: String) {
     }));
 }
 
-/// Replies up to this size are copied behind their length and written at
-/// once; larger ones are written in two parts.
-const SMALL_FRAME: usize = 64 * 1024;
-
 /// Passes the shim's control messages to central and central's answers back.
 ///
 /// A message over [`proto::control_limit`] (the shim refuses to send one;
@@ -358,19 +355,12 @@ fn relay_control(
     }
     let writer = tokio::spawn(async move {
         while let Some(payload) = reply_rx.recv().await {
-            let len = (payload.len() as u32).to_be_bytes();
-            let written = if payload.len() <= SMALL_FRAME {
-                // Length and payload in one write: one wake-up of the shim.
-                let mut frame = Vec::with_capacity(4 + payload.len());
-                frame.extend_from_slice(&len);
-                frame.extend_from_slice(&payload);
-                wr.write_all(&frame).await
-            } else {
-                // A large reply is not copied into a new buffer first.
-                match wr.write_all(&len).await {
-                    Ok(()) => wr.write_all(&payload).await,
+            let written = match crate::calls::shim_frame(&payload) {
+                ShimFrame::Whole(frame) => wr.write_all(&frame).await,
+                ShimFrame::Split(len, payload) => match wr.write_all(&len).await {
+                    Ok(()) => wr.write_all(payload).await,
                     Err(e) => Err(e),
-                }
+                },
             };
             if written.is_err() {
                 break;

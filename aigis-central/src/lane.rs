@@ -20,6 +20,7 @@
 
 use crate::callpool::{CallPool, CALLS_PER_PLUGIN};
 use crate::link::{Delivery, Origin};
+use aigis_agent::calls::ShimFrame;
 use proto::{Call, Event, ToAgent};
 use pyo3::prelude::*;
 use std::io::{Read, Write};
@@ -266,15 +267,11 @@ impl PluginLane {
     fn send(&self, payload: &[u8]) {
         let _whole = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut sock = &self.sock;
-        let len = (payload.len() as u32).to_be_bytes();
-        // Small frames in one write: one wake-up of the plugin.
-        let _ = if payload.len() <= 64 * 1024 {
-            let mut frame = Vec::with_capacity(4 + payload.len());
-            frame.extend_from_slice(&len);
-            frame.extend_from_slice(payload);
-            sock.write_all(&frame)
-        } else {
-            sock.write_all(&len).and_then(|()| sock.write_all(payload))
+        let _ = match aigis_agent::calls::shim_frame(payload) {
+            ShimFrame::Whole(frame) => sock.write_all(&frame),
+            ShimFrame::Split(len, payload) => {
+                sock.write_all(&len).and_then(|()| sock.write_all(payload))
+            }
         };
     }
 
