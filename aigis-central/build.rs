@@ -4,6 +4,11 @@
 //! records which Python that was (`AIGIS_PYTHON_BUILT`, `major.minor`, and
 //! `AIGIS_PYTHON_BUILT_WITH`, the interpreter pyo3 asked), so that `aigis`
 //! can refuse a different libpython at run time with a message that says so.
+//!
+//! And rebuilds when the embedded Python changes: cargo tracks a file that
+//! `include_str!` takes from outside the package by its absolute path, so a
+//! target dir shared with a checkout elsewhere (CI's fresh clone) would
+//! otherwise keep the other checkout's Python.
 
 fn main() {
     let config = pyo3_build_config::get();
@@ -20,4 +25,8 @@ fn main() {
         config.executable().unwrap_or("python3")
     );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    for file in ["loader.py", "central.py", "proxy.py", "shell.py"] {
+        println!("cargo:rerun-if-changed=../python/{file}");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
 }
