@@ -34,7 +34,7 @@ import json
 import pickle
 import pickletools
 import re
-import socket
+import select
 import struct
 import sys
 import threading
@@ -868,53 +868,108 @@ def remote_exception(exc_type: str, message: str, tb: str, args: Optional[list] 
     return err
 
 
-def wait_for_input(sock: Any) -> None:
-    """Makes ``sock`` wait for input with ``poll`` (CPython polls sockets
-    that have a timeout) rather than blocking in ``recv``: a thread blocked
-    in ``recv`` is also woken whenever the other end reads what this end
-    sent (the kernel wakes a socket's waiters when its send buffer frees),
-    once more per call; ``poll`` for input wakes only for input. The timeout
-    itself only makes ``FrameReader`` look again."""
-    sock.settimeout(3600.0)
+class FrameSocket:
+    """Length-prefixed frames over a stream socket, both ways, in as few
+    system calls as a ping-pong allows: a small frame goes out in one
+    ``send``; a reader waits with ``poll`` for input, then takes what is
+    there in one ``recv`` (a reply's length and body together).
 
+    Waiting with ``poll`` for input only matters: a thread blocked in
+    ``recv`` is also woken whenever the other end reads what this end sent
+    (the kernel wakes a socket's waiters when its send buffer frees), once
+    more per call. The socket is non-blocking; ``send`` waits for room with
+    ``poll`` too.
 
-class FrameReader:
-    """Length-prefixed frames from a stream socket, each read into a single
-    buffer (a large reply is not copied again for every piece the socket
-    hands over, nor once more at the end: a frame is a bytearray).
+    A frame longer than ``CHUNK`` is read straight into a buffer of its own
+    (a large reply is not copied again for every piece the socket hands
+    over, nor once more at the end). A frame is a bytearray.
 
     What a read has got so far is kept here, not in the reading call, so an
     exception while it waits in the middle of a frame (Ctrl-C in ``aigis
     shell`` while a large reply arrives) leaves the stream where it was: the
     next reader goes on from there. ``ConnectionError`` once the peer has
-    closed."""
+    closed. One thread reads at a time (``Link`` sees to it); any thread
+    may send."""
+
+    CHUNK = 64 * 1024
 
     def __init__(self, sock: Any) -> None:
+        sock.setblocking(False)
         self._sock = sock
-        self._head = bytearray(4)
-        self._buf: Optional[bytearray] = None  # the payload, once its length is known
-        self._got = 0
+        self._input = select.poll()
+        self._input.register(sock.fileno(), select.POLLIN)
+        self._output = select.poll()
+        self._output.register(sock.fileno(), select.POLLOUT)
+        self._write = threading.Lock()
+        self._chunk = bytearray(self.CHUNK)
+        self._pending = bytearray()              # read past the last frame taken
+        self._large: Optional[bytearray] = None  # a long frame, filled in place
+        self._got = 0                            # how much of it
 
-    def _fill(self, buf: bytearray) -> None:
-        """Reads into ``buf`` from ``self._got`` until it is full."""
-        view = memoryview(buf)
-        while self._got < len(buf):
+    def send(self, frame: bytes) -> None:
+        # The agent skips a longer frame; proxy calls check their size
+        # first and say what was too big.
+        if len(frame) > MAX_PAYLOAD:
+            raise ValueError("a frame of %d bytes; at most %d may cross to central"
+                             % (len(frame), MAX_PAYLOAD))
+        head = struct.pack(">I", len(frame))
+        with self._write:
+            if len(frame) <= self.CHUNK:
+                self._send_all(head + frame)
+            else:  # not copied to put the length in front
+                self._send_all(head)
+                self._send_all(frame)
+
+    def _send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
             try:
-                k = self._sock.recv_into(view[self._got:])
-            except socket.timeout:
-                continue  # see wait_for_input
+                view = view[self._sock.send(view):]
+            except BlockingIOError:
+                self._output.poll()
+
+    def next(self) -> bytearray:
+        while True:
+            frame = self._take()
+            if frame is not None:
+                return frame
+            self._input.poll()
+            if self._large is not None:
+                target = memoryview(self._large)[self._got:]
+            else:
+                target = memoryview(self._chunk)
+            try:
+                k = self._sock.recv_into(target)
+            except BlockingIOError:
+                continue
             if not k:
                 raise ConnectionError("the other end closed the connection")
-            self._got += k
+            if self._large is not None:
+                self._got += k
+            else:
+                self._pending += target[:k]
 
-    def next(self) -> bytes:
-        if self._buf is None:
-            self._fill(self._head)
-            self._buf = bytearray(struct.unpack(">I", self._head)[0])
-            self._got = 0
-        self._fill(self._buf)
-        frame, self._buf, self._got = self._buf, None, 0
-        return frame  # type: ignore[return-value]
+    def _take(self) -> Optional[bytearray]:
+        """The next whole frame, if it is here; starts a long one's buffer."""
+        if self._large is not None:
+            if self._got < len(self._large):
+                return None
+            frame, self._large = self._large, None
+            return frame
+        pending = self._pending
+        if len(pending) < 4:
+            return None
+        end = 4 + struct.unpack_from(">I", pending)[0]
+        if len(pending) >= end:
+            frame = pending[4:end]
+            del pending[:end]
+            return frame
+        if end - 4 > self.CHUNK:
+            self._large = bytearray(end - 4)
+            self._got = len(pending) - 4
+            self._large[:self._got] = pending[4:]
+            self._pending = bytearray()
+        return None
 
 
 class _Slot:

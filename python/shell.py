@@ -18,9 +18,7 @@ def _connect():  # type: ignore[no-untyped-def]
     import os
     import shutil
     import socket
-    import struct
     import sys
-    import threading
 
     here = os.path.dirname(os.path.abspath(__file__))
     spec = importlib.util.spec_from_file_location("aigis_proxy", os.path.join(here, "proxy.py"))
@@ -32,17 +30,7 @@ def _connect():  # type: ignore[no-untyped-def]
     # Python put this file's directory first on sys.path; it is gone.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
 
-    sock = socket.socket(fileno=int(os.environ.pop("AIGIS_SHELL_FD")))
-    write = threading.Lock()
-
-    def send(frame: bytes) -> None:
-        if len(frame) > proxy.MAX_PAYLOAD:
-            raise ValueError("a call of %d bytes; at most %d may cross to central"
-                             % (len(frame), proxy.MAX_PAYLOAD))
-        with write:
-            sock.sendall(struct.pack(">I", len(frame)) + frame)
-
-    frames = proxy.FrameReader(sock)
+    frames = proxy.FrameSocket(socket.socket(fileno=int(os.environ.pop("AIGIS_SHELL_FD"))))
 
     def receive() -> bytes:
         try:
@@ -50,7 +38,7 @@ def _connect():  # type: ignore[no-untyped-def]
         except ConnectionError:
             raise ConnectionError("the daemon closed the shell's connection") from None
 
-    link = proxy.Link(send, receive)
+    link = proxy.Link(frames.send, receive)
     core = proxy.AigisProxy(link)
     sys.modules["aigis"] = core
     sys.stderr.write("aigis shell: %s\n`aigis` is the live core (e.g. aigis.<plugin>.<skill>(...); "

@@ -43,8 +43,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
-import struct  # noqa: E402
-import threading  # noqa: E402
 import types  # noqa: E402
 from typing import Any, Optional  # noqa: E402
 
@@ -88,19 +86,8 @@ class ControlLink:
         self.link: Optional[proxy.Link] = None
         if fd is None:
             return
-        self._sock = socket.socket(fileno=fd)
-        proxy.wait_for_input(self._sock)
-        self._write = threading.Lock()
-        self.link = proxy.Link(self._send, proxy.FrameReader(self._sock).next)
-
-    def _send(self, frame: bytes) -> None:
-        # The agent skips a longer frame; proxy calls check their size first
-        # and say what was too big.
-        if len(frame) > proxy.MAX_PAYLOAD:
-            raise ValueError("a control message of %d bytes; at most %d may cross to central"
-                             % (len(frame), proxy.MAX_PAYLOAD))
-        with self._write:
-            self._sock.sendall(struct.pack(">I", len(frame)) + frame)
+        self._frames = proxy.FrameSocket(socket.socket(fileno=fd))
+        self.link = proxy.Link(self._frames.send, self._frames.next)
 
     def call(self, op: str, **args: Any) -> Any:
         """A JSON control call (e.g. reload), answered by central itself."""

@@ -9,6 +9,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import types
 import unittest
 
@@ -279,22 +280,16 @@ class ProxyTest(unittest.TestCase):
         its own reply, and when the server goes, every waiting caller
         learns it."""
         ours, theirs = socket.socketpair()
-        write = threading.Lock()
+        frames = proxy.FrameSocket(ours)
+        link = proxy.Link(frames.send, frames.next)
 
-        def send(frame):
-            with write:
-                ours.sendall(struct.pack(">I", len(frame)) + frame)
-
-        link = proxy.Link(send, proxy.FrameReader(ours).next)
-
-        server_frames = proxy.FrameReader(theirs)
+        server_frames = proxy.FrameSocket(theirs)
 
         def server(batches):
             for n in batches:
-                frames = [server_frames.next() for _ in range(n)]
-                for frame in reversed(frames):
-                    reply = proxy.serve(self.core, frame)
-                    theirs.sendall(struct.pack(">I", len(reply)) + reply)
+                calls = [server_frames.next() for _ in range(n)]
+                for frame in reversed(calls):
+                    server_frames.send(proxy.serve(self.core, frame))
             theirs.close()
 
         threading.Thread(target=server, args=([8] * 5,), daemon=True).start()
@@ -323,7 +318,7 @@ class ProxyTest(unittest.TestCase):
         """Ctrl-C while a large reply arrives: the next read finishes that
         frame, and the frames after it are read whole."""
         ours, theirs = socket.socketpair()
-        frames = proxy.FrameReader(ours)
+        frames = proxy.FrameSocket(ours)
         big, small = b"b" * 300000, b"small"
         sender = threading.Thread(target=lambda: theirs.sendall(
             struct.pack(">I", len(big)) + big + struct.pack(">I", len(small)) + small))
@@ -346,6 +341,27 @@ class ProxyTest(unittest.TestCase):
         sender.join()
         ours.close()
         theirs.close()
+
+    def test_frames_are_cut_where_they_end_however_they_arrive(self):
+        """Several frames in one read, a length split across two reads, an
+        empty frame, and a long frame after a short one."""
+        ours, theirs = socket.socketpair()
+        frames = proxy.FrameSocket(ours)
+        long = bytes(range(256)) * 1000
+        wire = b"".join(struct.pack(">I", len(f)) + f for f in (b"one", b"", b"three", long))
+
+        def sender():
+            theirs.sendall(wire[:14])   # "one", "", and 3 bytes of a length
+            time.sleep(0.05)
+            theirs.sendall(wire[14:])
+            theirs.close()
+
+        threading.Thread(target=sender).start()
+        self.assertEqual([bytes(frames.next()) for _ in range(4)],
+                         [b"one", b"", b"three", long])
+        with self.assertRaises(ConnectionError):
+            frames.next()
+        ours.close()
 
     def test_a_closed_link_fails_waiting_calls(self):
         link = proxy.Link(lambda frame: None)

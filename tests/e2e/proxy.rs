@@ -222,14 +222,14 @@ def timed(f):
 def raw_oversized_call():
     """What a shim that does not check would send: it must be answered."""
     link = sys.modules["aigis"].__dict__["_link"]
-    control = link._send.__self__
+    frames = link._send.__self__  # the shim's proxy.FrameSocket
     call_id = link.next_id()
     frame = b"C" + struct.pack(">Q", call_id) + pickle.dumps(
         ("blob.size", (b"y" * NINE_MIB,), {}), protocol=4)
 
-    def send(frame):
-        with control._write:
-            control._sock.sendall(struct.pack(">I", len(frame)) + frame)
+    def send(frame):  # FrameSocket.send without its size check
+        with frames._write:
+            frames._send_all(struct.pack(">I", len(frame)) + frame)
 
     checked, link._send = link._send, send
     try:
