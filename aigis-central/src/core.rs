@@ -171,6 +171,7 @@ fn setup<'py>(
     sys.setattr("argv", vec!["aigis"])?;
     module(py, LOADER, c"<aigis>/loader.py", c"aigis_loader")?;
     let proxy = module(py, PROXY, c"<aigis>/proxy.py", c"aigis_proxy")?;
+    proxy.setattr("plain_cost", plain_cost(&proxy)?)?;
     let central = module(py, CENTRAL, c"<aigis>/central.py", c"aigis_central")?;
 
     let emit = PyCFunction::new_closure(
@@ -214,6 +215,39 @@ fn setup<'py>(
         .getattr("partial")?
         .call1((proxy.getattr("serve")?, &core))?;
     Ok((core, serve))
+}
+
+/// `proxy.plain_cost`: the Python scan's fast path (see `scan.rs`), with
+/// the limits `proxy.py` defines.
+fn plain_cost<'py>(proxy: &Bound<'py, PyModule>) -> PyResult<Bound<'py, PyCFunction>> {
+    let py = proxy.py();
+    let protocol: u8 = py
+        .import("pickle")?
+        .getattr("HIGHEST_PROTOCOL")?
+        .extract()?;
+    let limits = crate::scan::Limits {
+        opcodes: proxy.getattr("MAX_OPCODES")?.extract()?,
+        marks: proxy.getattr("MAX_MARKS")?.extract()?,
+        memo: proxy.getattr("MAX_MEMO")?.extract()?,
+        long_bytes: proxy.getattr("MAX_LONG_BYTES")?.extract()?,
+        protocol: protocol.min(5),
+    };
+    PyCFunction::new_closure(
+        py,
+        Some(c"plain_cost"),
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw| -> PyResult<Option<u64>> {
+            let data = args.get_item(0)?;
+            let Ok(data) = data.cast::<PyBytes>() else {
+                return Ok(None); // the Python scan reads other buffers
+            };
+            let limit: i64 = args.get_item(1)?.extract()?;
+            let Ok(limit) = u64::try_from(limit) else {
+                return Ok(None);
+            };
+            Ok(crate::scan::plain_cost(data.as_bytes(), limit, &limits))
+        },
+    )
 }
 
 fn module<'py>(

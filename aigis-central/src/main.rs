@@ -12,6 +12,7 @@ mod lane;
 mod link;
 mod logs;
 mod new;
+mod scan;
 mod shell;
 mod ssh;
 mod status;
