@@ -30,6 +30,7 @@ import builtins
 import decimal
 import fractions
 import io
+import itertools
 import json
 import pickle
 import pickletools
@@ -1027,14 +1028,12 @@ class Link:
         self._receive = receive
         self._lock = threading.Lock()
         self._reading = threading.Lock()
-        self._next = 0
+        self._ids = itertools.count(1)
         self._waiting: Dict[int, _Slot] = {}
         self._closed: Optional[str] = None
 
     def next_id(self) -> int:
-        with self._lock:
-            self._next += 1
-            return self._next
+        return next(self._ids)  # atomic: count() is one C call
 
     def request(self, call_id: int, frame: bytes) -> bytes:
         slot = _Slot()
@@ -1095,7 +1094,11 @@ class Link:
             ready.clear()
 
     def _hand_over(self) -> None:
-        """Wakes one caller still waiting, to read in our place."""
+        """Wakes one caller still waiting, to read in our place. Nobody is
+        waiting when ``_waiting`` is empty: a caller is in it before it
+        first tries to read, and tries again after making its Event."""
+        if not self._waiting:
+            return
         with self._lock:
             other = next((s.ready for s in self._waiting.values() if s.ready is not None), None)
         if other is not None:
@@ -1133,17 +1136,28 @@ class Link:
                                info.get("traceback", ""), info.get("args"), info.get("builtin"))
 
 
-class _Path:
-    __slots__ = ("_link", "_path")
+#: Sub-paths a path keeps as attributes, so ``aigis.a.b`` is a plain
+#: attribute lookup after its first use; past this many, new ones are built
+#: on every use.
+_KEPT_PATHS = 256
 
+
+def _sub_path(kept: Dict[str, Any], link: Link, path: str, name: str) -> "_Path":
+    if name.startswith("__"):
+        raise AttributeError(name)
+    sub = _Path(link, path + name)
+    if len(kept) < _KEPT_PATHS:
+        kept[name] = sub
+    return sub
+
+
+class _Path:
     def __init__(self, link: Link, path: str) -> None:
         self._link = link
         self._path = path
 
     def __getattr__(self, name: str) -> "_Path":
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Path(self._link, self._path + "." + name)
+        return _sub_path(self.__dict__, self._link, self._path + ".", name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._link.call(self._path, args, kwargs)
@@ -1164,6 +1178,4 @@ class AigisProxy(types.ModuleType):
             self.__dict__["AIGISReload"] = reload
 
     def __getattr__(self, name: str) -> _Path:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Path(self.__dict__["_link"], name)
+        return _sub_path(self.__dict__, self.__dict__["_link"], "", name)

@@ -363,6 +363,16 @@ class ProxyTest(unittest.TestCase):
             frames.next()
         ours.close()
 
+    def test_paths_are_kept_as_attributes_up_to_a_bound(self):
+        aigis = proxy.AigisProxy(proxy.Link(lambda frame: None))
+        self.assertIs(aigis.m.add, aigis.m.add)
+        for i in range(proxy._KEPT_PATHS + 10):
+            getattr(aigis.many, "n%d" % i)
+        self.assertLessEqual(len(vars(aigis.many)), proxy._KEPT_PATHS)
+        self.assertEqual(repr(aigis.many.n999), "<AigisProxy aigis.many.n999>")
+        with self.assertRaises(AttributeError):
+            aigis.m.__wrapped__
+
     def test_a_closed_link_fails_waiting_calls(self):
         link = proxy.Link(lambda frame: None)
         threading.Timer(0.1, lambda: link.close("gone")).start()
