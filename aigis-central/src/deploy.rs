@@ -51,12 +51,14 @@ pub struct Deployed {
 /// Makes sure the agent for the host's platform is under its remote dir,
 /// starts it (`attach`) and returns the link's byte stream.
 ///
-/// The first command does it all in the common case, the host's agent being
-/// this central's own and already there: it prints the host's platform and
-/// home, and when the agent binary of central's platform is cached, execs
-/// it at once. Each command costs the host a login shell (on a machine
-/// whose shell profile does work, 100 ms or more), so a cached start costs
-/// one, not three.
+/// The first command does it all when the host is of central's platform:
+/// it prints the host's platform and home, and execs the cached agent at
+/// once; or, when it is not there yet, takes the binary from its input
+/// first (exactly its length, with GNU `head`), then execs it. Each command
+/// costs the host a login shell (on a machine whose shell profile does
+/// work, 100 ms or more), so a start costs one, not three. A host of
+/// another platform, or without GNU `head`, gets the upload and the
+/// `attach` as commands of their own.
 pub async fn agent(
     connection: &Connection,
     host: &HostSpec,
@@ -70,7 +72,12 @@ pub async fn agent(
         .clone()
         .unwrap_or_else(|| "~/.aigis".into())
         .replace("{host}", &host.host);
-    let probe = probe_script(&dir, &local_hash[..16], &settings.central_id);
+    let probe = probe_script(
+        &dir,
+        &local_hash[..16],
+        local_bytes.len(),
+        &settings.central_id,
+    );
     let mut stream = connection.stream(&probe).await?;
     let lines = tokio::time::timeout(PROBE_TIME, read_lines(&mut stream, 3)).await;
     let lines = lines.unwrap_or_default();
@@ -87,16 +94,34 @@ pub async fn agent(
     // Agent binaries are shared (by content hash); the rest is this central's.
     let bin_dir = remote_dir.join("bin");
     let base = remote_dir.join(&settings.central_id);
-    if lines.get(2).map(String::as_str) == Some(ATTACHING) {
-        log.info(
-            "aigis",
-            format!("{host}: agent {} is already there", &local_hash[..16]),
-        )
-        .await;
-        let agent = bin_dir.join(format!("aigis-agent-{}", &local_hash[..16]));
-        return Ok((Deployed { base, agent }, stream));
+    let ours = bin_dir.join(format!("aigis-agent-{}", &local_hash[..16]));
+    match lines.get(2).map(String::as_str) {
+        Some(ATTACHING) => {
+            log.info(
+                "aigis",
+                format!("{host}: agent {} is already there", &local_hash[..16]),
+            )
+            .await;
+            return Ok((Deployed { base, agent: ours }, stream));
+        }
+        Some(SEND) => {
+            send_agent(&mut stream, &local_bytes)
+                .await
+                .map_err(|e| format!("{host}: uploading the agent to {}: {e}", ours.display()))?;
+            log.info(
+                "aigis",
+                format!(
+                    "{host}: uploaded agent {} ({} bytes) to {}",
+                    &local_hash[..16],
+                    local_bytes.len(),
+                    ours.display()
+                ),
+            )
+            .await;
+            return Ok((Deployed { base, agent: ours }, stream));
+        }
+        _ => drop(stream),
     }
-    drop(stream);
 
     let platform =
         platform(uname).ok_or_else(|| format!("{host}: unexpected `uname -sm`: {uname}"))?;
@@ -150,11 +175,33 @@ pub async fn agent(
     Ok((Deployed { base, agent }, stream))
 }
 
+/// Writes the agent binary to a probe that asked for it ([`SEND`]) and
+/// waits for it to say it execs it.
+async fn send_agent(stream: &mut Stream, bytes: &[u8]) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let sent = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    // A probe that failed before reading it all has closed the channel.
+    let sent = tokio::time::timeout(PROBE_TIME, sent).await;
+    let next = tokio::time::timeout(PROBE_TIME, read_lines(stream, 1)).await;
+    match (sent, next.unwrap_or_default().first().map(String::as_str)) {
+        (Ok(Ok(())), Some(ATTACHING)) => Ok(()),
+        (Ok(Err(e)), _) => Err(format!("the host stopped reading it: {e}")),
+        (Err(_), _) => Err("the host took longer than 30 s to read it".into()),
+        (_, Some(line)) => Err(format!("the host said {line:?}")),
+        (_, None) => Err("the host closed the connection".into()),
+    }
+}
+
 /// The byte stream of an agent link over SSH.
 pub type Stream = russh::ChannelStream<russh::client::Msg>;
 
 /// What the probe prints before it execs a cached agent.
 const ATTACHING: &str = "AIGIS-ATTACHING";
+/// What the probe prints when it takes the agent from its input.
+const SEND: &str = "AIGIS-SEND";
 /// How long the host may take to answer the probe.
 const PROBE_TIME: Duration = Duration::from_secs(30);
 
@@ -167,11 +214,15 @@ pub fn attach_command(agent: &Path, base: &Path) -> String {
     )
 }
 
-/// The first command on a host: prints `uname -sm` and `$HOME`, then,
-/// when the agent `aigis-agent-<short>` of central's platform is under the
-/// remote dir `dir` (`~/…` is the host's home), [`ATTACHING`] and execs it
-/// (`attach`); otherwise `AIGIS-ABSENT`.
-fn probe_script(dir: &str, short: &str, central_id: &str) -> String {
+/// The first command on a host: prints `uname -sm` and `$HOME`. On a host
+/// of central's platform, when the agent `aigis-agent-<short>` is under the
+/// remote dir `dir` (`~/…` is the host's home), it prints [`ATTACHING`]
+/// and execs it (`attach`); when it is not, and GNU `head` can take exactly
+/// `size` bytes from the input (other `head`s may read ahead into the
+/// link), it prints [`SEND`], writes what it reads to a temporary file
+/// (0700, checked for its length, then renamed), and goes on as if it had
+/// been there. Otherwise it prints `AIGIS-ABSENT`.
+fn probe_script(dir: &str, short: &str, size: usize, central_id: &str) -> String {
     let dir_in_shell = match dir.strip_prefix("~/") {
         Some(rest) => format!("\"$HOME\"/{}", sh(rest)),
         None if dir == "~" => "\"$HOME\"".to_string(),
@@ -180,8 +231,14 @@ fn probe_script(dir: &str, short: &str, central_id: &str) -> String {
     format!(
         "p=$(uname -sm) || exit 1; printf '%s\\n%s\\n' \"$p\" \"$HOME\"; d={dir_in_shell}; \
          a=\"$d\"/bin/aigis-agent-{short}; \
-         if [ \"$p\" = {expected} ] && [ -x \"$a\" ]; then \
-         printf '{ATTACHING}\\n'; exec \"$a\" attach --dir \"$d\"/{id}; fi; printf 'AIGIS-ABSENT\\n'",
+         if [ \"$p\" = {expected} ]; then \
+         if [ ! -x \"$a\" ] && head --version 2>/dev/null | grep -q GNU; then \
+         t=\"$a\".tmp-$$; printf '{SEND}\\n'; \
+         (umask 077 && mkdir -p \"$d\"/bin && head -c {size} > \"$t\" && \
+         [ \"$(wc -c < \"$t\")\" -eq {size} ] && chmod 700 \"$t\" && mv -f \"$t\" \"$a\") \
+         || {{ rm -f \"$t\"; printf 'AIGIS-UPLOAD-FAILED\\n'; exit 1; }}; fi; \
+         if [ -x \"$a\" ]; then printf '{ATTACHING}\\n'; exec \"$a\" attach --dir \"$d\"/{id}; fi; \
+         fi; printf 'AIGIS-ABSENT\\n'",
         short = sh(short),
         expected = sh(&local_uname()),
         id = sh(central_id),
@@ -454,47 +511,94 @@ mod tests {
     }
 
     /// The probe, run by the machine's `sh` in a home with a space in its
-    /// path: it names the platform and home, and execs a cached agent of
-    /// central's platform with the central's place, or says it is absent.
+    /// path: it names the platform and home; takes an absent agent from its
+    /// input, exactly its length (what follows is the link's), or refuses
+    /// a short one; execs a cached agent; and says the agent is absent
+    /// where `head` is not GNU's.
     #[test]
-    fn the_probe_execs_a_cached_agent_or_says_it_is_absent() {
+    fn the_probe_takes_or_execs_the_agent_or_says_it_is_absent() {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("a home");
-        let run = |dir: &str| {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(probe_script(dir, "0123456789abcdef", "c-1d2e"))
-                .env("HOME", &home)
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout).unwrap()
-        };
         std::fs::create_dir_all(&home).unwrap();
+        let agent_script = b"#!/bin/sh\necho \"agent: $*\"\ncat\n";
+        let run = |dir: &str, input: &[u8], path: Option<&Path>| {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg(probe_script(
+                    dir,
+                    "0123456789abcdef",
+                    agent_script.len(),
+                    "c-1d2e",
+                ))
+                .env("HOME", &home)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            if let Some(path) = path {
+                let old = std::env::var("PATH").unwrap_or_default();
+                cmd.env("PATH", format!("{}:{old}", path.display()));
+            }
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, input).unwrap();
+            drop(stdin);
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
         let uname = local_uname();
-        let absent = run("~/.aigis dir");
+        let shown = home.display();
+        let agent = home.join(".aigis dir/bin/aigis-agent-0123456789abcdef");
+
+        // A `head` that is not GNU's may read ahead: the agent is absent.
+        let fake = tmp.path().join("fake");
+        std::fs::create_dir_all(&fake).unwrap();
+        std::fs::write(fake.join("head"), "#!/bin/sh\necho 'BusyBox head'\n").unwrap();
+        std::fs::set_permissions(fake.join("head"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
         assert_eq!(
-            absent,
-            format!("{uname}\n{}\nAIGIS-ABSENT\n", home.display())
+            run("~/.aigis dir", b"", Some(&fake)),
+            format!("{uname}\n{shown}\nAIGIS-ABSENT\n")
         );
 
-        let bin = home.join(".aigis dir/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let agent = bin.join("aigis-agent-0123456789abcdef");
-        std::fs::write(&agent, "#!/bin/sh\necho \"agent: $*\"\n").unwrap();
-        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Too short an input: nothing is installed.
         assert_eq!(
-            run("~/.aigis dir"),
+            run("~/.aigis dir", &agent_script[..10], None),
+            format!("{uname}\n{shown}\n{SEND}\nAIGIS-UPLOAD-FAILED\n")
+        );
+        assert!(!agent.exists());
+        let left: Vec<_> = std::fs::read_dir(agent.parent().unwrap())
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // Taken from the input; the link's bytes after it reach the agent.
+        let mut input = agent_script.to_vec();
+        input.extend_from_slice(b"the link\n");
+        assert_eq!(
+            run("~/.aigis dir", &input, None),
             format!(
-                "{uname}\n{home}\n{ATTACHING}\nagent: attach --dir {home}/.aigis dir/c-1d2e\n",
-                home = home.display()
+                "{uname}\n{shown}\n{SEND}\n{ATTACHING}\n\
+                 agent: attach --dir {shown}/.aigis dir/c-1d2e\nthe link\n"
+            )
+        );
+        assert_eq!(std::fs::read(&agent).unwrap(), agent_script);
+        let mode = std::fs::metadata(&agent).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        // Cached: execed at once, with nothing taken from the input.
+        assert_eq!(
+            run("~/.aigis dir", b"the link\n", None),
+            format!(
+                "{uname}\n{shown}\n{ATTACHING}\n\
+                 agent: attach --dir {shown}/.aigis dir/c-1d2e\nthe link\n"
             )
         );
         // An absolute remote dir is taken as it is.
         let absolute = home.join(".aigis dir");
-        assert!(run(&absolute.to_string_lossy()).ends_with(&format!(
-            "agent: attach --dir {}/c-1d2e\n",
-            absolute.display()
-        )));
+        assert!(
+            run(&absolute.to_string_lossy(), b"", None).ends_with(&format!(
+                "agent: attach --dir {}/c-1d2e\n",
+                absolute.display()
+            ))
+        );
     }
 
     #[test]

@@ -226,6 +226,64 @@ def launch(log):
     .is_empty()));
 }
 
+/// A host whose `head` is not GNU's (it may read ahead of the bytes asked
+/// for) gets the agent by an upload of its own, then `attach`: the first
+/// command only looks. Its plugin runs as on any host.
+#[test]
+fn a_host_without_gnu_head_gets_the_agent_in_commands_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let fake = base.join("fake-bin");
+    let asked = base.join("head-asked");
+    write(
+        &fake,
+        "head",
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo asked >> {asked}; \
+             echo 'BusyBox v1.36.1 multi-call binary.'; exit 0; fi\nexec /usr/bin/head \"$@\"\n",
+            asked = asked.display()
+        ),
+    );
+    std::fs::set_permissions(
+        fake.join("head"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let host = Sshd::start_with(
+        &base.join("sshd"),
+        "127.0.0.2",
+        &format!("SetEnv PATH={path}\n"),
+    );
+    let user = base.join("user");
+    write(&user, ".ssh/config", &host.config_entry("lan1"));
+    write(&user, ".ssh/known_hosts", &host.known_hosts_line);
+    far_and_near(base, "lan1", "echo far-ok; sleep 100");
+    let daemon = Daemon::start_with_env(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ],
+        &[("HOME", user.to_str().unwrap())],
+    );
+    daemon.expect_output("far-ok", PATIENCE);
+    daemon.expect_output("near-ok", PATIENCE);
+    let out = daemon.output();
+    assert!(out.contains("lan1: uploaded agent"), "{out}");
+    assert!(
+        std::fs::read_to_string(&asked).is_ok_and(|a| a.contains("asked")),
+        "the probe did not ask the host's head: {out}"
+    );
+}
+
 /// A config with `far` (running `script` on `host`) and `near` (local,
 /// printing `near-ok`).
 fn far_and_near(base: &Path, host: &str, script: &str) {

@@ -68,6 +68,16 @@ impl Sshd {
     }
 
     pub fn start_on(dir: &Path, addr: &str, port: u16) -> Sshd {
+        Sshd::start_configured(dir, addr, port, "")
+    }
+
+    /// As [`Sshd::start`], with `extra` lines in its `sshd_config` (e.g.
+    /// `SetEnv PATH=...` for what a host's commands find).
+    pub fn start_with(dir: &Path, addr: &str, extra: &str) -> Sshd {
+        Sshd::start_configured(dir, addr, free_port(addr), extra)
+    }
+
+    fn start_configured(dir: &Path, addr: &str, port: u16, extra: &str) -> Sshd {
         std::fs::create_dir_all(dir).expect("sshd dir");
         let host_key = dir.join("host_key");
         let client_key = dir.join("client_key");
@@ -84,7 +94,7 @@ impl Sshd {
                 "Port {port}\nListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PidFile {}\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  UsePAM no\nPermitRootLogin yes\nPubkeyAuthentication yes\nLogLevel ERROR\n\
-                 ClientAliveInterval 5\n",
+                 ClientAliveInterval 5\n{extra}",
                 host_key.display(),
                 dir.join("authorized_keys").display(),
                 dir.join("sshd.pid").display()
