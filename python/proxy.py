@@ -917,6 +917,7 @@ class FrameSocket:
         self._pending = bytearray()              # read past the last frame taken
         self._large: Optional[bytearray] = None  # a long frame, filled in place
         self._got = 0                            # how much of it
+        self._spare: Optional[bytearray] = None  # a long frame given back
 
     def send(self, frame: bytes) -> None:
         # The agent skips a longer frame; proxy calls check their size
@@ -961,6 +962,21 @@ class FrameSocket:
             else:
                 self._pending += target[:k]
 
+    def recycle(self, frame: bytearray) -> None:
+        """Takes back a long frame nothing refers to any more, so that the
+        next one is read into memory already mapped: a fresh megabyte costs
+        its zeroing and a page fault for every 4 KiB, and the C library
+        gives it back to the system when it is freed."""
+        if len(frame) > self.CHUNK:
+            self._spare = frame
+
+    def _buffer(self, size: int) -> bytearray:
+        spare, self._spare = self._spare, None
+        if spare is not None and len(spare) // 2 < size <= len(spare):
+            del spare[size:]  # keeps its memory: it shrinks by less than half
+            return spare
+        return bytearray(size)
+
     def _take(self) -> Optional[bytearray]:
         """The next whole frame, if it is here; starts a long one's buffer."""
         if self._large is not None:
@@ -977,7 +993,7 @@ class FrameSocket:
             del pending[:end]
             return frame
         if end - 4 > self.CHUNK:
-            self._large = bytearray(end - 4)
+            self._large = self._buffer(end - 4)
             self._got = len(pending) - 4
             self._large[:self._got] = pending[4:]
             self._pending = bytearray()
@@ -1019,13 +1035,16 @@ class Link:
     between threads; replies for other callers are handed to them, and
     when the reader is done another waiting caller takes over. Without
     ``receive``, the owner feeds every reply frame to ``deliver``. Each
-    caller waits only for its own id.
+    caller waits only for its own id. ``recycle(frame)``, when given, takes
+    back a proxy reply's frame once its result is unpickled.
     """
 
     def __init__(self, send: Callable[[bytes], None],
-                 receive: Optional[Callable[[], bytes]] = None) -> None:
+                 receive: Optional[Callable[[], bytes]] = None,
+                 recycle: Optional[Callable[[bytearray], None]] = None) -> None:
         self._send = send
         self._receive = receive
+        self._recycle = recycle
         self._lock = threading.Lock()
         self._reading = threading.Lock()
         self._ids = itertools.count(1)
@@ -1130,7 +1149,11 @@ class Link:
         call_id = self.next_id()
         reply = self.request(call_id, _head(b"C", call_id) + body)
         if reply[9:10] == b"\x00":
-            return pickle.loads(memoryview(reply)[10:])
+            with memoryview(reply) as view:
+                result = pickle.loads(view[10:])
+            if self._recycle is not None:
+                self._recycle(reply)  # the result holds no part of it
+            return result
         info = json.loads(reply[10:].decode("utf-8", "replace"))
         raise remote_exception(info.get("type", "Exception"), info.get("message", ""),
                                info.get("traceback", ""), info.get("args"), info.get("builtin"))

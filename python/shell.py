@@ -38,7 +38,7 @@ def _connect():  # type: ignore[no-untyped-def]
         except ConnectionError:
             raise ConnectionError("the daemon closed the shell's connection") from None
 
-    link = proxy.Link(frames.send, receive)
+    link = proxy.Link(frames.send, receive, frames.recycle)
     core = proxy.AigisProxy(link)
     sys.modules["aigis"] = core
     sys.stderr.write("aigis shell: %s\n`aigis` is the live core (e.g. aigis.<plugin>.<skill>(...); "

@@ -87,7 +87,7 @@ class ControlLink:
         if fd is None:
             return
         self._frames = proxy.FrameSocket(socket.socket(fileno=fd))
-        self.link = proxy.Link(self._frames.send, self._frames.next)
+        self.link = proxy.Link(self._frames.send, self._frames.next, self._frames.recycle)
 
     def call(self, op: str, **args: Any) -> Any:
         """A JSON control call (e.g. reload), answered by central itself."""

@@ -363,6 +363,27 @@ class ProxyTest(unittest.TestCase):
             frames.next()
         ours.close()
 
+    def test_a_long_frame_given_back_is_read_into_again(self):
+        ours, theirs = socket.socketpair()
+        frames, server = proxy.FrameSocket(ours), proxy.FrameSocket(theirs)
+        long = bytes(range(256)) * 1024
+        sizes = [len(long), len(long) - 1000, len(long) // 3]
+        sender = threading.Thread(target=lambda: [server.send(long[:n]) for n in sizes])
+        sender.start()
+        first = frames.next()
+        self.assertEqual(bytes(first), long)
+        frames.recycle(first)
+        second = frames.next()
+        self.assertIs(second, first)  # a little shorter: the same buffer
+        self.assertEqual(bytes(second), long[:sizes[1]])
+        frames.recycle(second)
+        third = frames.next()  # less than half: a buffer of its own
+        self.assertIsNot(third, first)
+        self.assertEqual(bytes(third), long[:sizes[2]])
+        sender.join()
+        ours.close()
+        theirs.close()
+
     def test_paths_are_kept_as_attributes_up_to_a_bound(self):
         aigis = proxy.AigisProxy(proxy.Link(lambda frame: None))
         self.assertIs(aigis.m.add, aigis.m.add)
