@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import importlib.machinery
 import importlib.util
-import inspect
 import logging
 import os
 import sys
@@ -66,6 +65,7 @@ def _wants_logger(obj: Any) -> bool:
     """True when calling ``obj(logger=...)`` is accepted by its signature."""
     if not callable(obj) or isinstance(obj, type):
         return False
+    import inspect  # here: a proxied plugin's shim loads this file without needing it
     try:
         params = inspect.signature(obj).parameters.values()
     except (TypeError, ValueError):

@@ -27,14 +27,10 @@ a path reaches only what a core plugin exposes (``Core.resolve`` in
 from __future__ import annotations
 
 import builtins
-import decimal
-import fractions
 import io
 import itertools
 import json
 import pickle
-import pickletools
-import re
 import select
 import struct
 import sys
@@ -217,7 +213,14 @@ def _cost_ordered_dict(args: tuple) -> int:
     return 240 + _length(args[0], "OrderedDict()") * 128
 
 
+# decimal, fractions, re and pickletools are imported where central needs
+# them: a plugin's shim loads this file too, and would pay 10 ms or more
+# at every start for modules only central uses.
+
+
 def _cost_complex(args: tuple) -> int:
+    import decimal
+    import fractions
     for arg in args:
         if not isinstance(arg, (int, float, complex, str, decimal.Decimal, fractions.Fraction)):
             raise _refused("complex() of %s" % type(arg).__name__)
@@ -235,10 +238,13 @@ def _cost_decimal(args: tuple) -> int:
     return 128
 
 
-_EXPONENT = re.compile(r"[eE]\s*([-+]?[0-9_]+)")
+_EXPONENT = r"[eE]\s*([-+]?[0-9_]+)"
 
 
 def _cost_fraction(args: tuple) -> int:
+    import decimal
+    import fractions
+    import re
     cost = 256
     for arg in args:
         if isinstance(arg, (int, float, fractions.Fraction)):
@@ -247,7 +253,7 @@ def _cost_fraction(args: tuple) -> int:
             if len(arg) > MAX_FRACTION_TEXT:
                 raise _refused("Fraction() of a string of %d characters (at most %d)"
                                % (len(arg), MAX_FRACTION_TEXT))
-            match = _EXPONENT.search(arg)
+            match = re.search(_EXPONENT, arg)  # compiled once, by re's cache
             digits = match.group(1).replace("_", "") if match else "0"
             if len(digits.lstrip("+-").lstrip("0")) > 9:
                 raise _refused("Fraction() of a number with a %d-digit exponent" % len(digits))
@@ -369,6 +375,7 @@ _REFUSED_OPS = {
 
 
 def _op_name(code: int) -> str:
+    import pickletools
     op = pickletools.code2op.get(chr(code))
     return op.name if op is not None else "0x%02x" % code
 
