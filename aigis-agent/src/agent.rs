@@ -317,10 +317,9 @@ async fn warn_if_root(
             .send(FromAgent::Event(proto::Event::Output {
                 plugin: spec.plugin.clone(),
                 stream: proto::OutputStream::Stderr,
-                lines: vec![
-                    "aigis-agent: plugins run as root; set [aigis] users to give each its own user"
-                        .to_string(),
-                ],
+                lines: proto::Lines::one(
+                    "aigis-agent: plugins run as root; set [aigis] users to give each its own user",
+                ),
             }))
             .await;
     }

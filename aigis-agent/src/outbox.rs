@@ -16,7 +16,7 @@
 //!   unanswered when its link goes bounces too. A bounced call fails in its
 //!   plugin with a clear error; it is never run late by a replay.
 
-use proto::{Call, Event, FromAgent, OutputStream, Resume};
+use proto::{Call, Event, FromAgent, Lines, OutputStream, Resume};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -135,7 +135,7 @@ fn instance_id() -> u64 {
 
 fn output_size(event: &Event) -> usize {
     match event {
-        Event::Output { lines, .. } => lines.iter().map(String::len).sum(),
+        Event::Output { lines, .. } => lines.bytes(),
         _ => 0,
     }
 }
@@ -175,7 +175,7 @@ impl State {
         let size = output_size(&event);
         if self.link.is_none() && size > 0 && self.bytes + size > BUFFER_BYTES {
             if let Event::Output { plugin, lines, .. } = &event {
-                *self.dropped.entry(plugin.clone()).or_default() += lines.len() as u64;
+                *self.dropped.entry(plugin.clone()).or_default() += lines.count() as u64;
             }
             return;
         }
@@ -246,11 +246,11 @@ impl State {
             let notice = Event::Output {
                 plugin,
                 stream: OutputStream::Stderr,
-                lines: vec![format!(
+                lines: Lines::one(&format!(
                     "aigis-agent: {n} line(s) of output dropped while central was unreachable \
                      (more than {} MiB waited)",
                     BUFFER_BYTES / (1024 * 1024)
-                )],
+                )),
             };
             let (seq, out) = self.number(notice);
             self.retained.push_back((seq, out.clone(), 0));
@@ -305,7 +305,7 @@ mod tests {
         FromAgent::Event(Event::Output {
             plugin: "p".into(),
             stream: OutputStream::Stdout,
-            lines: vec![format!("{n}")],
+            lines: Lines::one(&n.to_string()),
         })
     }
 
@@ -367,7 +367,7 @@ mod tests {
             tx.send(FromAgent::Event(Event::Output {
                 plugin: "p".into(),
                 stream: OutputStream::Stdout,
-                lines: vec![big.clone()],
+                lines: Lines::one(&big),
             }))
             .await
             .unwrap();
@@ -386,7 +386,11 @@ mod tests {
             panic!("{notice:?}");
         };
         assert!(
-            lines[0].contains("2 line(s) of output dropped"),
+            lines
+                .iter()
+                .next()
+                .unwrap()
+                .contains("2 line(s) of output dropped"),
             "{lines:?}"
         );
     }

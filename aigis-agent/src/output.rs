@@ -5,7 +5,7 @@
 //! line: long lines are cut into pieces of at most [`MAX_LINE`] bytes, invalid
 //! UTF-8 is replaced (U+FFFD), and a last unterminated line is still sent.
 
-use proto::{Event, FromAgent, OutputStream};
+use proto::{Event, FromAgent, Lines, OutputStream};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -15,48 +15,48 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// Splits a byte stream into lines. Feed it bytes with [`LineSplitter::push`]
 /// and take the remainder with [`LineSplitter::finish`] at end of stream.
+/// A line that arrives whole is appended to the batch from the read buffer
+/// itself; only a line split across reads is gathered here first.
 #[derive(Default)]
 pub struct LineSplitter {
     pending: Vec<u8>,
 }
 
 impl LineSplitter {
-    pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Lines) {
         while !bytes.is_empty() {
             let room = MAX_LINE - self.pending.len();
             let window = &bytes[..bytes.len().min(room)];
-            match window.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', window) {
+                Some(i) if self.pending.is_empty() => {
+                    out.push_raw(&window[..i]);
+                    bytes = &bytes[i + 1..];
+                }
                 Some(i) => {
                     self.pending.extend_from_slice(&window[..i]);
-                    emit(self.take());
+                    self.emit(out);
                     bytes = &bytes[i + 1..];
                 }
                 None => {
                     self.pending.extend_from_slice(window);
                     bytes = &bytes[window.len()..];
                     if self.pending.len() == MAX_LINE {
-                        emit(self.take());
+                        self.emit(out);
                     }
                 }
             }
         }
     }
 
-    pub fn finish(&mut self, emit: impl FnOnce(String)) {
+    pub fn finish(&mut self, out: &mut Lines) {
         if !self.pending.is_empty() {
-            emit(self.take());
+            self.emit(out);
         }
     }
 
-    fn take(&mut self) -> String {
-        let mut raw = std::mem::take(&mut self.pending);
-        if raw.last() == Some(&b'\r') {
-            raw.pop();
-        }
-        match String::from_utf8(raw) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }
+    fn emit(&mut self, out: &mut Lines) {
+        out.push_raw(&self.pending);
+        self.pending.clear();
     }
 }
 
@@ -70,7 +70,7 @@ const READ_MAX: usize = 64 * 1024;
 pub async fn relay_lines<R, F, Fut>(mut stream: R, mut batch: F)
 where
     R: AsyncRead + Unpin,
-    F: FnMut(Vec<String>) -> Fut,
+    F: FnMut(Lines) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut splitter = LineSplitter::default();
@@ -85,14 +85,14 @@ where
         if n == buf.len() && buf.len() < READ_MAX {
             buf.resize(buf.len() * 2, 0);
         }
-        let mut ready = Vec::new();
-        splitter.push(&buf[..n], |l| ready.push(l));
+        let mut ready = Lines::new();
+        splitter.push(&buf[..n], &mut ready);
         if !ready.is_empty() {
             batch(ready).await;
         }
     }
-    let mut ready = Vec::new();
-    splitter.finish(|l| ready.push(l));
+    let mut ready = Lines::new();
+    splitter.finish(&mut ready);
     if !ready.is_empty() {
         batch(ready).await;
     }
@@ -132,12 +132,12 @@ mod tests {
 
     fn split(chunks: &[&[u8]]) -> Vec<String> {
         let mut s = LineSplitter::default();
-        let mut out = Vec::new();
+        let mut out = Lines::new();
         for c in chunks {
-            s.push(c, |l| out.push(l));
+            s.push(c, &mut out);
         }
-        s.finish(|l| out.push(l));
-        out
+        s.finish(&mut out);
+        out.iter().map(String::from).collect()
     }
 
     #[test]
@@ -174,7 +174,7 @@ mod tests {
         let data: &[u8] = b"one\ntwo\nthree";
         let mut got = Vec::new();
         relay_lines(data, |lines| {
-            got.extend(lines);
+            got.extend(lines.iter().map(String::from));
             async {}
         })
         .await;

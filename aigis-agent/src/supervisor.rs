@@ -332,7 +332,7 @@ fn note_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, line: String) {
     let _ = events.try_send(FromAgent::Event(Event::Output {
         plugin: plugin.to_string(),
         stream: OutputStream::Stderr,
-        lines: vec![format!("aigis-agent: {line}")],
+        lines: proto::Lines::one(&format!("aigis-agent: {line}")),
     }));
 }
 
@@ -519,7 +519,9 @@ mod tests {
                     assert_eq!(payload, b"C\0\0\0\0\0\0\0\x07small");
                     break;
                 }
-                FromAgent::Event(Event::Output { lines, .. }) => warned.extend(lines),
+                FromAgent::Event(Event::Output { lines, .. }) => {
+                    warned.extend(lines.iter().map(String::from))
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

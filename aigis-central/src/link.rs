@@ -367,7 +367,7 @@ impl Carrier {
 /// What an event costs in memory until it is handled.
 fn event_bytes(event: &Event) -> usize {
     match event {
-        Event::Output { lines, .. } => lines.iter().map(|l| l.len() + 24).sum::<usize>() + 64,
+        Event::Output { lines, .. } => lines.bytes() + 24 * lines.count() + 64,
         Event::Call {
             call: Call::Proxy(frame),
             ..

@@ -7,6 +7,7 @@
 //! and wait when it is full, so a plugin printing fast slows down its own
 //! relay instead of growing memory, and no line is dropped.
 
+use proto::Lines;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -108,7 +109,7 @@ pub struct Record {
     pub source: &'static str,
     /// One or more lines (a batch of output, or a multi-line message such
     /// as a traceback): each becomes its own log line, tagged.
-    pub lines: Vec<String>,
+    pub lines: Lines,
     /// The link budget these lines count against, returned once they are
     /// written: output waiting for the disk stays bounded in bytes.
     pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -161,7 +162,7 @@ impl LogSink {
         &self,
         plugin: &str,
         source: &'static str,
-        lines: Vec<String>,
+        lines: Lines,
         budget: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         self.send(Record {
@@ -256,12 +257,12 @@ impl ConsoleShare {
             };
         }
         let mut level = r.level;
-        for line in &r.lines {
+        for line in r.lines.iter() {
             // A Python record from an internal plugin keeps its level; the
             // lines after it (a traceback) go with it.
             let (lvl, text) = match (r.source, python_level(line)) {
                 ("stderr", Some((lvl, rest))) => (lvl, rest),
-                _ => (level, line.as_str()),
+                _ => (level, line),
             };
             level = lvl;
             if r.source != "aigis" && w.shown >= self.limits.lines_per_s {
@@ -333,7 +334,7 @@ fn write_loop(
             if let Some(f) = file {
                 // One prefix per batch, not one formatted String per line.
                 let prefix = format!("{} {:<7} ", rfc3339(SystemTime::now()), record.source);
-                for line in &record.lines {
+                for line in record.lines.iter() {
                     if let Err(e) = f.write_line(&prefix, line, rotation) {
                         tracing::error!(plugin = %record.plugin, "cannot write {}: {e}", f.path.display());
                     }
@@ -371,10 +372,10 @@ fn emit(plugin: &str, level: Level, source: &str, line: &str) {
 }
 
 /// A message's lines (at least one, so an empty message still shows).
-pub fn split_lines(text: &str) -> Vec<String> {
-    let lines: Vec<String> = text.lines().map(String::from).collect();
+pub fn split_lines(text: &str) -> Lines {
+    let lines: Lines = text.lines().collect();
     if lines.is_empty() {
-        vec![String::new()]
+        Lines::one("")
     } else {
         lines
     }
@@ -571,7 +572,7 @@ mod tests {
             sink.output(
                 "web",
                 "stdout",
-                vec![format!("line {i:04} {}", "x".repeat(20))],
+                Lines::one(&format!("line {i:04} {}", "x".repeat(20))),
                 None,
             )
             .await;
@@ -615,13 +616,13 @@ mod tests {
             ConsoleLimits::default(),
         );
         for i in 0..1000 {
-            sink.output("web", "stdout", vec![format!("line {i}")], None)
+            sink.output("web", "stdout", Lines::one(&format!("line {i}")), None)
                 .await;
         }
         sink.output(
             "web",
             "stdout",
-            vec!["".into(), "after an empty line".into()],
+            ["", "after an empty line"].into_iter().collect(),
             None,
         )
         .await;

@@ -206,7 +206,7 @@ mod tests {
         FromAgent::Event(Event::Output {
             plugin: "web".into(),
             stream: OutputStream::Stdout,
-            lines: vec!["hello ✓".into(), String::new()],
+            lines: ["hello ✓", ""].into_iter().collect(),
         })
     }
 

@@ -14,6 +14,7 @@
 
 pub mod backoff;
 mod codec;
+mod lines;
 mod messages;
 
 pub use backoff::Backoff;
@@ -21,7 +22,8 @@ pub use codec::{
     control_limit, decode_frame, encode_frame, FrameError, FrameReader, FrameWriter, MAX_CONTROL,
     MAX_FRAME,
 };
+pub use lines::Lines;
 pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;

@@ -260,7 +260,7 @@ pub enum Event {
     Output {
         plugin: String,
         stream: OutputStream,
-        lines: Vec<String>,
+        lines: crate::Lines,
     },
     State {
         plugin: String,

@@ -64,7 +64,7 @@ fn output(plugin: &str, line: &str) -> Event {
     Event::Output {
         plugin: plugin.into(),
         stream: OutputStream::Stdout,
-        lines: vec![line.into()],
+        lines: proto::Lines::one(line),
     }
 }
 
