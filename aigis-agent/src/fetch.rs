@@ -105,6 +105,7 @@ pub fn fetch_git_with_progress(
     dest: &Path,
     progress: &mut dyn FnMut(u8),
 ) -> Result<FetchOutcome, FetchError> {
+    git_ready();
     if dest.exists() {
         return Ok(update(url, reference, dest, progress)
             .unwrap_or_else(|reason| FetchOutcome::Kept { reason }));
@@ -239,17 +240,24 @@ fn short(oid: Oid) -> String {
     oid.to_string().chars().take(10).collect()
 }
 
-/// Lets libgit2 open a clone whose working tree another user owns: a
-/// plugin with a user of its own owns its tree, all but `.git`, which
-/// [`update`] checks itself (libgit2 would refuse the whole clone, as git
-/// does for a "dubious" owner).
+/// libgit2, ready: every use of `git2` in AIGIS calls this first.
 ///
-/// # Safety
-/// Changes a libgit2 global without synchronisation: call it once, before
-/// any other thread starts.
-pub unsafe fn allow_plugin_owned_trees() {
-    // SAFETY: the caller's promise; the option takes a plain int.
-    let _ = unsafe { git2::opts::set_verify_owner_validation(false) };
+/// The first call initialises libgit2, which loads the system's CA bundle
+/// (20-40 ms here, so `aigis run` starts it on a thread of its own rather
+/// than before anything else), and lets libgit2 open a clone whose working
+/// tree another user owns: a plugin with a user of its own owns its tree,
+/// all but `.git`, which [`update`] checks itself (libgit2 would refuse the
+/// whole clone, as git does for a "dubious" owner). Later calls wait until
+/// the first is done.
+pub fn git_ready() {
+    static READY: std::sync::Once = std::sync::Once::new();
+    READY.call_once(|| {
+        // SAFETY: the option is a libgit2 global set without
+        // synchronisation. No other use of libgit2 runs meanwhile: every
+        // one calls `git_ready` first, and `Once` holds it until this is
+        // done. The option takes a plain int.
+        let _ = unsafe { git2::opts::set_verify_owner_validation(false) };
+    });
 }
 
 /// Refuses `dest/.git` unless it is a directory (not a link) owned by this

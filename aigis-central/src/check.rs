@@ -534,6 +534,7 @@ fn requirements_program(command: &str) -> Option<String> {
 
 /// Connects to a git remote without fetching anything.
 fn reachable(url: &str) -> Result<(), String> {
+    aigis_agent::fetch::git_ready();
     let mut remote = git2::Remote::create_detached(url).map_err(|e| e.message().to_string())?;
     remote
         .connect(git2::Direction::Fetch)

@@ -149,9 +149,11 @@ fn main() -> ExitCode {
         _ => logs::Format::Text,
     };
     logs::init_console(format);
-    // SAFETY: no other thread runs yet. A plugin with its own user owns
-    // its clone's working tree; fetch checks that `.git` is still ours.
-    unsafe { aigis_agent::fetch::allow_plugin_owned_trees() };
+    if matches!(cli.command, Command::Run { .. }) {
+        // libgit2's start-up (it reads the CA bundle) beside the rest of
+        // ours; a fetch waits for it if it needs git first.
+        std::thread::spawn(aigis_agent::fetch::git_ready);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

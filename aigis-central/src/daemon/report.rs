@@ -84,6 +84,7 @@ impl Daemon {
         let Some(Source::Git { .. }) = self.entry(name).map(|e| e.source) else {
             return None;
         };
+        aigis_agent::fetch::git_ready();
         let repo = git2::Repository::open(self.home.ext().join(name)).ok()?;
         let commit = repo.head().ok()?.peel_to_commit().ok()?;
         Some(commit.id().to_string())
