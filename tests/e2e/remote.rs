@@ -263,17 +263,7 @@ fn a_host_without_gnu_head_gets_the_agent_in_commands_of_its_own() {
     write(&user, ".ssh/config", &host.config_entry("lan1"));
     write(&user, ".ssh/known_hosts", &host.known_hosts_line);
     far_and_near(base, "lan1", "echo far-ok; sleep 100");
-    let daemon = Daemon::start_with_env(
-        base,
-        &[
-            "run",
-            "-c",
-            "aigis.toml",
-            "--home",
-            base.join("home").to_str().unwrap(),
-        ],
-        &[("HOME", user.to_str().unwrap())],
-    );
+    let daemon = run_for(base, &user);
     daemon.expect_output("far-ok", PATIENCE);
     daemon.expect_output("near-ok", PATIENCE);
     let out = daemon.output();
@@ -282,6 +272,22 @@ fn a_host_without_gnu_head_gets_the_agent_in_commands_of_its_own() {
         std::fs::read_to_string(&asked).is_ok_and(|a| a.contains("asked")),
         "the probe did not ask the host's head: {out}"
     );
+}
+
+/// `aigis run` on `base/aigis.toml` (home `base/home`) for a user whose
+/// home (and `~/.ssh`) is `user_home`.
+fn run_for(base: &Path, user_home: &Path) -> Daemon {
+    Daemon::start_with_env(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ],
+        &[("HOME", user_home.to_str().unwrap())],
+    )
 }
 
 /// A config with `far` (running `script` on `host`) and `near` (local,
@@ -323,17 +329,7 @@ fn a_wrong_host_key_refuses_the_plugin_and_the_others_run() {
         &format!("{lan1_addr} {}\n{}\n", lan2_key.join(" "), lines[1]),
     );
     far_and_near(base, "lan1", "true");
-    let daemon = Daemon::start_with_env(
-        base,
-        &[
-            "run",
-            "-c",
-            "aigis.toml",
-            "--home",
-            base.join("home").to_str().unwrap(),
-        ],
-        &[("HOME", lan.user_home.to_str().unwrap())],
-    );
+    let daemon = run_for(base, &lan.user_home);
     daemon.expect_output("near-ok", PATIENCE);
     daemon.expect_output("host key of lan1 has CHANGED", PATIENCE);
     assert!(
@@ -446,17 +442,7 @@ fn a_host_down_at_start_is_retried_while_the_others_run() {
         ),
     );
     far_and_near(base, "late", "echo far-ok; sleep 100");
-    let daemon = Daemon::start_with_env(
-        base,
-        &[
-            "run",
-            "-c",
-            "aigis.toml",
-            "--home",
-            base.join("home").to_str().unwrap(),
-        ],
-        &[("HOME", user_home.to_str().unwrap())],
-    );
+    let daemon = run_for(base, &user_home);
     daemon.expect_output("near-ok", PATIENCE);
     daemon.expect_output("host unreachable", PATIENCE);
     // The host comes up; the plugin follows without a restart of aigis.
@@ -482,17 +468,7 @@ fn a_killed_agent_daemon_on_a_host_is_noticed_and_its_plugins_come_back() {
     let config = base.join("src/far/AIGIS/AIGIS.config");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}RESTART = 2\n")).unwrap();
-    let daemon = Daemon::start_with_env(
-        base,
-        &[
-            "run",
-            "-c",
-            "aigis.toml",
-            "--home",
-            base.join("home").to_str().unwrap(),
-        ],
-        &[("HOME", lan.user_home.to_str().unwrap())],
-    );
+    let daemon = run_for(base, &lan.user_home);
     daemon.expect_output("far-pid", PATIENCE);
     let hosts = base.join("hosts");
     let agent_daemon = running_from(&hosts)
