@@ -105,7 +105,7 @@ pub async fn agent(
             return Ok((Deployed { base, agent: ours }, stream));
         }
         Some(SEND) => {
-            send_agent(&mut stream, &local_bytes)
+            let stream = send_agent(stream, &local_bytes)
                 .await
                 .map_err(|e| format!("{host}: uploading the agent to {}: {e}", ours.display()))?;
             log.info(
@@ -176,23 +176,76 @@ pub async fn agent(
 }
 
 /// Writes the agent binary to a probe that asked for it ([`SEND`]) and
-/// waits for it to say it execs it.
-async fn send_agent(stream: &mut Stream, bytes: &[u8]) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let sent = async {
-        stream.write_all(bytes).await?;
-        stream.flush().await
+/// waits for it to say it execs it. What the probe says is read while the
+/// binary goes out: a probe that failed before taking it all says so (or
+/// closes the channel), and the upload stops there instead of waiting for
+/// room that never comes. The write itself has no time limit (a slow link
+/// takes as long as it takes, as the separate upload did).
+async fn send_agent(stream: Stream, bytes: &[u8]) -> Result<Stream, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Bytes of the probe's next line, kept outside the futures below so
+    // that none is lost when one of them is dropped.
+    let mut said = Vec::new();
+    let mut ended = false;
+    let sent = {
+        let write = async {
+            wr.write_all(bytes).await?;
+            wr.flush().await
+        };
+        let listen = async {
+            loop {
+                match rd.read_u8().await {
+                    Ok(b'\n') => break,
+                    Ok(b) if said.len() < 4096 => said.push(b),
+                    Ok(_) => {}
+                    Err(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            sent = write => Some(sent),
+            () = listen => None,
+        }
     };
-    // A probe that failed before reading it all has closed the channel.
-    let sent = tokio::time::timeout(PROBE_TIME, sent).await;
-    let next = tokio::time::timeout(PROBE_TIME, read_lines(stream, 1)).await;
-    match (sent, next.unwrap_or_default().first().map(String::as_str)) {
-        (Ok(Ok(())), Some(ATTACHING)) => Ok(()),
-        (Ok(Err(e)), _) => Err(format!("the host stopped reading it: {e}")),
-        (Err(_), _) => Err("the host took longer than 30 s to read it".into()),
-        (_, Some(line)) => Err(format!("the host said {line:?}")),
-        (_, None) => Err("the host closed the connection".into()),
+    match sent {
+        Some(Err(e)) => return Err(format!("the host stopped reading it: {e}")),
+        Some(Ok(())) => {
+            // All sent: the rest of the line, or the whole of it.
+            let rest = tokio::time::timeout(PROBE_TIME, async {
+                loop {
+                    match rd.read_u8().await {
+                        Ok(b'\n') => return true,
+                        Ok(b) if said.len() < 4096 => said.push(b),
+                        Ok(_) => {}
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .await;
+            if rest != Ok(true) {
+                return Err("the host closed the connection or did not answer in 30 s".into());
+            }
+        }
+        None if ended => return Err("the host closed the connection".into()),
+        None => {}
     }
+    match String::from_utf8_lossy(&said).as_ref() {
+        ATTACHING => {}
+        UPLOAD_FAILED => {
+            return Err(
+                "the host could not write it: is its remote dir one the login user \
+                        may create and write?"
+                    .into(),
+            )
+        }
+        said => return Err(format!("the host said {said:?}")),
+    }
+    // It prints that only once it has taken the whole binary.
+    Ok(rd.unsplit(wr))
 }
 
 /// The byte stream of an agent link over SSH.
@@ -202,6 +255,8 @@ pub type Stream = russh::ChannelStream<russh::client::Msg>;
 const ATTACHING: &str = "AIGIS-ATTACHING";
 /// What the probe prints when it takes the agent from its input.
 const SEND: &str = "AIGIS-SEND";
+/// What it prints when it could not write it.
+const UPLOAD_FAILED: &str = "AIGIS-UPLOAD-FAILED";
 /// How long the host may take to answer the probe.
 const PROBE_TIME: Duration = Duration::from_secs(30);
 
@@ -236,7 +291,7 @@ fn probe_script(dir: &str, short: &str, size: usize, central_id: &str) -> String
          t=\"$a\".tmp-$$; printf '{SEND}\\n'; \
          (umask 077 && mkdir -p \"$d\"/bin && head -c {size} > \"$t\" && \
          [ \"$(wc -c < \"$t\")\" -eq {size} ] && chmod 700 \"$t\" && mv -f \"$t\" \"$a\") \
-         || {{ rm -f \"$t\"; printf 'AIGIS-UPLOAD-FAILED\\n'; exit 1; }}; fi; \
+         || {{ rm -f \"$t\"; printf '{UPLOAD_FAILED}\\n'; exit 1; }}; fi; \
          if [ -x \"$a\" ]; then printf '{ATTACHING}\\n'; exec \"$a\" attach --dir \"$d\"/{id}; fi; \
          fi; printf 'AIGIS-ABSENT\\n'",
         short = sh(short),
@@ -561,7 +616,7 @@ mod tests {
         // Too short an input: nothing is installed.
         assert_eq!(
             run("~/.aigis dir", &agent_script[..10], None),
-            format!("{uname}\n{shown}\n{SEND}\nAIGIS-UPLOAD-FAILED\n")
+            format!("{uname}\n{shown}\n{SEND}\n{UPLOAD_FAILED}\n")
         );
         assert!(!agent.exists());
         let left: Vec<_> = std::fs::read_dir(agent.parent().unwrap())

@@ -274,6 +274,34 @@ fn a_host_without_gnu_head_gets_the_agent_in_commands_of_its_own() {
     );
 }
 
+/// A host where the agent cannot be written (its remote dir is under a
+/// file): the plugin placed there fails, saying so, and the others run.
+#[test]
+fn a_host_where_the_agent_cannot_be_written_fails_its_plugin_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    far_and_near(base, "lan1", "echo far-ok; sleep 100");
+    std::fs::write(base.join("blocker"), "a file, not a directory\n").unwrap();
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
+            base.join("blocker").display()
+        ),
+    );
+    let daemon = run_for(base, &lan.user_home);
+    daemon.expect_output("near-ok", PATIENCE);
+    daemon.expect_output("[far] failed", PATIENCE);
+    let out = daemon.output();
+    assert!(
+        out.contains("lan1: uploading the agent") && out.contains("the host could not write it"),
+        "{out}"
+    );
+    assert!(!out.contains("far-ok"), "{out}");
+}
+
 /// `aigis run` on `base/aigis.toml` (home `base/home`) for a user whose
 /// home (and `~/.ssh`) is `user_home`.
 fn run_for(base: &Path, user_home: &Path) -> Daemon {
