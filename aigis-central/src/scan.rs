@@ -13,7 +13,8 @@
 //!
 //! On plain data the stack's items need no facts (those matter only for a
 //! global's call), so the stack is its depth, and the memo which indices
-//! were stored. A 64-byte call is read in about 0.3 µs instead of 14.
+//! were stored. The Python scan took 14.5 µs of the 23 µs `proxy.serve`
+//! spent on a 64-byte call (timeit); this walk is a loop over its bytes.
 
 /// The Python scan's limits, read from `proxy.py` when central starts.
 #[derive(Debug, Clone, Copy)]
