@@ -111,6 +111,9 @@ pub async fn attach(dir: &Path) -> anyhow::Result<()> {
         Ok(s) => s,
         Err(_) => {
             spawn_daemon(dir)?;
+            // The daemon is up within a few ms; every start of a central
+            // waits for it (a failed connect costs microseconds).
+            const LOOK_EVERY: Duration = Duration::from_millis(2);
             let mut waited = Duration::ZERO;
             loop {
                 if let Ok(s) = UnixStream::connect(&path).await {
@@ -122,8 +125,8 @@ pub async fn attach(dir: &Path) -> anyhow::Result<()> {
                         dir.join("agent.log").display()
                     );
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                waited += Duration::from_millis(20);
+                tokio::time::sleep(LOOK_EVERY).await;
+                waited += LOOK_EVERY;
             }
         }
     };
