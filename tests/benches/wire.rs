@@ -763,6 +763,125 @@ fn exe_name(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// CPU time `pid` has used so far, all its threads, in µs (the kernel's
+/// own clock for it, not 10 ms ticks).
+fn cpu_us(pid: u32) -> Option<f64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: plain calls with out-pointers to locals.
+    if unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3)
+}
+
+/// The processes a core call crosses, by role: central, the agents, the
+/// plugin's interpreter (`shim.py`), and sshd's session processes (the
+/// test sshd's descendants that are none of those).
+fn call_path(central: u32, sshd: u32) -> Vec<(&'static str, u32)> {
+    let mut table = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        table.push((pid, ppid));
+    }
+    let descends = |mut pid: u32, from: u32| {
+        for _ in 0..64 {
+            if pid == from {
+                return true;
+            }
+            match table.iter().find(|(p, _)| *p == pid) {
+                Some((_, parent)) if *parent > 1 => pid = *parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut out = vec![("central", central)];
+    for &(pid, _) in &table {
+        if pid == central || pid == sshd {
+            continue;
+        }
+        let role = if !descends(pid, central) && !descends(pid, sshd) {
+            continue;
+        } else if describe(pid).contains("shim.py") {
+            "plugin"
+        } else if exe_name(pid).starts_with("aigis-agent") {
+            "agent"
+        } else if descends(pid, sshd) {
+            "sshd"
+        } else {
+            continue;
+        };
+        out.push((role, pid));
+    }
+    out
+}
+
+/// µs of CPU a call, by role, between two readings of the same processes.
+fn cpu_per_call(path: &[(&'static str, u32)], before: &[Option<f64>], calls: usize) -> Value {
+    let mut by_role = serde_json::Map::new();
+    for ((role, pid), start) in path.iter().zip(before) {
+        let (Some(start), Some(end)) = (start, cpu_us(*pid)) else {
+            continue;
+        };
+        let slot = by_role.entry(role.to_string()).or_insert(json!(0.0));
+        *slot = json!(slot.as_f64().unwrap_or(0.0) + (end - start) / calls as f64);
+    }
+    Value::Object(by_role)
+}
+
+/// A note line from [`cpu_per_call`]'s answer.
+fn cpu_note(row: &str, per_call: &Value) -> String {
+    let parts: Vec<String> = ["central", "agent", "sshd", "plugin"]
+        .iter()
+        .filter_map(|r| per_call[*r].as_f64().map(|v| format!("{r} {v:.1}")))
+        .collect();
+    format!("{row}: CPU per call (µs): {}", parts.join(", "))
+}
+
+/// Lets a [`Ctx::caller`] plugin in `dir` (started with `go`) make its
+/// timed calls once warm, and reads the CPU each process on the call's path
+/// used meanwhile: a steadier figure than a ratio on a shared machine.
+fn timed_calls(
+    ctx: &Ctx,
+    daemon: &Daemon,
+    dir: &Path,
+    go: &Path,
+    deadline: &Deadline,
+) -> (Value, Value) {
+    deadline.wait("the plugin's warm-up", Some(daemon), || {
+        dir.join("ready").exists()
+    });
+    let path = call_path(daemon.pid(), ctx.sshd.pid());
+    let before: Vec<Option<f64>> = path.iter().map(|(_, pid)| cpu_us(*pid)).collect();
+    std::fs::write(go, "go").expect("go file");
+    let result = plugin_result(
+        &dir.join("bench.json"),
+        deadline,
+        daemon,
+        "the plugin's calls",
+    );
+    (result, cpu_per_call(&path, &before, SEQ_CALLS))
+}
+
 // ---------------------------------------------------------------------------
 // The rows
 
@@ -772,13 +891,14 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let deadline = Deadline::new("internal-remote sequential");
     let floor = ctx.ssh_cat_python_floor(&deadline);
     let rust_floor = ctx.ssh_cat_floor(&deadline);
+    let go = ctx.base.join("rows/go-seq");
     ctx.caller(
         "seq",
         Some("lan1"),
         "aigis.echo.ping(payload)",
         SEQ_CALLS,
         WARM_UP,
-        None,
+        Some(&go),
     );
     let (daemon, home) = ctx.aigis(
         "seq",
@@ -789,16 +909,13 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
             ctx.src.join("seq").display()
         ),
     );
-    let result = plugin_result(
-        &central_place(&ctx.base.join("hosts/lan1"), &home).join("ext/seq/bench.json"),
-        &deadline,
-        &daemon,
-        "the internal-remote plugin's calls",
-    );
+    let dir = central_place(&ctx.base.join("hosts/lan1"), &home).join("ext/seq");
+    let (result, cpu) = timed_calls(ctx, &daemon, &dir, &go, &deadline);
     ctx.stop(daemon, notes);
+    notes.push(cpu_note("remote call", &cpu));
     let s = plugin_stats(&result);
     let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor),
-                       "rust_floor": stats_json(&rust_floor)});
+                       "rust_floor": stats_json(&rust_floor), "cpu_us_per_call": cpu});
     let what = "ssh lan1 cat, 64 B ping-pong from python3";
     let rust = "ssh lan1 cat, 64 B ping-pong from Rust";
     vec![
@@ -845,13 +962,14 @@ fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         &deadline,
         "the local cat floor",
     );
+    let go = ctx.base.join("rows/go-local");
     ctx.caller(
         "local",
         None,
         "aigis.echo.ping(payload)",
         SEQ_CALLS,
         WARM_UP,
-        None,
+        Some(&go),
     );
     let (daemon, home) = ctx.aigis(
         "local",
@@ -862,16 +980,12 @@ fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
             ctx.src.join("local").display()
         ),
     );
-    let result = plugin_result(
-        &home.join("ext/local/bench.json"),
-        &deadline,
-        &daemon,
-        "the internal plugin's calls",
-    );
+    let (result, cpu) = timed_calls(ctx, &daemon, &home.join("ext/local"), &go, &deadline);
     ctx.stop(daemon, notes);
+    notes.push(cpu_note("local call", &cpu));
     let s = plugin_stats(&result);
     let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor),
-                       "rust_floor": stats_json(&rust_floor)});
+                       "rust_floor": stats_json(&rust_floor), "cpu_us_per_call": cpu});
     vec![
         Row::new(
             "internal plugin on central host via AigisProxy, 64 B: calls/s",
