@@ -17,6 +17,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::AsyncRead;
 
 /// How remote hosts are set up, from `[aigis]`.
 #[derive(Debug, Clone, Default)]
@@ -182,55 +183,35 @@ pub async fn agent(
 /// room that never comes. The write itself has no time limit (a slow link
 /// takes as long as it takes, as the separate upload did).
 async fn send_agent(stream: Stream, bytes: &[u8]) -> Result<Stream, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (mut rd, mut wr) = tokio::io::split(stream);
-    // Bytes of the probe's next line, kept outside the futures below so
-    // that none is lost when one of them is dropped.
+    // The probe's next line, kept outside the raced futures so that no
+    // byte of it is lost when one of them is dropped.
     let mut said = Vec::new();
-    let mut ended = false;
     let sent = {
         let write = async {
             wr.write_all(bytes).await?;
             wr.flush().await
         };
-        let listen = async {
-            loop {
-                match rd.read_u8().await {
-                    Ok(b'\n') => break,
-                    Ok(b) if said.len() < 4096 => said.push(b),
-                    Ok(_) => {}
-                    Err(_) => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-        };
         tokio::select! {
             sent = write => Some(sent),
-            () = listen => None,
+            whole = read_line_into(&mut rd, &mut said) => {
+                if !whole {
+                    return Err("the host closed the connection".into());
+                }
+                None
+            }
         }
     };
     match sent {
         Some(Err(e)) => return Err(format!("the host stopped reading it: {e}")),
         Some(Ok(())) => {
             // All sent: the rest of the line, or the whole of it.
-            let rest = tokio::time::timeout(PROBE_TIME, async {
-                loop {
-                    match rd.read_u8().await {
-                        Ok(b'\n') => return true,
-                        Ok(b) if said.len() < 4096 => said.push(b),
-                        Ok(_) => {}
-                        Err(_) => return false,
-                    }
-                }
-            })
-            .await;
-            if rest != Ok(true) {
+            let whole = tokio::time::timeout(PROBE_TIME, read_line_into(&mut rd, &mut said)).await;
+            if whole != Ok(true) {
                 return Err("the host closed the connection or did not answer in 30 s".into());
             }
         }
-        None if ended => return Err("the host closed the connection".into()),
         None => {}
     }
     match String::from_utf8_lossy(&said).as_ref() {
@@ -319,23 +300,32 @@ fn read_agent(path: &Path) -> Result<(Vec<u8>, String), String> {
     Ok((bytes, hash))
 }
 
-/// Up to `n` lines (of at most 4 KiB each) from the start of `stream`,
-/// read byte by byte so nothing after them is taken from the link.
+/// Up to `n` lines (of at most 4 KiB each) from the start of `stream`.
 async fn read_lines(stream: &mut Stream, n: usize) -> Vec<String> {
-    use tokio::io::AsyncReadExt;
     let mut lines = Vec::new();
-    let mut line = Vec::new();
     while lines.len() < n {
-        match stream.read_u8().await {
-            Ok(b'\n') => {
-                lines.push(String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned())
-            }
-            Ok(_) if line.len() >= 4096 => break,
-            Ok(b) => line.push(b),
-            Err(_) => break,
+        let mut line = Vec::new();
+        if !read_line_into(stream, &mut line).await {
+            break;
         }
+        lines.push(String::from_utf8_lossy(&line).into_owned());
     }
     lines
+}
+
+/// Reads to the end of a line into `line`, byte by byte so nothing after
+/// it is taken from the link. False at the end of the stream, or past
+/// 4 KiB. Safe to drop while it waits: what it read is in `line`.
+async fn read_line_into(rd: &mut (impl AsyncRead + Unpin), line: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    loop {
+        match rd.read_u8().await {
+            Ok(b'\n') => return true,
+            Ok(_) if line.len() >= 4096 => return false,
+            Ok(b) => line.push(b),
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The agent binary for `platform`: ours, or one listed in `[aigis] agents`.
