@@ -1071,17 +1071,12 @@ class Link:
             self._waiting[call_id] = slot
         try:
             self._send(frame)
-        except BaseException:
-            with self._lock:
-                self._waiting.pop(call_id, None)
-            raise
-        try:
             if slot.ready is not None:
                 slot.ready.wait()
             else:
                 self._wait_reading(slot)
         except BaseException:
-            # Interrupted (Ctrl-C): its reply, if it comes, is dropped.
+            # Not sent, or interrupted (Ctrl-C): a reply, if one comes, is dropped.
             with self._lock:
                 self._waiting.pop(call_id, None)
             raise
