@@ -282,15 +282,8 @@ fn a_host_where_the_agent_cannot_be_written_fails_its_plugin_alone() {
     let base = tmp.path();
     let lan = lan(base);
     far_and_near(base, "lan1", "echo far-ok; sleep 100");
-    std::fs::write(base.join("blocker"), "a file, not a directory\n").unwrap();
-    write(
-        base,
-        "aigis.toml",
-        &format!(
-            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nfar = \"src/far\"\nnear = \"src/near\"\n",
-            base.join("blocker").display()
-        ),
-    );
+    // The remote dirs are `hosts/{host}`: under a file, none can be made.
+    std::fs::write(base.join("hosts"), "a file, not a directory\n").unwrap();
     let daemon = run_for(base, &lan.user_home);
     daemon.expect_output("near-ok", PATIENCE);
     daemon.expect_output("[far] failed", PATIENCE);
