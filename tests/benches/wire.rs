@@ -879,7 +879,9 @@ fn timed_calls(
         daemon,
         "the plugin's calls",
     );
-    (result, cpu_per_call(&path, &before, SEQ_CALLS))
+    let calls = result["lat"].as_array().map_or(1, Vec::len);
+    let cpu = cpu_per_call(&path, &before, calls);
+    (result, cpu)
 }
 
 // ---------------------------------------------------------------------------
