@@ -12,9 +12,10 @@
 //! death and stops every plugin; the daemon of a LAN host
 //! (`daemon.rs`) keeps them running for the next link.
 
+use crate::desk::Desk;
 use crate::install::install;
-use crate::outbox::{Bounced, Outbox, Outgoing};
-use crate::supervisor::{Controls, Supervised};
+use crate::outbox::{Outbox, Outgoing};
+use crate::supervisor::Supervised;
 use proto::{FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +31,8 @@ type Plugins = Arc<Mutex<HashMap<String, Supervised>>>;
 #[derive(Clone)]
 pub struct AgentState {
     plugins: Plugins,
-    controls: Controls,
+    /// Plugins' calls and central's answers (events go to the outbox).
+    desk: Arc<Desk>,
     pub outbox: Outbox,
     /// The central run these plugins belong to.
     session: Arc<std::sync::Mutex<Option<u64>>>,
@@ -42,13 +44,10 @@ pub struct AgentState {
 
 impl AgentState {
     pub fn new() -> AgentState {
-        let controls: Controls = Arc::default();
-        let (bounce, bounced) = mpsc::channel(1024);
-        tokio::spawn(answer_bounced(bounced, controls.clone()));
         AgentState {
             plugins: Arc::default(),
-            controls,
-            outbox: Outbox::start(bounce),
+            desk: Arc::default(),
+            outbox: Outbox::start(),
             session: Arc::default(),
             closing: Arc::default(),
             warned_root: Arc::default(),
@@ -123,6 +122,7 @@ where
             instance: state.outbox.instance,
         }))
         .await?;
+    state.desk.attach(link_tx.clone());
     state.outbox.attach(link_tx, resume).await;
 
     let tx = state.outbox.sender();
@@ -141,21 +141,7 @@ where
                     let _ = tx.send(FromAgent::Reply { id, result }).await;
                 });
             }
-            Ok(Some(ToAgent::Answer { plugin, answer })) => {
-                let id = match &answer {
-                    proto::Answer::Proxy(frame) => u64::from_be_bytes(crate::calls::call_id(frame)),
-                    proto::Answer::Reload { id, .. } => *id,
-                };
-                state.outbox.answered((plugin.clone(), id)).await;
-                let to = state
-                    .controls
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&plugin).cloned());
-                if let Some(to) = to {
-                    let _ = to.try_send(crate::calls::to_shim(answer));
-                }
-            }
+            Ok(Some(ToAgent::Answer { plugin, answer })) => state.desk.answer(&plugin, answer),
             Ok(Some(ToAgent::Ack { seq })) => state.outbox.ack(seq).await,
             Ok(Some(ToAgent::Shutdown)) => break Ok(LinkEnd::Shutdown),
             Ok(Some(ToAgent::Hello { .. })) => {}
@@ -171,30 +157,10 @@ where
         let _ = tx.send(FromAgent::Bye).await;
         state.outbox.drain().await;
     }
+    state.desk.detach();
     state.outbox.detach().await;
     let _ = writer.await;
     end
-}
-
-/// Fails, in its plugin, every call central cannot answer (see `outbox`).
-async fn answer_bounced(mut bounced: mpsc::Receiver<Bounced>, controls: Controls) {
-    while let Some(Bounced { plugin, call, why }) = bounced.recv().await {
-        let answer = match call {
-            proto::Call::Proxy(frame) => proto::Answer::Proxy(crate::calls::error_reply(
-                &crate::calls::call_id(&frame),
-                "ConnectionError",
-                why,
-            )),
-            proto::Call::Reload { id, .. } => proto::Answer::Reload {
-                id,
-                result: Err(why.to_string()),
-            },
-        };
-        let to = controls.lock().ok().and_then(|m| m.get(&plugin).cloned());
-        if let Some(to) = to {
-            let _ = to.try_send(crate::calls::to_shim(answer));
-        }
-    }
 }
 
 /// Stdio mode: one link, and when it ends for any reason every plugin stops.
@@ -283,8 +249,7 @@ async fn handle(
                 old.stop().await;
             }
             warn_if_root(&spec, events, state).await;
-            let (handle, pid) =
-                Supervised::start(spec, events.clone(), state.controls.clone()).await?;
+            let (handle, pid) = Supervised::start(spec, events.clone(), state.desk.clone()).await?;
             map.insert(name, handle);
             Ok(Reply::Started { pid })
         }

@@ -468,7 +468,7 @@ impl Drop for Own {
 }
 
 fn own() -> MutexGuard<'static, Vec<u32>> {
-    OWN.lock().unwrap_or_else(|p| p.into_inner())
+    crate::lock(&OWN)
 }
 
 /// Spawns `cmd`, marking the child as the agent's own before the reaper

@@ -39,14 +39,14 @@ pub fn init_from_env() {
     // SAFETY: the descriptor is open (F_GETFD succeeded) and nothing else in
     // this process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    *LANE.lock().unwrap_or_else(|p| p.into_inner()) = Some(owned);
+    *crate::lock(&LANE) = Some(owned);
 }
 
 /// Hands `control` (the agent's end of `plugin`'s control socket) to
 /// central. False when there is no lane or it failed: then the caller
 /// relays the socket itself.
 pub fn hand_over(plugin: &str, control: &impl AsRawFd) -> bool {
-    let mut lane = LANE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lane = crate::lock(&LANE);
     let Some(fd) = lane.as_ref() else {
         return false;
     };

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod calls;
 pub mod contain;
 pub mod daemon;
+pub mod desk;
 pub mod fdpass;
 pub mod fetch;
 pub mod group;
@@ -21,3 +22,9 @@ pub mod tree;
 pub mod user;
 
 pub use agent::serve;
+
+/// A mutex's guard; a panic while it was held does not make it unusable
+/// (what the agent keeps under a lock is valid between statements).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -11,12 +11,10 @@
 //!   the next link: never silently. State changes are always kept.
 //! - Replies and `Bye` are not retained: they answer requests of a link,
 //!   and a broken link has already failed its requests.
-//! - Calls from plugins are not retained either: a call goes out on the
-//!   link there is, or bounces at once when there is none, and a call still
-//!   unanswered when its link goes bounces too. A bounced call fails in its
-//!   plugin with a clear error; it is never run late by a replay.
+//! - Calls from plugins do not come here: they go straight to the link
+//!   (`desk`), and are never kept, so never run late by a replay.
 
-use proto::{Call, Event, FromAgent, Lines, OutputStream, Resume};
+use proto::{Event, FromAgent, Lines, OutputStream, Resume};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -28,29 +26,9 @@ const QUEUE: usize = 1024;
 /// What a link's writer sends: shared, so a retained event is not copied.
 pub type Outgoing = Arc<FromAgent>;
 
-/// A plugin's call that cannot be answered by central, and why.
-pub struct Bounced {
-    pub plugin: String,
-    pub call: Call,
-    pub why: &'static str,
-}
-
-/// Identifies a call in flight: the plugin and the call's own id.
-type CallKey = (String, u64);
-
-/// The key of a call or of the answer to it.
-pub fn call_key(plugin: &str, call: &Call) -> CallKey {
-    let id = match call {
-        Call::Proxy(frame) => u64::from_be_bytes(crate::calls::call_id(frame)),
-        Call::Reload { id, .. } => *id,
-    };
-    (plugin.to_string(), id)
-}
-
 enum Cmd {
     Attach(mpsc::Sender<Outgoing>, u64),
     Ack(u64),
-    Answered(CallKey),
     Detach(oneshot::Sender<()>),
     Clear(oneshot::Sender<()>),
     Drain(oneshot::Sender<()>),
@@ -65,11 +43,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the outbox task; calls that cannot reach central go to `bounce`.
-    pub fn start(bounce: mpsc::Sender<Bounced>) -> Outbox {
+    /// Starts the outbox task.
+    pub fn start() -> Outbox {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (cmd, cmd_rx) = mpsc::channel(64);
-        tokio::spawn(run(rx, cmd_rx, bounce));
+        tokio::spawn(run(rx, cmd_rx));
         Outbox {
             tx,
             cmd,
@@ -96,11 +74,6 @@ impl Outbox {
     /// Central has every event up to `seq`.
     pub async fn ack(&self, seq: u64) {
         let _ = self.cmd.send(Cmd::Ack(seq)).await;
-    }
-
-    /// Central answered this call: it is no longer in flight.
-    pub async fn answered(&self, key: CallKey) {
-        let _ = self.cmd.send(Cmd::Answered(key)).await;
     }
 
     pub async fn detach(&self) {
@@ -148,8 +121,6 @@ struct State {
     bytes: usize,
     dropped: BTreeMap<String, u64>,
     link: Option<mpsc::Sender<Outgoing>>,
-    /// Calls sent on the current link and not answered yet.
-    in_flight: Vec<(CallKey, Call)>,
 }
 
 impl State {
@@ -159,10 +130,7 @@ impl State {
         (seq, Arc::new(FromAgent::Numbered { seq, event }))
     }
 
-    async fn take(&mut self, msg: FromAgent, bounce: &mpsc::Sender<Bounced>) {
-        if let FromAgent::Event(Event::Call { plugin, call }) = msg {
-            return self.call(plugin, call, bounce).await;
-        }
+    async fn take(&mut self, msg: FromAgent) {
         let FromAgent::Event(event) = msg else {
             // Replies and Bye only make sense on the link that asked.
             if let Some(link) = &self.link {
@@ -183,40 +151,6 @@ impl State {
         self.retained.push_back((seq, out.clone(), size));
         self.bytes += size;
         self.send(out).await;
-    }
-
-    /// A call goes out on the link there is, or bounces.
-    async fn call(&mut self, plugin: String, call: Call, bounce: &mpsc::Sender<Bounced>) {
-        let key = call_key(&plugin, &call);
-        let out = Arc::new(FromAgent::Event(Event::Call {
-            plugin: plugin.clone(),
-            call: call.clone(),
-        }));
-        if let Some(link) = &self.link {
-            if link.send(out).await.is_ok() {
-                self.in_flight.push((key, call));
-                return;
-            }
-            self.link = None;
-        }
-        let _ = bounce.try_send(Bounced {
-            plugin,
-            call,
-            why: "central is unreachable right now; the call did not run",
-        });
-    }
-
-    /// The link went: what it carried and was not answered bounces.
-    fn lose_link(&mut self, bounce: &mpsc::Sender<Bounced>) {
-        self.link = None;
-        for ((plugin, _), call) in self.in_flight.drain(..) {
-            let _ = bounce.try_send(Bounced {
-                plugin,
-                call,
-                why: "the link to central dropped while this call was in flight; \
-                      it may or may not have run",
-            });
-        }
     }
 
     async fn send(&mut self, out: Outgoing) {
@@ -259,11 +193,7 @@ impl State {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<FromAgent>,
-    mut cmd: mpsc::Receiver<Cmd>,
-    bounce: mpsc::Sender<Bounced>,
-) {
+async fn run(mut rx: mpsc::Receiver<FromAgent>, mut cmd: mpsc::Receiver<Cmd>) {
     let mut state = State::default();
     loop {
         tokio::select! {
@@ -272,9 +202,8 @@ async fn run(
                 None => return,
                 Some(Cmd::Attach(link, from)) => state.attach(link, from).await,
                 Some(Cmd::Ack(seq)) => state.ack(seq),
-                Some(Cmd::Answered(key)) => state.in_flight.retain(|(k, _)| *k != key),
                 Some(Cmd::Detach(done)) => {
-                    state.lose_link(&bounce);
+                    state.link = None;
                     let _ = done.send(());
                 }
                 Some(Cmd::Clear(done)) => {
@@ -284,13 +213,13 @@ async fn run(
                 }
                 Some(Cmd::Drain(done)) => {
                     while let Ok(msg) = rx.try_recv() {
-                        state.take(msg, &bounce).await;
+                        state.take(msg).await;
                     }
                     let _ = done.send(());
                 }
             },
             msg = rx.recv() => match msg {
-                Some(msg) => state.take(msg, &bounce).await,
+                Some(msg) => state.take(msg).await,
                 None => return,
             },
         }
@@ -318,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn unacknowledged_events_are_replayed_on_the_next_link() {
-        let outbox = Outbox::start(mpsc::channel(16).0);
+        let outbox = Outbox::start();
         let tx = outbox.sender();
         let (first, mut got) = mpsc::channel(1000);
         outbox.attach(first, Resume::default()).await;
@@ -360,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_while_detached_is_counted_and_reported() {
-        let outbox = Outbox::start(mpsc::channel(16).0);
+        let outbox = Outbox::start();
         let tx = outbox.sender();
         let big = "x".repeat(BUFFER_BYTES / 2 + 1);
         for _ in 0..3 {

@@ -35,7 +35,7 @@ static SHIM_DIRS: Mutex<Vec<(Option<u32>, tempfile::TempDir)>> = Mutex::new(Vec:
 /// and it may not read another user's. Kept for the agent's lifetime,
 /// removed by [`remove_shim_dir`].
 fn shim_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
-    let mut dirs = SHIM_DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dirs = crate::lock(&SHIM_DIRS);
     let uid = owner.map(|(uid, _)| uid);
     if let Some((_, dir)) = dirs.iter().find(|(u, _)| *u == uid) {
         return Ok(dir.path().to_path_buf());
@@ -89,7 +89,7 @@ fn write_files(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
 
 /// Removes the shim directories (at agent exit).
 pub fn remove_shim_dir() {
-    let dirs = SHIM_DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    let dirs = crate::lock(&SHIM_DIRS);
     for (_, dir) in dirs.iter() {
         let _ = std::fs::remove_dir_all(dir.path());
     }

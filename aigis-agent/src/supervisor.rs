@@ -12,23 +12,20 @@
 //!   A run that lasted [`HEALTHY_RUN`] refills the budget and resets the delay.
 //! - Output lines of one run are all sent before the state change that ends it.
 
-use crate::calls::ShimFrame;
 use crate::contain::{Jail, Own};
+use crate::desk::Desk;
 use crate::output::relay;
 use crate::python;
+use crate::quiet::Replies;
 use proto::{Backoff, Event, FromAgent, LaunchSpec, OutputStream, ProcessState, Program};
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// Where central's answers to each plugin's control messages go.
-pub type Controls = Arc<Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>>;
 
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
@@ -53,7 +50,7 @@ impl Supervised {
     pub async fn start(
         spec: LaunchSpec,
         events: mpsc::Sender<FromAgent>,
-        controls: Controls,
+        desk: Arc<Desk>,
     ) -> Result<(Supervised, u32), String> {
         let (started_tx, started_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = mpsc::channel(1);
@@ -61,7 +58,7 @@ impl Supervised {
         let task = tokio::spawn(supervise(
             spec,
             events,
-            controls,
+            desk,
             stop_rx,
             started_tx,
             active.clone(),
@@ -105,7 +102,7 @@ fn state(plugin: &str, state: ProcessState) -> FromAgent {
 async fn supervise(
     spec: LaunchSpec,
     events: mpsc::Sender<FromAgent>,
-    controls: Controls,
+    desk: Arc<Desk>,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     started: oneshot::Sender<Result<u32, String>>,
     active: Arc<std::sync::atomic::AtomicBool>,
@@ -121,7 +118,7 @@ async fn supervise(
             readers,
             mut jail,
             own: _own,
-        } = match spawn(&spec, &events, &controls) {
+        } = match spawn(&spec, &events, &desk) {
             Ok(c) => c,
             Err(msg) => {
                 match started.take() {
@@ -218,7 +215,7 @@ struct Run {
 fn spawn(
     spec: &LaunchSpec,
     events: &mpsc::Sender<FromAgent>,
-    controls: &Controls,
+    desk: &Arc<Desk>,
 ) -> Result<Run, String> {
     let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
     let (argv, env, control) = match &spec.program {
@@ -309,7 +306,7 @@ fn spawn(
         drop(theirs);
         // On the central host, central answers on this socket itself.
         if !crate::lane::hand_over(&spec.plugin, &ours) {
-            match relay_control(ours, &spec.plugin, events, controls) {
+            match relay_control(ours, &spec.plugin, events, desk) {
                 Ok(task) => readers.push(task),
                 Err(e) => warn_plugin(&spec.plugin, events, e),
             }
@@ -346,31 +343,19 @@ fn relay_control(
     sock: std::os::unix::net::UnixStream,
     plugin: &str,
     events: &mpsc::Sender<FromAgent>,
-    controls: &Controls,
+    desk: &Arc<Desk>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let (mut rd, wr) = crate::quiet::split(sock)?;
-    let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(16);
-    if let Ok(mut map) = controls.lock() {
-        map.insert(plugin.to_string(), reply_tx.clone());
-    }
-    let writer = tokio::spawn(async move {
-        while let Some(payload) = reply_rx.recv().await {
-            let written = match crate::calls::shim_frame(&payload) {
-                ShimFrame::Whole(frame) => wr.write_all(&frame).await,
-                ShimFrame::Split(len, payload) => match wr.write_all(&len).await {
-                    Ok(()) => wr.write_all(payload).await,
-                    Err(e) => Err(e),
-                },
-            };
-            if written.is_err() {
-                break;
-            }
-        }
-    });
+    let (rd, replies) = crate::quiet::split(sock)?;
+    // A call's length and body come in one read.
+    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
+    let replies = Arc::new(replies);
+    let open = OpenControl::new(plugin, desk, replies.clone());
     let limit = proto::control_limit(plugin);
     let plugin = plugin.to_string();
     let events = events.clone();
+    let desk = desk.clone();
     Ok(tokio::spawn(async move {
+        let _open = open;
         loop {
             let mut len = [0u8; 4];
             if rd.read_exact(&mut len).await.is_err() {
@@ -390,10 +375,7 @@ fn relay_control(
                     break;
                 }
                 if head_len == head.len() && head[0] == b'C' {
-                    let reply = crate::calls::too_big_call(&head[1..9], len, limit);
-                    if reply_tx.send(reply).await.is_err() {
-                        break;
-                    }
+                    replies.send(crate::calls::too_big_call(&head[1..9], len, limit));
                 } else {
                     note_plugin(
                         &plugin,
@@ -417,16 +399,41 @@ fn relay_control(
                     continue;
                 }
             };
-            let msg = FromAgent::Event(Event::Call {
-                plugin: plugin.clone(),
-                call,
-            });
-            if events.send(msg).await.is_err() {
-                break;
-            }
+            desk.call(&plugin, call).await;
         }
-        writer.abort();
     }))
+}
+
+/// A plugin's control socket known to the desk, with the task that writes
+/// what waits for it; both go when the relay ends or is aborted.
+struct OpenControl {
+    plugin: String,
+    desk: Arc<Desk>,
+    replies: Arc<Replies>,
+    flusher: JoinHandle<()>,
+}
+
+impl OpenControl {
+    fn new(plugin: &str, desk: &Arc<Desk>, replies: Arc<Replies>) -> OpenControl {
+        desk.open(plugin, replies.clone());
+        let flusher = tokio::spawn({
+            let replies = replies.clone();
+            async move { replies.flush().await }
+        });
+        OpenControl {
+            plugin: plugin.to_string(),
+            desk: desk.clone(),
+            replies,
+            flusher,
+        }
+    }
+}
+
+impl Drop for OpenControl {
+    fn drop(&mut self) {
+        self.flusher.abort();
+        self.desk.close(&self.plugin, &self.replies);
+    }
 }
 
 async fn drain(readers: Vec<JoinHandle<()>>) {
@@ -485,8 +492,10 @@ mod tests {
     async fn an_oversized_control_frame_fails_alone() {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let (events_tx, mut events) = mpsc::channel(16);
-        let controls = Controls::default();
-        let task = relay_control(ours, "big", &events_tx, &controls).unwrap();
+        let desk = Arc::new(Desk::default());
+        let (link_tx, mut link) = mpsc::channel(16);
+        desk.attach(link_tx);
+        let task = relay_control(ours, "big", &events_tx, &desk).unwrap();
 
         let shim = std::thread::spawn(move || {
             let mut call = b"C".to_vec();
@@ -502,28 +511,27 @@ mod tests {
             (reply, theirs)
         });
 
-        // The small call after the two oversized frames reaches central; the
-        // oversized JSON request (no id to answer) is noted in the plugin's log.
-        let mut warned = Vec::new();
-        loop {
-            let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        // The small call after the two oversized frames reaches central's
+        // link; the oversized JSON request (no id to answer) was noted in the
+        // plugin's log before it.
+        let got: crate::outbox::Outgoing =
+            tokio::time::timeout(Duration::from_secs(10), link.recv())
                 .await
                 .expect("the small call was not relayed")
                 .unwrap();
-            match got {
-                FromAgent::Event(Event::Call {
-                    plugin,
-                    call: proto::Call::Proxy(payload),
-                }) => {
-                    assert_eq!(plugin, "big");
-                    assert_eq!(payload, b"C\0\0\0\0\0\0\0\x07small");
-                    break;
-                }
-                FromAgent::Event(Event::Output { lines, .. }) => {
-                    warned.extend(lines.iter().map(String::from))
-                }
-                other => panic!("unexpected {other:?}"),
+        match &*got {
+            FromAgent::Event(Event::Call {
+                plugin,
+                call: proto::Call::Proxy(payload),
+            }) => {
+                assert_eq!(plugin, "big");
+                assert_eq!(payload, b"C\0\0\0\0\0\0\0\x07small");
             }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut warned = Vec::new();
+        while let Ok(FromAgent::Event(Event::Output { lines, .. })) = events.try_recv() {
+            warned.extend(lines.iter().map(String::from))
         }
         assert_eq!(
             warned,
