@@ -11,15 +11,19 @@
 //! - At most [`CALLS_PER_PLUGIN`] calls of one plugin run at once; waiting
 //!   plugins take turns (round robin), so one plugin's flood of slow calls
 //!   never starves another's.
-//! - Workers are started when every one is busy (up to [`MAX_WORKERS`]) and
-//!   end after [`IDLE`] without work; one always stays.
+//! - A call waits for a busy worker at most about
+//!   [`crate::ticker::HAND_ON_AFTER`]: while calls are short, the worker
+//!   that finished one takes the next (a worker woken only to wait for the
+//!   GIL would cost two wake-ups for nothing); when no call was taken for
+//!   that long, the ticker wakes an idle worker or starts one (up to
+//!   [`MAX_WORKERS`]). Workers end after [`IDLE`] without work; one stays.
 //! - Every submitted call is answered exactly once, unless the pool stops
 //!   first: then its answer is dropped with it (no one is left to read it).
 
 use pyo3::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Proxy calls of one plugin that run in the core at the same time.
 pub const CALLS_PER_PLUGIN: usize = 8;
@@ -53,6 +57,8 @@ struct Queue {
     turns: VecDeque<String>,
     workers: usize,
     idle: usize,
+    /// Since when a call in `turns` has waited with no call taken.
+    waiting_since: Option<Instant>,
     stopped: bool,
 }
 
@@ -90,6 +96,7 @@ impl Queue {
             };
             w.running += 1;
             self.offer(&plugin);
+            self.waiting_since = (!self.turns.is_empty()).then(Instant::now);
             return Some((plugin, frame, sink));
         }
         None
@@ -119,13 +126,17 @@ impl CallPool {
             .calls
             .push_back((frame, sink));
         q.offer(plugin);
-        if q.idle > 0 {
+        if q.turns.is_empty() {
+            return; // the plugin's calls all run: one ending offers it again
+        }
+        if q.workers == q.idle {
+            return self.inner.hand_on_now(q);
+        }
+        // A busy worker takes it when done, unless that takes long.
+        if q.waiting_since.is_none() {
+            q.waiting_since = Some(Instant::now());
             drop(q);
-            self.inner.work.notify_one();
-        } else if q.workers < MAX_WORKERS && !q.turns.is_empty() {
-            q.workers += 1;
-            drop(q);
-            self.spawn_worker();
+            crate::ticker::watch(self.inner.clone());
         }
     }
 
@@ -158,22 +169,34 @@ impl CallPool {
         drop(q);
         self.inner.work.notify_all();
     }
-
-    fn spawn_worker(&self) {
-        let inner = self.inner.clone();
-        let started = std::thread::Builder::new()
-            .name("aigis-call".into())
-            .spawn(move || Python::attach(|py| inner.work_loop(py)));
-        if let Err(e) = started {
-            tracing::error!("cannot start a thread for core calls: {e}");
-            self.inner.lock().workers -= 1;
-        }
-    }
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gets a worker for what waits: an idle one, or a new one.
+    fn hand_on_now(self: &Arc<Self>, mut q: MutexGuard<'_, Queue>) {
+        if q.idle > 0 {
+            drop(q);
+            self.work.notify_one();
+        } else if q.workers < MAX_WORKERS {
+            q.workers += 1;
+            drop(q);
+            self.spawn_worker();
+        }
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
+        let inner = self.clone();
+        let started = std::thread::Builder::new()
+            .name("aigis-call".into())
+            .spawn(move || Python::attach(|py| inner.work_loop(py)));
+        if let Err(e) = started {
+            tracing::error!("cannot start a thread for core calls: {e}");
+            self.lock().workers -= 1;
+        }
     }
 
     /// One worker: the GIL is held only while a call runs.
@@ -222,6 +245,25 @@ impl Inner {
     }
 }
 
+impl crate::ticker::Watched for Inner {
+    /// Wakes or starts a worker when no call was taken for `after`.
+    fn hand_on(self: Arc<Self>, after: Duration) -> bool {
+        let mut q = self.lock();
+        let waiting = q
+            .waiting_since
+            .filter(|_| !q.turns.is_empty() && !q.stopped);
+        let Some(since) = waiting else {
+            q.waiting_since = None;
+            return false;
+        };
+        if since.elapsed() >= after {
+            q.waiting_since = Some(Instant::now());
+            self.hand_on_now(q);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +301,25 @@ mod tests {
         got.sort();
         assert_eq!(got, (0..200).collect::<Vec<u8>>());
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// A call behind a slow one gets a worker of its own within a few ms.
+    #[test]
+    fn a_call_behind_a_slow_one_does_not_wait_for_it() {
+        let pool = sleeping_pool();
+        let (tx, rx) = mpsc::channel();
+        pool.submit("slow", vec![250], to(&tx, "slow"));
+        std::thread::sleep(Duration::from_millis(20));
+        let asked = Instant::now();
+        pool.submit("quick", vec![0], to(&tx, "quick"));
+        let (who, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(who, "quick");
+        assert!(
+            asked.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, "slow");
     }
 
     #[test]

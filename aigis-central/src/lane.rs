@@ -176,7 +176,7 @@ impl PluginLane {
 
     /// Waits for this thread's turn to read, reads one frame, and leaves
     /// the turn vacant while it answers: it takes the turn again when done,
-    /// unless the call took long enough for [`ticker`] to give it to
+    /// unless the call took long enough for the ticker to give it to
     /// another thread. `None` when this thread should end.
     fn next_frame(self: &Arc<Self>) -> Option<Frame> {
         let mut turn = self.lock();
@@ -214,31 +214,8 @@ impl PluginLane {
         };
         turn.vacant_since = Some(Instant::now());
         drop(turn);
-        ticker().watch(self);
+        crate::ticker::watch(self.clone());
         Some(frame)
-    }
-
-    /// Gives the turn to another thread when it has been vacant for at
-    /// least `after` (a call is taking that long). True while it is still
-    /// vacant and younger, so the ticker looks again.
-    fn hand_turn_on(self: &Arc<Self>, after: Duration) -> bool {
-        let mut turn = self.lock();
-        let Some(since) = turn.vacant_since.filter(|_| !turn.reading && !turn.closed) else {
-            return false;
-        };
-        if since.elapsed() < after {
-            return true;
-        }
-        turn.vacant_since = None;
-        if turn.idle > 0 {
-            drop(turn);
-            self.wake.notify_one();
-        } else if turn.threads < CALLS_PER_PLUGIN {
-            turn.threads += 1;
-            drop(turn);
-            self.spawn_thread();
-        }
-        false
     }
 
     fn read_frame(&self) -> std::io::Result<Frame> {
@@ -316,83 +293,28 @@ fn wait_readable(sock: &UnixStream) -> std::io::Result<()> {
     }
 }
 
-/// After how long a call in progress gets another thread reading its
-/// plugin's socket, so that plugin's next call need not wait for it.
-const HAND_ON_AFTER: Duration = Duration::from_millis(1);
-/// How long the ticker keeps ticking after the last call before it sleeps
-/// until the next.
-const TICKER_LINGER: Duration = Duration::from_millis(200);
-
-/// The one thread that hands a lane's turn on when a call is slow. A call
-/// costs its lane no thread wake-up for this: while calls come, the ticker
-/// looks every millisecond; without calls, it sleeps.
-struct Ticker {
-    state: Mutex<Watched>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct Watched {
-    lanes: Vec<Weak<PluginLane>>,
-    asleep: bool,
-}
-
-fn ticker() -> &'static Ticker {
-    static TICKER: std::sync::OnceLock<&'static Ticker> = std::sync::OnceLock::new();
-    TICKER.get_or_init(|| {
-        let ticker: &'static Ticker = Box::leak(Box::new(Ticker {
-            state: Mutex::default(),
-            wake: Condvar::new(),
-        }));
-        let started = std::thread::Builder::new()
-            .name("aigis-lane-ticker".into())
-            .spawn(move || ticker.run());
-        if let Err(e) = started {
-            tracing::error!("cannot start the lane ticker (slow calls will hold up others): {e}");
+impl crate::ticker::Watched for PluginLane {
+    /// Gives the turn to another thread when it has been vacant for at
+    /// least `after` (a call is taking that long). True while it is still
+    /// vacant and younger, so the ticker looks again.
+    fn hand_on(self: Arc<Self>, after: Duration) -> bool {
+        let mut turn = self.lock();
+        let Some(since) = turn.vacant_since.filter(|_| !turn.reading && !turn.closed) else {
+            return false;
+        };
+        if since.elapsed() < after {
+            return true;
         }
-        ticker
-    })
-}
-
-impl Ticker {
-    fn lock(&self) -> MutexGuard<'_, Watched> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn watch(&self, lane: &Arc<PluginLane>) {
-        let mut w = self.lock();
-        if !w.lanes.iter().any(|l| l.as_ptr() == Arc::as_ptr(lane)) {
-            w.lanes.push(Arc::downgrade(lane));
-        }
-        if w.asleep {
-            w.asleep = false;
-            drop(w);
+        turn.vacant_since = None;
+        if turn.idle > 0 {
+            drop(turn);
             self.wake.notify_one();
+        } else if turn.threads < CALLS_PER_PLUGIN {
+            turn.threads += 1;
+            drop(turn);
+            self.spawn_thread();
         }
-    }
-
-    fn run(&self) {
-        let mut quiet_since = Instant::now();
-        loop {
-            let mut w = self.lock();
-            if w.lanes.is_empty() && quiet_since.elapsed() >= TICKER_LINGER {
-                w.asleep = true;
-                while w.asleep {
-                    w = self.wake.wait(w).unwrap_or_else(|p| p.into_inner());
-                }
-            }
-            drop(w);
-            std::thread::sleep(HAND_ON_AFTER);
-            let lanes = std::mem::take(&mut self.lock().lanes);
-            if !lanes.is_empty() {
-                quiet_since = Instant::now();
-            }
-            let still: Vec<Weak<PluginLane>> = lanes
-                .into_iter()
-                .filter(|l| l.upgrade().is_some_and(|l| l.hand_turn_on(HAND_ON_AFTER)))
-                .collect();
-            self.lock().lanes.extend(still);
-        }
+        false
     }
 }
 

@@ -17,6 +17,7 @@ mod shell;
 mod ssh;
 mod status;
 mod tasks;
+mod ticker;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
