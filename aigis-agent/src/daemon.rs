@@ -9,6 +9,11 @@
 //! daemon keeps the plugins running, buffers their output (see `outbox`),
 //! and the next `attach` of the same central run gets it all. `Shutdown`
 //! from central stops every plugin and the daemon.
+//!
+//! A daemon of another build (an AIGIS upgraded since it started, whose
+//! protocol this central may not speak) is stopped by `attach` (SIGTERM:
+//! it stops its plugins, which the new central run would stop anyway) and
+//! replaced, rather than handed a link it cannot serve.
 
 use crate::agent::{serve_link, AgentState, LinkEnd};
 use std::os::fd::AsRawFd;
@@ -108,27 +113,15 @@ const ATTACH: &[u8] = b"A";
 pub async fn attach(dir: &Path) -> anyhow::Result<()> {
     let path = dir.join("agent.sock");
     let stream = match UnixStream::connect(&path).await {
-        Ok(s) => s,
-        Err(_) => {
-            spawn_daemon(dir)?;
-            // The daemon is up within a few ms; every start of a central
-            // waits for it (a failed connect costs microseconds).
-            const LOOK_EVERY: Duration = Duration::from_millis(2);
-            let mut waited = Duration::ZERO;
-            loop {
-                if let Ok(s) = UnixStream::connect(&path).await {
-                    break s;
-                }
-                if waited > Duration::from_secs(10) {
-                    anyhow::bail!(
-                        "the agent daemon did not start (see {})",
-                        dir.join("agent.log").display()
-                    );
-                }
-                tokio::time::sleep(LOOK_EVERY).await;
-                waited += LOOK_EVERY;
+        Ok(s) => match other_build(&s) {
+            None => s,
+            Some((pid, exe)) => {
+                drop(s);
+                retire(pid, &exe, dir).await?;
+                start_daemon(dir, &path).await?
             }
-        }
+        },
+        Err(_) => start_daemon(dir, &path).await?,
     };
     let mut stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
@@ -136,6 +129,88 @@ pub async fn attach(dir: &Path) -> anyhow::Result<()> {
     // Until the daemon closes its end; nothing else is ever sent.
     let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
     Ok(())
+}
+
+/// Starts the daemon of `dir` and connects to it at `path`.
+async fn start_daemon(dir: &Path, path: &Path) -> anyhow::Result<UnixStream> {
+    spawn_daemon(dir)?;
+    // The daemon is up within a few ms; every start of a central waits for
+    // it (a failed connect costs microseconds).
+    const LOOK_EVERY: Duration = Duration::from_millis(2);
+    let mut waited = Duration::ZERO;
+    loop {
+        if let Ok(s) = UnixStream::connect(path).await {
+            return Ok(s);
+        }
+        if waited > Duration::from_secs(10) {
+            anyhow::bail!(
+                "the agent daemon did not start (see {})",
+                dir.join("agent.log").display()
+            );
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+        waited += LOOK_EVERY;
+    }
+}
+
+/// The pid and program of the daemon at the other end of `conn` when it is
+/// not this build (its program is not this one; programs are named by their
+/// hash). `None` when it is, or when that cannot be told (then it is used).
+fn other_build(conn: &UnixStream) -> Option<(i32, String)> {
+    let pid = conn.peer_cred().ok()?.pid()?;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let ours = std::env::current_exe().ok()?;
+    let program = |p: &Path| {
+        let shown = p.to_string_lossy();
+        // A program replaced or removed since it started.
+        shown
+            .strip_suffix(" (deleted)")
+            .unwrap_or(&shown)
+            .to_string()
+    };
+    let theirs = program(&theirs);
+    (theirs != program(&ours)).then_some((pid, theirs))
+}
+
+/// How long a daemon of another build gets to stop its plugins and go.
+const RETIRE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Stops the daemon `pid` (running `exe`) of another build and waits until
+/// it is gone.
+async fn retire(pid: i32, exe: &str, dir: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "aigis-agent: stopping the agent daemon of another build that serves {}          (pid {pid}, {exe}); its plugins stop with it",
+        dir.display()
+    );
+    // SAFETY: a plain signal to the process at the other end of our own
+    // socket, in AIGIS's 0700 dir.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    while running(pid) {
+        if started.elapsed() > RETIRE_WITHIN {
+            anyhow::bail!(
+                "the agent daemon of another build (pid {pid}, {exe}) that serves {} did not \
+                 stop within {} s: stop it, and its plugins, by hand",
+                dir.display(),
+                RETIRE_WITHIN.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// The process is there and has not exited (a zombie has).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
 
 fn spawn_daemon(dir: &Path) -> anyhow::Result<()> {

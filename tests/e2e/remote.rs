@@ -640,3 +640,55 @@ def launch():
     );
     assert!(!out.contains("slow-returned"), "{out}");
 }
+
+/// An agent daemon of another build (an AIGIS upgraded since it started)
+/// serves this central's place on the host and would take the link without
+/// speaking its protocol: `attach` stops it and starts its own, and the
+/// plugin runs.
+#[test]
+fn an_agent_daemon_of_another_build_is_replaced_not_handed_the_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    far_and_near(base, "lan1", "echo far-ok; sleep 100");
+    let place = central_place(&base.join("hosts/lan1"), &base.join("home"));
+    std::fs::create_dir_all(&place).unwrap();
+    let socket = place.join("agent.sock");
+    // Takes the link's descriptors and never answers, as a daemon of an
+    // older protocol does.
+    let old = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.bind(sys.argv[1])\n\
+             s.listen(8)\n\
+             held = []\n\
+             while True:\n    held.append(s.accept())\n",
+        )
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut old = Reaped(old);
+    assert!(wait_until(PATIENCE, || socket.exists()));
+    let daemon = run_for(base, &lan.user_home);
+    daemon.expect_output("far-ok", PATIENCE);
+    assert!(
+        wait_until(PATIENCE, || old.0.try_wait().unwrap().is_some()),
+        "the daemon of another build still runs"
+    );
+    let agents = running_from(&base.join("hosts"));
+    assert!(!agents.is_empty(), "no agent of this build runs on lan1");
+}
+
+/// A child the test started, killed (if still running) and reaped however
+/// the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
