@@ -1237,7 +1237,11 @@ fn row_remote_log(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     write(
         &dir,
         "run.sh",
-        &format!("date +%s.%N > started\n{}\nexec sleep 3600\n", producer()),
+        &format!(
+            "touch ready\nwhile [ ! -e go ]; do sleep 0.005; done\n\
+             date +%s.%N > started\n{}\nexec sleep 3600\n",
+            producer()
+        ),
     );
     let (daemon, home) = ctx.aigis(
         "log",
@@ -1245,7 +1249,16 @@ fn row_remote_log(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         &format!("[external]\nflood = \"{}\"\n", dir.display()),
     );
     let log = home.join("log/flood.log");
-    let started_file = central_place(&ctx.base.join("hosts/lan1"), &home).join("ext/flood/started");
+    let place = central_place(&ctx.base.join("hosts/lan1"), &home).join("ext/flood");
+    let started_file = place.join("started");
+    // The producer starts on a go file, so the CPU each process on the
+    // way uses is read around its lines and nothing else.
+    deadline.wait("the plugin's start", Some(&daemon), || {
+        place.join("ready").exists()
+    });
+    let path = call_path(daemon.pid(), ctx.sshd.pid());
+    let before: Vec<Option<f64>> = path.iter().map(|(_, pid)| cpu_us(*pid)).collect();
+    std::fs::write(place.join("go"), "go").expect("go file");
     let start = Instant::now();
     let mut done = false;
     while !done && !deadline.remaining().is_zero() {
@@ -1259,6 +1272,19 @@ fn row_remote_log(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         deadline.fail("the last line's arrival in the log file", Some(&daemon));
     }
     let waited = start.elapsed();
+    let per_line = cpu_per_call(&path, &before, LINES);
+    let ns_per_line = |role: &str| per_line[role].as_f64().map(|us| us * 1000.0);
+    let cpu: serde_json::Map<String, Value> = ["central", "agent", "sshd"]
+        .iter()
+        .filter_map(|r| ns_per_line(r).map(|ns| (r.to_string(), json!(ns))))
+        .collect();
+    notes.push(format!(
+        "1M lines: CPU per line (ns): {}",
+        cpu.iter()
+            .map(|(r, ns)| format!("{r} {:.0}", ns.as_f64().unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let started: f64 = std::fs::read_to_string(&started_file)
         .expect("the plugin's start time")
         .trim()
@@ -1281,6 +1307,7 @@ fn row_remote_log(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         "floor_wall_seconds_with_connect": wall.as_secs_f64(),
         "bench_waited_seconds": waited.as_secs_f64(), "log_bytes": bytes,
         "verified": "every line exactly once, in order",
+        "cpu_ns_per_line": cpu,
     }))]
 }
 
