@@ -178,10 +178,21 @@ const RETIRE_WITHIN: Duration = Duration::from_secs(20);
 /// Stops the daemon `pid` (running `exe`) of another build and waits until
 /// it is gone.
 async fn retire(pid: i32, exe: &str, dir: &Path) -> anyhow::Result<()> {
-    eprintln!(
-        "aigis-agent: stopping the agent daemon of another build that serves {}          (pid {pid}, {exe}); its plugins stop with it",
+    let notice = format!(
+        "aigis-agent: stopping the agent daemon of another build that serves {} \
+         (pid {pid}, {exe}); its plugins stop with it\n",
         dir.display()
     );
+    // On the channel's stderr, and in the daemons' log for whoever looks
+    // on the host later.
+    eprint!("{notice}");
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+    {
+        let _ = std::io::Write::write_all(&mut log, notice.as_bytes());
+    }
     // SAFETY: a plain signal to the process at the other end of our own
     // socket, in AIGIS's 0700 dir.
     unsafe { libc::kill(pid, libc::SIGTERM) };

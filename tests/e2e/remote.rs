@@ -680,6 +680,11 @@ fn an_agent_daemon_of_another_build_is_replaced_not_handed_the_link() {
     );
     let agents = running_from(&base.join("hosts"));
     assert!(!agents.is_empty(), "no agent of this build runs on lan1");
+    let log = std::fs::read_to_string(place.join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains("stopping the agent daemon of another build"),
+        "{log}"
+    );
 }
 
 /// A child the test started, killed (if still running) and reaped however
