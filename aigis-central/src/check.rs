@@ -44,7 +44,13 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
         problems.push(e);
     }
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
-    let scratch = std::env::temp_dir().join(format!("aigis-check-{}", std::process::id()));
+    // Random and 0700: a name another user can guess could be made first,
+    // as a link to somewhere a clone would then write.
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("aigis-check-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("cannot make a scratch directory: {e}"))?;
+    let scratch = scratch_dir.path().to_path_buf();
     let mut python_checked = false;
     for entry in &config.plugins {
         let before = problems.len();
@@ -108,7 +114,7 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch_dir);
     for p in &problems {
         say!("problem: {p}");
     }
