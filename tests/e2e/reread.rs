@@ -98,3 +98,64 @@ fn sighup_applies_the_difference_and_keeps_the_rest_running() {
         .is_some_and(|s| s.success()));
     assert!(daemon.output().contains("aigis stopped"));
 }
+
+/// `[aigis] may_reload` read again by SIGHUP applies to the next request of
+/// a plugin that is running: no restart of `aigis` or of the plugin.
+#[test]
+fn sighup_applies_a_new_may_reload_to_running_plugins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    aigis_e2e::process::write(
+        &base.join("src/caller"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main'\n",
+    );
+    aigis_e2e::process::write(
+        &base.join("src/caller"),
+        "main.py",
+        r#"import os, time
+import aigis
+
+def launch():
+    print("caller-up", flush=True)
+    while True:
+        for name in sorted(os.listdir(".")):
+            if name.startswith("go-"):
+                os.remove(name)
+                try:
+                    aigis.AIGISReload("target")
+                    print(name, "reload allowed", flush=True)
+                except RuntimeError as e:
+                    print(name, "reload refused:", e, flush=True)
+        time.sleep(0.05)
+"#,
+    );
+    shell_plugin(&base.join("src/target"), "sleep 100\n");
+    let config = |grant: &str| {
+        aigis_e2e::process::write(
+            base,
+            "aigis.toml",
+            &format!(
+                "[aigis]\n{grant}\n[internal]\ncaller = \"src/caller\"\n\
+                 [external]\ntarget = \"src/target\"\n"
+            ),
+        )
+    };
+    config("");
+    let daemon = Daemon::start(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+    );
+    daemon.expect_output("caller-up", PATIENCE);
+    daemon.expect_output("[target] running", PATIENCE);
+    aigis_e2e::process::write(&home.join("ext/caller"), "go-1", "");
+    daemon.expect_output("go-1 reload refused", PATIENCE);
+
+    config("may_reload = { caller = [\"target\"] }");
+    daemon.signal(libc::SIGHUP);
+    daemon.expect_output("config read again", PATIENCE);
+    aigis_e2e::process::write(&home.join("ext/caller"), "go-2", "");
+    daemon.expect_output("go-2 reload allowed", PATIENCE);
+    daemon.expect_output("[target] reloading", PATIENCE);
+}

@@ -81,10 +81,8 @@ pub struct Daemon {
     busy: Mutex<HashSet<String>>,
     /// Plugins waiting for their host to become reachable.
     retries: Mutex<Vec<String>>,
-    /// Who may reload whom beyond itself and core plugins (`[aigis] may_reload`).
-    may_reload: Vec<(String, Vec<String>)>,
     /// `[aigis]` as last read (SIGHUP reads it again): who each plugin runs
-    /// as at its next start.
+    /// as at its next start, and who may reload whom.
     settings: std::sync::RwLock<config::AigisSettings>,
     tasks: Tasks,
 }
@@ -159,7 +157,6 @@ pub async fn run(
         registry: Registry::new(log.clone(), &config.plugins),
         entries: std::sync::RwLock::new(config.plugins.clone()),
         config_path: config.path.clone(),
-        may_reload: config.aigis.may_reload.clone(),
         settings: std::sync::RwLock::new(config.aigis.clone()),
         wiring,
         home,
@@ -347,6 +344,9 @@ impl Daemon {
                 .entry(target)
                 .is_some_and(|e| self.kind_of(&e.name) == PluginKind::Core)
             || self
+                .settings
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
                 .may_reload
                 .iter()
                 .any(|(who, whom)| who == caller && whom.iter().any(|t| t == "*" || t == target))

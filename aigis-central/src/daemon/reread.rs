@@ -1,8 +1,9 @@
 //! SIGHUP, and `aigis reload` without a name: the central config is read
 //! again and the difference applied, like `supervisorctl update`. New
 //! plugins start, removed ones stop, changed ones (another source or
-//! section) restart, and untouched ones keep running. `[aigis]` settings
-//! take effect at the next start.
+//! section) restart, and untouched ones keep running. Of the `[aigis]`
+//! settings, `may_reload` takes effect at once and `user`/`users` at each
+//! plugin's next start; the others at the next start of `aigis`.
 
 use super::Daemon;
 use config::PluginEntry;
