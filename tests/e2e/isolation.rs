@@ -309,3 +309,63 @@ fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
         .expect("aigis exits");
     assert!(status.success(), "{status:?}\n{}", daemon.output());
 }
+
+/// `[aigis] users` on a LAN host: the remote agent (root there) runs the
+/// plugin as its user, which owns its synced tree and its secret.
+#[test]
+fn a_plugin_on_a_lan_host_runs_as_its_own_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can run a plugin as another user");
+        return;
+    }
+    let user = TestUser::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lan = aigis_e2e::sshd::lan(base);
+    let home = base.join("home");
+    plugin(
+        &base.join("src/far"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n\
+         HOST = 'lan1'\nSECRETS = {'far.secret': '{root}/conf/'}\n",
+        &[(
+            "run.sh",
+            "id -u > uid.txt\nstat -c '%u %a' conf/far.secret > secret.txt\n\
+             echo far-up\nwhile true; do sleep 0.2; done\n",
+        )],
+    );
+    write(&home, "secrets/far/far.secret", "far-secret-77e1");
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\nusers = {{ far = \"{}\" }}\n\
+             [external]\nfar = \"src/far\"\n",
+            base.join("hosts").display(),
+            user.name
+        ),
+    );
+    let mut daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("far-up", PATIENCE);
+    let tree = aigis_e2e::sshd::central_place(&base.join("hosts/lan1"), &home).join("ext/far");
+    assert!(wait_until(PATIENCE, || !read(&tree.join("secret.txt")).is_empty()));
+    let uid = user.uid.to_string();
+    assert_eq!(read(&tree.join("uid.txt")), uid, "the plugin's uid");
+    assert_eq!(read(&tree.join("secret.txt")), format!("{uid} 600"));
+    assert_eq!(
+        std::fs::metadata(tree.join("run.sh")).unwrap().uid(),
+        user.uid
+    );
+    assert!(!daemon.output().contains("far-secret-77e1"));
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("aigis exits");
+    assert!(status.success(), "{status:?}\n{}", daemon.output());
+}
