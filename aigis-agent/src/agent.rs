@@ -54,6 +54,13 @@ impl AgentState {
         }
     }
 
+    /// The link went (or was replaced): calls it carried fail in their
+    /// plugins, events wait for the next one.
+    pub async fn detach_link(&self) {
+        self.desk.detach();
+        self.outbox.detach().await;
+    }
+
     pub async fn stop_all(&self) {
         stop_all(&self.plugins).await;
     }
@@ -157,8 +164,7 @@ where
         let _ = tx.send(FromAgent::Bye).await;
         state.outbox.drain().await;
     }
-    state.desk.detach();
-    state.outbox.detach().await;
+    state.detach_link().await;
     let _ = writer.await;
     end
 }

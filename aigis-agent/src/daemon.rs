@@ -51,7 +51,7 @@ pub async fn daemon(dir: &Path) -> anyhow::Result<()> {
                 // A new link replaces a stale one (its connection died unseen).
                 if let Some(old) = current.take() {
                     old.abort();
-                    state.outbox.detach().await;
+                    state.detach_link().await;
                 }
                 let link_state = state.clone();
                 current = Some(tokio::spawn(async move { serve_attached(&link_state, stream).await }));

@@ -112,16 +112,22 @@ impl Desk {
         }
     }
 
-    /// Calls go out on `link` from now on.
+    /// Calls go out on `link` from now on. Calls still in flight on a link
+    /// before it (one replaced without [`Desk::detach`]) fail: their answers
+    /// would come on a link that is gone.
     pub fn attach(&self, link: mpsc::Sender<Outgoing>) {
-        lock(&self.inner).link = Some(link);
+        self.switch(Some(link));
     }
 
     /// The link went: every call it carried and that was not answered fails.
     pub fn detach(&self) {
+        self.switch(None);
+    }
+
+    fn switch(&self, link: Option<mpsc::Sender<Outgoing>>) {
         let lost = {
             let mut inner = lock(&self.inner);
-            inner.link = None;
+            inner.link = link;
             std::mem::take(&mut inner.in_flight)
         };
         for pending in lost {
@@ -328,6 +334,29 @@ mod tests {
         assert_eq!((id, error), (5, true));
         assert!(text.contains("did not run"), "{text}");
         desk.detach();
+        nothing_more(&mut shim);
+    }
+
+    /// A link replaced without a detach (the daemon takes a new attach while
+    /// the old link's end went unseen): its calls in flight fail too.
+    #[tokio::test]
+    async fn a_new_link_fails_the_calls_of_the_one_it_replaces() {
+        let desk = Desk::default();
+        let (mut shim, _flusher) = plugin(&desk);
+        let (old, _old_central) = mpsc::channel(16);
+        desk.attach(old);
+        desk.call("p", proxy_call(1)).await;
+        let (new, mut central) = mpsc::channel(16);
+        desk.attach(new);
+        let (id, error, text) = read_reply(&mut shim);
+        assert_eq!((id, error), (1, true));
+        assert!(text.contains("may or may not have run"), "{text}");
+        // The new link carries the next call, which is not failed.
+        desk.call("p", proxy_call(2)).await;
+        assert!(matches!(
+            &*central.recv().await.unwrap(),
+            FromAgent::Event(Event::Call { .. })
+        ));
         nothing_more(&mut shim);
     }
 
