@@ -57,7 +57,10 @@ struct Queue {
     turns: VecDeque<String>,
     workers: usize,
     idle: usize,
-    /// Since when a call in `turns` has waited with no call taken.
+    /// Calls submitted and not yet taken by a worker.
+    waiting: usize,
+    /// Since when a call in `turns` has waited with no call taken; set
+    /// while the ticker watches the pool.
     waiting_since: Option<Instant>,
     stopped: bool,
 }
@@ -95,8 +98,11 @@ impl Queue {
                 continue;
             };
             w.running += 1;
+            self.waiting -= 1;
             self.offer(&plugin);
-            self.waiting_since = (!self.turns.is_empty()).then(Instant::now);
+            if self.waiting_since.is_some() {
+                self.waiting_since = (!self.turns.is_empty()).then(Instant::now);
+            }
             return Some((plugin, frame, sink));
         }
         None
@@ -125,17 +131,25 @@ impl CallPool {
             .or_default()
             .calls
             .push_back((frame, sink));
+        q.waiting += 1;
         q.offer(plugin);
         if q.turns.is_empty() {
             return; // the plugin's calls all run: one ending offers it again
         }
-        if q.workers == q.idle {
-            return self.inner.hand_on_now(q);
-        }
-        // A busy worker takes it when done, unless that takes long.
-        if q.waiting_since.is_none() {
+        // A busy worker takes it when done, unless that takes long; and an
+        // idle one woken for it may be taken by a call before it (two calls
+        // in a row wake the same idle worker): the ticker looks, unless
+        // every waiting call has an idle worker of its own coming.
+        let watch = (q.workers != q.idle || q.waiting > q.idle) && q.waiting_since.is_none();
+        if watch {
             q.waiting_since = Some(Instant::now());
+        }
+        if q.workers == q.idle {
+            self.inner.hand_on_now(q);
+        } else {
             drop(q);
+        }
+        if watch {
             crate::ticker::watch(self.inner.clone());
         }
     }
@@ -166,6 +180,7 @@ impl CallPool {
         q.stopped = true;
         q.plugins.clear();
         q.turns.clear();
+        q.waiting = 0;
         drop(q);
         self.inner.work.notify_all();
     }
@@ -301,6 +316,40 @@ mod tests {
         got.sort();
         assert_eq!(got, (0..200).collect::<Vec<u8>>());
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// Two calls in a row while one worker is idle: both wake that worker,
+    /// which takes the first, a slow one; the second still gets a worker
+    /// within a few ms.
+    #[test]
+    fn two_calls_for_one_idle_worker_do_not_queue_behind_each_other() {
+        let pool = sleeping_pool();
+        let (tx, rx) = mpsc::channel();
+        pool.submit("warm", vec![0], to(&tx, "warm"));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(wait_for_idle(&pool, 1));
+        let asked = Instant::now();
+        pool.submit("slow", vec![250], to(&tx, "slow"));
+        pool.submit("quick", vec![0], to(&tx, "quick"));
+        let (who, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(who, "quick");
+        assert!(
+            asked.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, "slow");
+    }
+
+    fn wait_for_idle(pool: &CallPool, n: usize) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if pool.inner.lock().idle >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
     }
 
     /// A call behind a slow one gets a worker of its own within a few ms.
