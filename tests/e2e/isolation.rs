@@ -168,6 +168,22 @@ impl Drop for TestUser {
     }
 }
 
+/// A throwaway user and a base dir it can reach (its plugins' trees are
+/// below); `None`, and the test skips, when not root (only root runs a
+/// plugin as another user).
+fn user_and_base() -> Option<(TestUser, tempfile::TempDir)> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can run a plugin as another user");
+        return None;
+    }
+    let user = TestUser::create();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some((user, tmp))
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -181,17 +197,11 @@ fn read(path: &Path) -> String {
 /// left to run as root gets a warning.
 #[test]
 fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: only root can run a plugin as another user");
+    use std::os::unix::fs::MetadataExt;
+    let Some((user, tmp)) = user_and_base() else {
         return;
-    }
-    let user = TestUser::create();
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let base = tmp.path();
-    // The plugin's user must reach its tree under the home.
-    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let home = base.join("home");
     plugin(
         &base.join("src/web"),
@@ -314,16 +324,11 @@ fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
 /// plugin as its user, which owns its synced tree and its secret.
 #[test]
 fn a_plugin_on_a_lan_host_runs_as_its_own_user() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: only root can run a plugin as another user");
+    use std::os::unix::fs::MetadataExt;
+    let Some((user, tmp)) = user_and_base() else {
         return;
-    }
-    let user = TestUser::create();
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let base = tmp.path();
-    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let lan = aigis_e2e::sshd::lan(base);
     let home = base.join("home");
     plugin(
