@@ -331,6 +331,11 @@ mod tests {
         let asked = Instant::now();
         pool.submit("slow", vec![250], to(&tx, "slow"));
         pool.submit("quick", vec![0], to(&tx, "quick"));
+        quick_answered_first(&rx, asked);
+    }
+
+    /// `quick` is answered within 150 ms of `asked`, and `slow` after it.
+    fn quick_answered_first(rx: &mpsc::Receiver<(String, Vec<u8>)>, asked: Instant) {
         let (who, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(who, "quick");
         assert!(
@@ -361,14 +366,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let asked = Instant::now();
         pool.submit("quick", vec![0], to(&tx, "quick"));
-        let (who, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(who, "quick");
-        assert!(
-            asked.elapsed() < Duration::from_millis(150),
-            "{:?}",
-            asked.elapsed()
-        );
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, "slow");
+        quick_answered_first(&rx, asked);
     }
 
     #[test]
