@@ -206,6 +206,9 @@ def _kind(value: Any) -> str:
     return "a %s value" % type(value).__name__
 
 
+_MISSING = object()
+
+
 class Core:
     """Owns the root namespace and remembers which plugin exposed what."""
 
@@ -216,6 +219,9 @@ class Core:
         self._plugins: Dict[str, _Plugin] = {}
         self._owner: Dict[str, str] = {}  # dotted name -> plugin
         self._exposed: Dict[str, Any] = {}  # dotted name -> what was inserted
+        # Exposed names a proxy path may name as they are (no part starts
+        # with `_`): what most calls name, answered by one lookup.
+        self._reachable: Dict[str, Any] = {}
 
     # -- queries ---------------------------------------------------------
     def plugins(self) -> List[str]:
@@ -241,6 +247,8 @@ class Core:
             self._insert(name, value)
             self._owner[name] = plugin
             self._exposed[name] = value
+            if not any(part.startswith("_") for part in name.split(".")):
+                self._reachable[name] = value
         names = [n for n, _ in resolved]
         self._plugins[plugin] = _Plugin(plugin, entrypoint, core_file, module, names)
         self._plugins[plugin].logger = logger
@@ -335,6 +343,9 @@ class Core:
     # -- the proxy's reach ---------------------------------------------------
     def resolve(self, path: str) -> Any:
         """What the proxy path ``aigis.<path>`` names, by the reach rule."""
+        value = self._reachable.get(path, _MISSING) if isinstance(path, str) else _MISSING
+        if value is not _MISSING:
+            return value  # a skill itself, wrapped at load time
         parts = path.split(".") if isinstance(path, str) else []
         if not parts or not all(p.isidentifier() and not p.startswith("_") for p in parts):
             raise NotExposed(path, "a path is dotted names that do not start with `_`")
@@ -376,6 +387,7 @@ class Core:
             self._remove(name)
             self._owner.pop(name, None)
             self._exposed.pop(name, None)
+            self._reachable.pop(name, None)
         # Forget its modules, so that a reload runs the new code of every
         # file, not only of AIGIS.core.
         for modname, module in list(sys.modules.items()):

@@ -750,8 +750,12 @@ def scan(data: bytes, budget: Budget) -> None:
     budget.spent += cost
 
 
+_LENGTH = struct.Struct(">I")
+_HEAD = struct.Struct(">cQ")
+
+
 def _head(kind: bytes, call_id: int) -> bytes:
-    return kind + struct.pack(">Q", call_id)
+    return _HEAD.pack(kind, call_id)
 
 
 # -- central side ------------------------------------------------------------
@@ -816,6 +820,13 @@ def serve(core: Any, payload: bytes) -> bytes:
             raise TypeError("a call is (path, args, kwargs)")
     except Exception as e:  # noqa: BLE001 - the caller gets the reason
         return _error(call_id, type(e).__name__, str(e), "")
+    return answer(core, call_id, path, args, kwargs)
+
+
+def answer(core: Any, call_id: int, path: str, args: tuple, kwargs: dict) -> bytes:
+    """Runs a call that was read and checked (by ``serve``, or by central's
+    fast path for plain data, ``Answerer`` in ``aigis-central/src/core.rs``) and frames
+    its reply."""
     try:
         target = core.resolve(path)
         if callable(target):
@@ -921,6 +932,7 @@ class FrameSocket:
         self._output.register(sock.fileno(), select.POLLOUT)
         self._write = threading.Lock()
         self._chunk = bytearray(self.CHUNK)
+        self._chunk_view = memoryview(self._chunk)  # never resized
         self._pending = bytearray()              # read past the last frame taken
         self._large: Optional[bytearray] = None  # a long frame, filled in place
         self._got = 0                            # how much of it
@@ -932,16 +944,22 @@ class FrameSocket:
         if len(frame) > MAX_PAYLOAD:
             raise ValueError("a frame of %d bytes; at most %d may cross to central"
                              % (len(frame), MAX_PAYLOAD))
-        head = struct.pack(">I", len(frame))
+        head = _LENGTH.pack(len(frame))
         with self._write:
             if len(frame) <= self.CHUNK:
-                self._send_all(head + frame)
+                data = head + frame
+                try:
+                    sent = self._sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self._send_all(data, sent)
             else:  # not copied to put the length in front
                 self._send_all(head)
                 self._send_all(frame)
 
-    def _send_all(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _send_all(self, data: bytes, sent: int = 0) -> None:
+        view = memoryview(data)[sent:]
         while view:
             try:
                 view = view[self._sock.send(view):]
@@ -957,7 +975,7 @@ class FrameSocket:
             if self._large is not None:
                 target = memoryview(self._large)[self._got:]
             else:
-                target = memoryview(self._chunk)
+                target = self._chunk_view
             try:
                 k = self._sock.recv_into(target)
             except BlockingIOError:
@@ -966,6 +984,15 @@ class FrameSocket:
                 raise ConnectionError("the other end closed the connection")
             if self._large is not None:
                 self._got += k
+            elif not self._pending and k >= 4:
+                # The common case: one whole frame, taken from the chunk
+                # without passing through ``_pending``.
+                end = 4 + _LENGTH.unpack_from(target)[0]
+                if end <= k:
+                    if end < k:
+                        self._pending += target[end:k]
+                    return self._chunk[4:end]
+                self._pending += target[:k]
             else:
                 self._pending += target[:k]
 
@@ -994,7 +1021,7 @@ class FrameSocket:
         pending = self._pending
         if len(pending) < 4:
             return None
-        end = 4 + struct.unpack_from(">I", pending)[0]
+        end = 4 + _LENGTH.unpack_from(pending)[0]
         if len(pending) >= end:
             frame = pending[4:end]
             del pending[:end]
@@ -1023,7 +1050,7 @@ def reply_id(frame: bytes) -> int:
     """The call id a reply frame answers: a proxy reply (``b"R" + id``) or
     a JSON control reply (``{"id": ...}``); 0 for anything else."""
     if frame[:1] == b"R" and len(frame) >= 9:
-        return struct.unpack(">Q", frame[1:9])[0]
+        return _HEAD.unpack_from(frame)[1]
     if frame[:1] == b"{":
         try:
             return int(json.loads(frame.decode("utf-8", "replace")).get("id", 0))
@@ -1148,8 +1175,8 @@ class Link:
         if len(body) > MAX_CALL:
             raise ValueError("the call's arguments are %d bytes pickled; at most %d may cross "
                              "to central" % (len(body), MAX_CALL))
-        call_id = self.next_id()
-        reply = self.request(call_id, _head(b"C", call_id) + body)
+        call_id = next(self._ids)
+        reply = self.request(call_id, _HEAD.pack(b"C", call_id) + body)
         if reply[9:10] == b"\x00":
             with memoryview(reply) as view:
                 result = pickle.loads(view[10:])

@@ -12,7 +12,7 @@
 use crate::callpool::CallPool;
 use crate::logs::{Level, LogSink, Record};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCFunction, PyTuple};
+use pyo3::types::{PyBytes, PyCFunction, PyDict, PyString, PyTuple};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
@@ -42,19 +42,19 @@ impl PythonCore {
     /// Starts the interpreter thread and builds the `aigis` module.
     pub fn start(log: LogSink, control: mpsc::Sender<Control>) -> anyhow::Result<PythonCore> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Py<PyAny>, String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Answerer, String>>();
         std::thread::Builder::new()
             .name("aigis-python".into())
             .spawn(move || {
                 Python::initialize();
                 let core = Python::attach(|py| {
                     setup(py, log, control)
-                        .map(|(core, serve)| (core.unbind(), serve.unbind()))
+                        .map(|(core, answerer)| (core.unbind(), answerer))
                         .map_err(|e| describe(py, &e))
                 });
                 let core = match core {
-                    Ok((core, serve)) => {
-                        let _ = ready_tx.send(Ok(serve));
+                    Ok((core, answerer)) => {
+                        let _ = ready_tx.send(Ok(answerer));
                         core
                     }
                     Err(e) => {
@@ -67,9 +67,9 @@ impl PythonCore {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok(serve)) => Ok(PythonCore {
+            Ok(Ok(answerer)) => Ok(PythonCore {
                 jobs,
-                calls: CallPool::new(serve_with(serve)),
+                calls: CallPool::new(Box::new(move |py, frame| answerer.serve(py, frame))),
             }),
             Ok(Err(e)) => anyhow::bail!("the embedded Python core failed to start: {e}"),
             Err(_) => anyhow::bail!("the embedded Python core failed to start"),
@@ -144,23 +144,83 @@ impl PythonCore {
     }
 }
 
-/// `proxy.serve` as the call pool runs it. A failure inside central itself
-/// still answers the call, so its caller never waits forever.
-fn serve_with(serve: Py<PyAny>) -> crate::callpool::Serve {
-    Box::new(move |py, frame| {
-        let answered = serve
-            .bind(py)
-            .call1((PyBytes::new(py, frame),))
-            .and_then(|r| Ok(r.cast_into::<PyBytes>()?.as_bytes().to_vec()));
-        answered.unwrap_or_else(|e| {
-            let id = aigis_agent::calls::call_id(frame);
-            aigis_agent::calls::error_reply(&id, "RuntimeError", &describe(py, &e))
-        })
-    })
+/// Answers AigisProxy call frames: what the call pool and the lane run.
+///
+/// Most calls carry plain data (`scan.rs`). Such a call is read here: the
+/// C unpickler builds it (a pickle with no opcode that names a global or
+/// calls anything builds only builtin values, so `RestrictedUnpickler`'s
+/// allow-list would be asked nothing) after `scan::plain_cost` charged what
+/// it builds against the same budget the Python scan applies; then
+/// `proxy.answer` runs it. Anything else, and any call whose shape is not
+/// `(str, tuple, dict)`, goes to `proxy.serve`, which reads it with
+/// `RestrictedUnpickler` and says why it refuses it. Both paths end in
+/// `proxy.answer`, so a call runs and is answered in one place.
+struct Answerer {
+    /// `proxy.serve` bound to the loader's `Core`.
+    serve: Py<PyAny>,
+    /// `proxy.answer` bound to the loader's `Core`.
+    answer: Py<PyAny>,
+    /// `pickle.loads`.
+    loads: Py<PyAny>,
+    limits: crate::scan::Limits,
+    /// `proxy.BUILD_FLOOR` and `proxy.BUILD_FACTOR`: a call's budget.
+    build_floor: u64,
+    build_factor: u64,
 }
 
-/// The loader's `Core`, and `proxy.serve` bound to its namespace.
-type Started<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+impl Answerer {
+    /// The reply frame to one call frame. A failure inside central itself
+    /// still answers the call, so its caller never waits forever.
+    fn serve(&self, py: Python<'_>, frame: &[u8]) -> Vec<u8> {
+        let answered = match self.read_plain(py, frame) {
+            Some((id, call)) => self.answer.bind(py).call1((id, call.0, call.1, call.2)),
+            None => self.serve.bind(py).call1((PyBytes::new(py, frame),)),
+        };
+        answered
+            .and_then(|r| Ok(r.cast_into::<PyBytes>()?.as_bytes().to_vec()))
+            .unwrap_or_else(|e| {
+                let id = aigis_agent::calls::call_id(frame);
+                aigis_agent::calls::error_reply(&id, "RuntimeError", &describe(py, &e))
+            })
+    }
+
+    /// A plain-data call frame's id and `(path, args, kwargs)`; `None` for
+    /// anything `proxy.serve` must read. Nothing runs before this answers.
+    #[allow(clippy::type_complexity)]
+    fn read_plain<'py>(
+        &self,
+        py: Python<'py>,
+        frame: &[u8],
+    ) -> Option<(
+        u64,
+        (
+            Bound<'py, PyString>,
+            Bound<'py, PyTuple>,
+            Bound<'py, PyDict>,
+        ),
+    )> {
+        let (b'C', Some(id), body) = (*frame.first()?, frame.get(1..9), frame.get(9..)?) else {
+            return None;
+        };
+        let budget = self
+            .build_floor
+            .saturating_add(self.build_factor.saturating_mul(body.len() as u64));
+        crate::scan::plain_cost(body, budget, &self.limits)?;
+        let call = self.loads.bind(py).call1((PyBytes::new(py, body),)).ok()?;
+        let call = call.cast_into::<PyTuple>().ok()?;
+        if call.len() != 3 {
+            return None;
+        }
+        let path = call.get_item(0).ok()?.cast_into::<PyString>().ok()?;
+        let args = call.get_item(1).ok()?.cast_into::<PyTuple>().ok()?;
+        let kwargs = call.get_item(2).ok()?.cast_into::<PyDict>().ok()?;
+        let id = u64::from_be_bytes(id.try_into().ok()?);
+        Some((id, (path, args, kwargs)))
+    }
+}
+
+/// The loader's `Core`, and what answers proxy calls against it.
+type Started<'py> = (Bound<'py, PyAny>, Answerer);
 
 fn setup<'py>(
     py: Python<'py>,
@@ -210,28 +270,39 @@ fn setup<'py>(
         },
     )?;
     let core = central.getattr("start")?.call1((emit, control))?;
-    let serve = py
-        .import("functools")?
-        .getattr("partial")?
-        .call1((proxy.getattr("serve")?, &core))?;
-    Ok((core, serve))
+    let partial = py.import("functools")?.getattr("partial")?;
+    let answerer = Answerer {
+        serve: partial.call1((proxy.getattr("serve")?, &core))?.unbind(),
+        answer: partial.call1((proxy.getattr("answer")?, &core))?.unbind(),
+        loads: py.import("pickle")?.getattr("loads")?.unbind(),
+        limits: limits(&proxy)?,
+        build_floor: proxy.getattr("BUILD_FLOOR")?.extract()?,
+        build_factor: proxy.getattr("BUILD_FACTOR")?.extract()?,
+    };
+    Ok((core, answerer))
+}
+
+/// The Python scan's limits, as `proxy.py` defines them.
+fn limits(proxy: &Bound<'_, PyModule>) -> PyResult<crate::scan::Limits> {
+    let protocol: u8 = proxy
+        .py()
+        .import("pickle")?
+        .getattr("HIGHEST_PROTOCOL")?
+        .extract()?;
+    Ok(crate::scan::Limits {
+        opcodes: proxy.getattr("MAX_OPCODES")?.extract()?,
+        marks: proxy.getattr("MAX_MARKS")?.extract()?,
+        memo: proxy.getattr("MAX_MEMO")?.extract()?,
+        long_bytes: proxy.getattr("MAX_LONG_BYTES")?.extract()?,
+        protocol: protocol.min(5),
+    })
 }
 
 /// `proxy.plain_cost`: the Python scan's fast path (see `scan.rs`), with
 /// the limits `proxy.py` defines.
 fn plain_cost<'py>(proxy: &Bound<'py, PyModule>) -> PyResult<Bound<'py, PyCFunction>> {
     let py = proxy.py();
-    let protocol: u8 = py
-        .import("pickle")?
-        .getattr("HIGHEST_PROTOCOL")?
-        .extract()?;
-    let limits = crate::scan::Limits {
-        opcodes: proxy.getattr("MAX_OPCODES")?.extract()?,
-        marks: proxy.getattr("MAX_MARKS")?.extract()?,
-        memo: proxy.getattr("MAX_MEMO")?.extract()?,
-        long_bytes: proxy.getattr("MAX_LONG_BYTES")?.extract()?,
-        protocol: protocol.min(5),
-    };
+    let limits = limits(proxy)?;
     PyCFunction::new_closure(
         py,
         Some(c"plain_cost"),
@@ -307,6 +378,191 @@ mod tests {
         });
         let first = terms.next().unwrap();
         terms.fold(first, |acc, t| acc - t)
+    }
+
+    /// A core plugin `m` with `ping` (returns its argument), `count`
+    /// (counts its calls) and `fail` (counts, then raises).
+    async fn core_with_plugin(dir: &std::path::Path) -> (super::PythonCore, crate::logs::LogSink) {
+        std::fs::create_dir_all(dir.join("AIGIS")).unwrap();
+        std::fs::write(
+            dir.join("m_impl.py"),
+            "CALLS = []\n\ndef ping(x):\n    return x\n\n\
+             def count():\n    CALLS.append(1)\n    return len(CALLS)\n\n\
+             def fail():\n    CALLS.append(1)\n    raise KeyError('k')\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("AIGIS/AIGIS.core"),
+            "import m_impl as m\nSKILLS = ['m.ping', 'm.count', 'm.fail']\n",
+        )
+        .unwrap();
+        let (log, _task) = crate::logs::LogSink::start(
+            dir.join("log"),
+            crate::logs::Rotation::default(),
+            crate::logs::ConsoleLimits::default(),
+        );
+        let (control, _) = tokio::sync::mpsc::channel(1);
+        let core = super::PythonCore::start(log.clone(), control).unwrap();
+        core.load("m", dir, &dir.join("AIGIS/AIGIS.core"))
+            .await
+            .unwrap();
+        (core, log)
+    }
+
+    /// A call frame of id 7 for `expr`, a Python expression of the
+    /// `(path, args, kwargs)` to pickle.
+    async fn frame(core: &super::PythonCore, expr: &str) -> Vec<u8> {
+        let code = format!(
+            "import pickle, datetime, os\nframe = b'C' + (7).to_bytes(8, 'big') + pickle.dumps({expr}, protocol=4)\n"
+        );
+        core.run(move |py, _| {
+            let code = std::ffi::CString::new(code).unwrap();
+            let globals = pyo3::types::PyDict::new(py);
+            py.run(&code, Some(&globals), None).unwrap();
+            use pyo3::prelude::*;
+            globals
+                .get_item("frame")
+                .unwrap()
+                .unwrap()
+                .extract::<Vec<u8>>()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// What `proxy.serve` itself answers to `frame`.
+    async fn python_serve(core: &super::PythonCore, frame: Vec<u8>) -> Vec<u8> {
+        core.run(move |py, loader_core| {
+            use pyo3::prelude::*;
+            py.import("aigis_proxy")
+                .unwrap()
+                .getattr("serve")
+                .unwrap()
+                .call1((loader_core, pyo3::types::PyBytes::new(py, &frame)))
+                .unwrap()
+                .extract::<Vec<u8>>()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Sets `aigis_proxy.RestrictedUnpickler` to one that fails (`true`) or
+    /// back to the real one.
+    async fn break_restricted_unpickler(core: &super::PythonCore, broken: bool) {
+        core.run(move |py, _| {
+            let code = if broken {
+                c"import aigis_proxy as p\np._Real = p.RestrictedUnpickler\n\
+                  class Boom:\n    def __init__(self, *a):\n        raise RuntimeError('the slow path ran')\n\
+                  p.RestrictedUnpickler = Boom\n"
+            } else {
+                c"import aigis_proxy as p\np.RestrictedUnpickler = p._Real\n"
+            };
+            py.run(code, None, None).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    fn reply_text(reply: &[u8]) -> String {
+        String::from_utf8_lossy(reply).into_owned()
+    }
+
+    /// Runs `test` on a runtime of its own that does not wait, when the
+    /// test ends, for the log writer the Python core keeps alive.
+    fn with_runtime<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(test())));
+        rt.shutdown_background();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    #[test]
+    fn plain_calls_skip_the_restricted_unpickler_and_answer_as_it_would() {
+        with_runtime(plain_calls_body);
+    }
+
+    async fn plain_calls_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, _log) = core_with_plugin(dir.path()).await;
+        let ask = |frame: Vec<u8>| core.calls.call("p", frame);
+
+        // Plain data: answered with RestrictedUnpickler out of order, and
+        // byte for byte as `proxy.serve` answers it.
+        let plain = frame(
+            &core,
+            "('m.ping', ((b'x' * 64, [1, 2.5, None], {'k': 'v'}),), {})",
+        )
+        .await;
+        break_restricted_unpickler(&core, true).await;
+        let fast = ask(plain.clone()).await.unwrap();
+        assert_eq!(
+            &fast[..10],
+            b"R\0\0\0\0\0\0\0\x07\0",
+            "{}",
+            reply_text(&fast)
+        );
+        // Anything else goes through it (here: the broken one).
+        let dated = frame(&core, "('m.ping', (datetime.date(2026, 12, 4),), {})").await;
+        let refused = ask(dated.clone()).await.unwrap();
+        assert!(
+            reply_text(&refused).contains("the slow path ran"),
+            "{}",
+            reply_text(&refused)
+        );
+        break_restricted_unpickler(&core, false).await;
+        assert_eq!(fast, python_serve(&core, plain).await);
+        let slow = ask(dated.clone()).await.unwrap();
+        assert_eq!(
+            &slow[..10],
+            b"R\0\0\0\0\0\0\0\x07\0",
+            "{}",
+            reply_text(&slow)
+        );
+        assert_eq!(slow, python_serve(&core, dated).await);
+
+        // Refusals and errors are the slow path's, word for word.
+        for expr in [
+            "('m.ping', (os.system,), {})",
+            "['m.ping', (), {}]",
+            "('m.ping', [], {})",
+            "('m._hidden', (), {})",
+            "('m.nothing', (), {})",
+            "('m.ping', (), {})",
+        ] {
+            let f = frame(&core, expr).await;
+            let reply = ask(f.clone()).await.unwrap();
+            assert_eq!(&reply[9..10], b"\x01", "{expr}: {}", reply_text(&reply));
+            assert_eq!(reply, python_serve(&core, f).await, "{expr}");
+        }
+
+        // A call runs once, also when it raises.
+        let count = frame(&core, "('m.count', (), {})").await;
+        let fail = frame(&core, "('m.fail', (), {})").await;
+        let raised = ask(fail).await.unwrap();
+        assert!(
+            reply_text(&raised).contains("KeyError"),
+            "{}",
+            reply_text(&raised)
+        );
+        let counted = ask(count).await.unwrap();
+        let n: i64 = core
+            .run(move |py, _| {
+                use pyo3::prelude::*;
+                py.import("pickle")
+                    .unwrap()
+                    .call_method1("loads", (pyo3::types::PyBytes::new(py, &counted[10..]),))
+                    .unwrap()
+                    .extract()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "m.fail then m.count: two calls in all");
     }
 
     #[test]

@@ -105,6 +105,21 @@ class LoaderTest(unittest.TestCase):
         self.assertFalse(hasattr(self.root, "r"), "an emptied namespace was left behind")
         self.assertEqual(self.core.plugins(), [])
 
+    def test_resolve_names_exposed_skills_by_the_reach_rule(self):
+        """A skill is found by its name alone, unless a part of it starts
+        with `_` (the reach rule refuses those paths, exposed or not); a
+        skill unloaded is gone from the proxy's reach too."""
+        self.load("s", "import reach_impl as s\nSKILLS = ['s.f', 's._g']\n",
+                  {"reach_impl.py": "def f():\n    return 1\ndef _g():\n    return 2\n"})
+        self.assertEqual(self.core.resolve("s.f")(), 1)
+        with self.assertRaises(AttributeError):
+            self.core.resolve("s._g")
+        with self.assertRaises(AttributeError):
+            self.core.resolve(["s.f"])
+        self.core.unload("s")
+        with self.assertRaises(AttributeError):
+            self.core.resolve("s.f")
+
     def test_entrypoint_is_appended_and_never_shadows_what_is_installed(self):
         root, core_file = self.plugin("shadow", "import json\nSKILLS = ['json.JSONDecoder']\n",
                                       {"json.py": "JSONDecoder = 'shadowed'\n"})

@@ -46,6 +46,15 @@ const MANY: usize = 100;
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
 const STARTUP_FLOOR_RUNS: usize = 5;
 
+/// The sequential call rows' count: `AIGIS_BENCH_CALLS` raises it, to keep
+/// a row running long enough for a profiler (`perf record -a`) to see it.
+fn seq_calls() -> usize {
+    std::env::var("AIGIS_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEQ_CALLS)
+}
+
 // ---------------------------------------------------------------------------
 // Rows and the table
 
@@ -554,13 +563,13 @@ impl Ctx {
     /// Floor: 64-byte ping-pong through `ssh lan1 cat`, from a Rust client.
     fn ssh_cat_floor(&self, deadline: &Deadline) -> Stats {
         let cat = Piped::spawn(self.ssh("cat"), deadline);
-        ping_pong(cat, SEQ_CALLS, deadline, "the `ssh lan1 cat` floor")
+        ping_pong(cat, seq_calls(), deadline, "the `ssh lan1 cat` floor")
     }
 
     /// Floor: the same ping-pong from `python3`, as a plugin calls.
     fn ssh_cat_python_floor(&self, deadline: &Deadline) -> Stats {
         let what = "the `ssh lan1 cat` floor from python3";
-        python_ping_pong(&self.ssh("cat"), SEQ_CALLS, deadline, what)
+        python_ping_pong(&self.ssh("cat"), seq_calls(), deadline, what)
     }
 
     /// Writes an internal plugin that calls `call` (a Python expression
@@ -898,7 +907,7 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         "seq",
         Some("lan1"),
         "aigis.echo.ping(payload)",
-        SEQ_CALLS,
+        seq_calls(),
         WARM_UP,
         Some(&go),
     );
@@ -954,13 +963,13 @@ fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let deadline = Deadline::new("internal (central host) proxy");
     let floor = python_ping_pong(
         &Command::new("cat"),
-        SEQ_CALLS,
+        seq_calls(),
         &deadline,
         "the local cat floor from python3",
     );
     let rust_floor = ping_pong(
         Piped::spawn(Command::new("cat"), &deadline),
-        SEQ_CALLS,
+        seq_calls(),
         &deadline,
         "the local cat floor",
     );
@@ -969,7 +978,7 @@ fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
         "local",
         None,
         "aigis.echo.ping(payload)",
-        SEQ_CALLS,
+        seq_calls(),
         WARM_UP,
         Some(&go),
     );
@@ -1556,7 +1565,7 @@ fn row_russh(ctx: &Ctx, _: &mut Vec<String>) -> Vec<Row> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let russh = runtime
         .block_on(async {
-            tokio::time::timeout(deadline.remaining(), russh_cat(&ctx.sshd, SEQ_CALLS)).await
+            tokio::time::timeout(deadline.remaining(), russh_cat(&ctx.sshd, seq_calls())).await
         })
         .unwrap_or_else(|_| deadline.fail("the russh ping-pong", None))
         .unwrap_or_else(|e| panic!("russh ping-pong: {e}"));
