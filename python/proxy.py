@@ -32,9 +32,11 @@ import itertools
 import json
 import pickle
 import select
+import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -1059,6 +1061,16 @@ def reply_id(frame: bytes) -> int:
     return 0
 
 
+#: Why a call fails whose link dropped while it was in flight (the agent's
+#: desk says the same of the calls it relays).
+DROPPED_IN_FLIGHT = ("the link to central dropped while this call was in flight; it may or "
+                     "may not have run")
+
+
+class LinkClosed(ConnectionError):
+    """The link was closed before the call went out: it did not run."""
+
+
 class Link:
     """Multiplexes calls over one transport: many threads, one reader.
 
@@ -1094,10 +1106,14 @@ class Link:
             slot.ready = threading.Event()  # the owner delivers from its thread
         with self._lock:
             if self._closed:
-                raise ConnectionError(self._closed)
+                raise LinkClosed(self._closed)
             self._waiting[call_id] = slot
         try:
-            self._send(frame)
+            try:
+                self._send(frame)
+            except OSError as e:
+                # Not sent whole: the other end cannot have run it.
+                raise LinkClosed("the link to central closed: %s" % e) from e
             if slot.ready is not None:
                 slot.ready.wait()
             else:
@@ -1188,6 +1204,103 @@ class Link:
                                info.get("traceback", ""), info.get("args"), info.get("builtin"))
 
 
+class DirectCalls:
+    """A plugin's proxy calls, straight to central when it can (see
+    ``aigis-agent/src/direct.rs``): over a connection sshd makes to the
+    plugin's own listening socket once central opens its channel, else over
+    ``fallback``, the link through the agent.
+
+    The calling thread looks for that connection itself (at most every
+    ``LOOK_EVERY`` seconds while there is none), and takes it only when
+    central's token is its first frame. When it closes (the SSH connection
+    dropped), the calls in flight on it fail, as they would through the
+    agent; a call that had not gone out yet goes through the agent."""
+
+    LOOK_EVERY = 0.05
+    #: How long central's token may take to follow the connection.
+    TOKEN_WAIT = 2.0
+
+    def __init__(self, listener: Any, token: str, fallback: Link) -> None:
+        listener.setblocking(False)
+        self._listener = listener
+        self._token = token.encode()
+        self._fallback = fallback
+        self._direct: Optional[Link] = None
+        self._conn: Any = None  # the socket under _direct
+        self._next_look = 0.0
+        self._looking = threading.Lock()
+
+    def call(self, path: str, args: tuple, kwargs: dict) -> Any:
+        link = self._direct or self._look()
+        if link is None:
+            return self._fallback.call(path, args, kwargs)
+        try:
+            return link.call(path, args, kwargs)
+        except LinkClosed:
+            self._drop(link)
+            return self._fallback.call(path, args, kwargs)
+        except ConnectionError as e:
+            self._drop(link)
+            raise ConnectionError(DROPPED_IN_FLIGHT) from e
+
+    def next_id(self) -> int:
+        return self._fallback.next_id()
+
+    def request(self, call_id: int, frame: bytes) -> bytes:
+        """Control requests go through the agent."""
+        return self._fallback.request(call_id, frame)
+
+    def _drop(self, link: Link) -> None:
+        with self._looking:
+            if self._direct is not link:
+                return
+            self._direct, conn = None, self._conn
+        link.close("the direct link to central closed")
+        try:
+            conn.shutdown(socket.SHUT_RDWR)  # wakes a thread still waiting on it
+        except OSError:
+            pass
+        conn.close()
+
+    def _look(self) -> Optional[Link]:
+        now = time.monotonic()
+        if now < self._next_look or not self._looking.acquire(blocking=False):
+            return None
+        try:
+            self._next_look = now + self.LOOK_EVERY
+            while self._direct is None:
+                try:
+                    conn, _ = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                if self._is_central(conn):
+                    frames = FrameSocket(conn)
+                    self._conn = conn
+                    self._direct = Link(frames.send, frames.next, frames.recycle)
+                else:
+                    conn.close()
+            return self._direct
+        finally:
+            self._looking.release()
+
+    def _is_central(self, conn: Any) -> bool:
+        import hmac
+        want = _LENGTH.pack(len(self._token)) + self._token
+        got = b""
+        conn.settimeout(self.TOKEN_WAIT)
+        try:
+            while len(got) < len(want):
+                piece = conn.recv(len(want) - len(got))
+                if not piece:
+                    return False
+                got += piece
+        except OSError:
+            return False
+        return hmac.compare_digest(got, want)
+
+
 #: Sub-paths a path keeps as attributes, so ``aigis.a.b`` is a plain
 #: attribute lookup after its first use; past this many, new ones are built
 #: on every use.
@@ -1223,7 +1336,7 @@ class AigisProxy(types.ModuleType):
     a path into the real core; everything must be called, constants too.
     ``AIGISReload(name)`` is a control request, answered by the daemon."""
 
-    def __init__(self, link: Link, reload: Optional[Callable[[str], Any]] = None) -> None:
+    def __init__(self, link: Any, reload: Optional[Callable[[str], Any]] = None) -> None:
         super().__init__("aigis", "The AIGIS core, reached through central.")
         self.__dict__["_link"] = link
         if reload is not None:

@@ -22,6 +22,9 @@ these environment variables:
   ``{"id", "ok", "result"|"error"}`` back), or a proxy call/reply frame
   (see ``proxy.py``), at most ``proxy.MAX_PAYLOAD`` bytes. Many threads
   may call at once; whichever waits reads the socket (``proxy.Link``).
+- ``AIGIS_CALLS_FD`` and ``AIGIS_CALL_TOKEN`` (optional, proxy mode on a LAN
+  host): a listening socket on which central's direct call channel
+  arrives, and the token it sends first (``proxy.DirectCalls``).
 
 Log records and anything printed go to stdout/stderr, which the agent relays
 line by line to the central log. Exit codes: 0 launch returned, 1 launch
@@ -185,7 +188,11 @@ def main() -> int:
             """Asks central to reload plugin `name`."""
             return control.call("reload", plugin=str(name))
 
-        sys.modules["aigis"] = proxy.AigisProxy(control.link, AIGISReload)
+        calls: Any = control.link
+        listener, token = os.environ.get("AIGIS_CALLS_FD"), os.environ.get("AIGIS_CALL_TOKEN")
+        if listener and token:
+            calls = proxy.DirectCalls(socket.socket(fileno=int(listener)), token, control.link)
+        sys.modules["aigis"] = proxy.AigisProxy(calls, AIGISReload)
     else:
         build_core(plugin, control)
 

@@ -40,6 +40,10 @@ pub struct AgentState {
     closing: Arc<std::sync::atomic::AtomicBool>,
     /// This central run was told that its plugins run as root.
     warned_root: Arc<std::sync::atomic::AtomicBool>,
+    /// A LAN host's agent dir, where AigisProxy plugins get the socket of
+    /// their direct calls (`direct.rs`); `None` for the local agent, whose
+    /// plugins' calls central answers on their control sockets.
+    calls_dir: Option<std::path::PathBuf>,
 }
 
 impl AgentState {
@@ -51,6 +55,15 @@ impl AgentState {
             session: Arc::default(),
             closing: Arc::default(),
             warned_root: Arc::default(),
+            calls_dir: None,
+        }
+    }
+
+    /// The state of a LAN host's agent daemon, whose dir is `dir`.
+    pub fn in_dir(dir: &std::path::Path) -> AgentState {
+        AgentState {
+            calls_dir: Some(dir.to_path_buf()),
+            ..AgentState::new()
         }
     }
 
@@ -255,7 +268,13 @@ async fn handle(
                 old.stop().await;
             }
             warn_if_root(&spec, events, state).await;
-            let (handle, pid) = Supervised::start(spec, events.clone(), state.desk.clone()).await?;
+            let (handle, pid) = Supervised::start(
+                spec,
+                events.clone(),
+                state.desk.clone(),
+                state.calls_dir.clone(),
+            )
+            .await?;
             map.insert(name, handle);
             Ok(Reply::Started { pid })
         }
@@ -263,6 +282,9 @@ async fn handle(
             let handle = state.plugins.lock().await.remove(&plugin);
             if let Some(h) = handle {
                 h.stop().await;
+            }
+            if let Some(dir) = &state.calls_dir {
+                crate::direct::forget(dir, &plugin);
             }
             Ok(Reply::Stopped)
         }

@@ -7,6 +7,64 @@
 //! (`{"id", "op": "reload", "plugin"}`). Nothing else crosses.
 
 use proto::{Answer, Call};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// One frame a shim sent, as read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShimRead {
+    /// A payload within the limit.
+    Frame(Vec<u8>),
+    /// A payload over the limit, read and dropped in bounded chunks, never
+    /// held whole: its length, and the id of the proxy call it was, if it
+    /// was one (answered with [`too_big_call`]).
+    TooBig { len: usize, call: Option<[u8; 8]> },
+}
+
+/// Reads the next shim frame (a 4-byte big-endian length and a payload)
+/// from `rd`; `None` when the stream ended. Anything that comes from a
+/// plugin's shim is read this way: by the agent from fd 3, by central from
+/// a direct call channel.
+pub async fn read_shim_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    limit: usize,
+) -> std::io::Result<Option<ShimRead>> {
+    let mut len = [0u8; 4];
+    match rd.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len <= limit {
+        let mut payload = vec![0u8; len];
+        rd.read_exact(&mut payload).await?;
+        return Ok(Some(ShimRead::Frame(payload)));
+    }
+    let mut head = [0u8; 9];
+    rd.read_exact(&mut head).await?;
+    let rest = (len - head.len()) as u64;
+    let skipped = tokio::io::copy(&mut rd.take(rest), &mut tokio::io::sink()).await?;
+    if skipped != rest {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let call = (head[0] == b'C').then(|| call_id(&head));
+    Ok(Some(ShimRead::TooBig { len, call }))
+}
+
+/// A reply that fits in a frame: one too big would end the whole link (or
+/// the plugin's channel), so it becomes an error for its call alone.
+/// `proxy.answer` already keeps results under the limit.
+pub fn fit_reply(plugin: &str, reply: Vec<u8>) -> Vec<u8> {
+    let limit = proto::control_limit(plugin);
+    if reply.len() <= limit {
+        return reply;
+    }
+    let message = format!(
+        "the reply is {} bytes; at most {limit} may cross back to the plugin",
+        reply.len()
+    );
+    error_reply(&call_id(&reply), "ValueError", &message)
+}
 
 /// The typed call in one shim payload, or why it is not one.
 pub fn from_shim(payload: Vec<u8>) -> Result<Call, String> {
@@ -107,6 +165,70 @@ pub fn to_shim(answer: Answer) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn shim_frames_are_read_whole_and_oversized_ones_skipped() {
+        let limit = 16;
+        let mut wire = Vec::new();
+        for payload in [
+            &b"C\0\0\0\0\0\0\0\x07small"[..],
+            &[b'C'; 40][..],
+            b"",
+            b"{}",
+        ] {
+            wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            wire.extend_from_slice(payload);
+        }
+        let mut rd = &wire[..];
+        let mut got = Vec::new();
+        while let Some(read) = read_shim_frame(&mut rd, limit).await.unwrap() {
+            got.push(read);
+        }
+        assert_eq!(
+            got,
+            vec![
+                ShimRead::Frame(b"C\0\0\0\0\0\0\0\x07small".to_vec()),
+                ShimRead::TooBig {
+                    len: 40,
+                    call: Some([b'C'; 8])
+                },
+                ShimRead::Frame(Vec::new()),
+                ShimRead::Frame(b"{}".to_vec()),
+            ]
+        );
+        // Cut inside a frame: an error, not the end.
+        let mut cut = &wire[..10];
+        assert!(read_shim_frame(&mut cut, limit).await.is_err());
+    }
+
+    #[test]
+    fn a_reply_too_big_for_a_frame_becomes_an_error_for_its_call() {
+        let small = b"R\0\0\0\0\0\0\0\x07\0ok".to_vec();
+        assert_eq!(fit_reply("p", small.clone()), small);
+        let fits = vec![b'R'; proto::MAX_CONTROL];
+        assert_eq!(fit_reply("p", fits.clone()), fits);
+        let mut big = b"R\0\0\0\0\0\0\0\x07\0".to_vec();
+        big.resize(proto::MAX_CONTROL + 1, b'x');
+        let reply = fit_reply("p", big.clone());
+        assert_eq!(&reply[..10], b"R\0\0\0\0\0\0\0\x07\x01");
+        let info: serde_json::Value = serde_json::from_slice(&reply[10..]).unwrap();
+        assert_eq!(info["type"], "ValueError");
+        assert_eq!(
+            info["message"],
+            format!(
+                "the reply is {} bytes; at most {} may cross back to the plugin",
+                proto::MAX_CONTROL + 1,
+                proto::MAX_CONTROL
+            )
+        );
+        // What is sent always fits in one frame, whatever the plugin's name.
+        let long_name = "p".repeat(100_000);
+        let msg = proto::ToAgent::Answer {
+            answer: Answer::Proxy(fit_reply(&long_name, big)),
+            plugin: long_name,
+        };
+        assert!(proto::encode_frame(&msg).is_ok());
+    }
 
     #[test]
     fn shim_frames_become_typed_calls_and_back() {

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 const NO_LINK: &str = "central is unreachable right now; the call did not run";
-const LINK_DROPPED: &str =
+/// Why a relayed call fails whose link dropped while it was in flight
+/// (`proxy.DROPPED_IN_FLIGHT` says the same of a direct one).
+pub const DROPPED: &str =
     "the link to central dropped while this call was in flight; it may or may not have run";
 
 /// See the module documentation.
@@ -131,7 +133,7 @@ impl Desk {
             std::mem::take(&mut inner.in_flight)
         };
         for pending in lost {
-            self.fail(&pending, LINK_DROPPED);
+            self.fail(&pending, DROPPED);
         }
     }
 

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod contain;
 pub mod daemon;
 pub mod desk;
+pub mod direct;
 pub mod fdpass;
 pub mod fetch;
 pub mod group;

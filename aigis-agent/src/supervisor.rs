@@ -12,17 +12,18 @@
 //!   A run that lasted [`HEALTHY_RUN`] refills the budget and resets the delay.
 //! - Output lines of one run are all sent before the state change that ends it.
 
+use crate::calls::ShimRead;
 use crate::contain::{Jail, Own};
 use crate::desk::Desk;
 use crate::output::relay;
 use crate::python;
 use crate::quiet::Replies;
 use proto::{Backoff, Event, FromAgent, LaunchSpec, OutputStream, ProcessState, Program};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -51,6 +52,7 @@ impl Supervised {
         spec: LaunchSpec,
         events: mpsc::Sender<FromAgent>,
         desk: Arc<Desk>,
+        calls_dir: Option<PathBuf>,
     ) -> Result<(Supervised, u32), String> {
         let (started_tx, started_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = mpsc::channel(1);
@@ -58,7 +60,7 @@ impl Supervised {
         let task = tokio::spawn(supervise(
             spec,
             events,
-            desk,
+            Wiring { desk, calls_dir },
             stop_rx,
             started_tx,
             active.clone(),
@@ -99,10 +101,17 @@ fn state(plugin: &str, state: ProcessState) -> FromAgent {
     })
 }
 
+/// Where a plugin's calls go besides its output.
+struct Wiring {
+    desk: Arc<Desk>,
+    /// A LAN host's agent dir (see [`crate::direct`]).
+    calls_dir: Option<PathBuf>,
+}
+
 async fn supervise(
     spec: LaunchSpec,
     events: mpsc::Sender<FromAgent>,
-    desk: Arc<Desk>,
+    wiring: Wiring,
     mut stop: mpsc::Receiver<oneshot::Sender<()>>,
     started: oneshot::Sender<Result<u32, String>>,
     active: Arc<std::sync::atomic::AtomicBool>,
@@ -118,7 +127,7 @@ async fn supervise(
             readers,
             mut jail,
             own: _own,
-        } = match spawn(&spec, &events, &desk) {
+        } = match spawn(&spec, &events, &wiring) {
             Ok(c) => c,
             Err(msg) => {
                 match started.take() {
@@ -215,15 +224,16 @@ struct Run {
 fn spawn(
     spec: &LaunchSpec,
     events: &mpsc::Sender<FromAgent>,
-    desk: &Arc<Desk>,
+    wiring: &Wiring,
 ) -> Result<Run, String> {
     let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
-    let (argv, env, control) = match &spec.program {
-        Program::Command(argv) => (argv.clone(), Vec::new(), None),
+    let (argv, mut env, control, listener) = match &spec.program {
+        Program::Command(argv) => (argv.clone(), Vec::new(), None, None),
         Program::Python {
             launch,
             core_plugins,
             proxy,
+            direct,
         } => {
             let python::ShimCommand { argv, env } = python::command(
                 &spec.plugin,
@@ -235,9 +245,18 @@ fn spawn(
             )?;
             let pair = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("cannot make the control socket: {e}"))?;
-            (argv, env, Some(pair))
+            let listener = match (direct, &wiring.calls_dir) {
+                (Some(token), Some(dir)) if *proxy => direct_calls(&spec.plugin, dir, events)
+                    .map(|listener| (listener, token.clone())),
+                _ => None,
+            };
+            (argv, env, Some(pair), listener)
         }
     };
+    if let Some((_, token)) = &listener {
+        env.push(("AIGIS_CALLS_FD".into(), crate::direct::CALLS_FD.to_string()));
+        env.push(("AIGIS_CALL_TOKEN".into(), token.0.clone()));
+    }
     let (program, args) = argv.split_first().ok_or("LAUNCH is empty")?;
     let user_env = user.as_ref().map(|u| u.env()).unwrap_or_default();
     let switch = user.as_ref().and_then(|u| u.switch());
@@ -255,7 +274,18 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // Above the descriptors they go to, so that putting one in place
+    // never overwrites the other.
+    let control = control
+        .map(|(ours, theirs)| {
+            Ok::<_, String>((ours, above(theirs.into(), python::CONTROL_FD + 1)?))
+        })
+        .transpose()?;
+    let listener = listener
+        .map(|(l, _)| above(l.into(), crate::direct::CALLS_FD + 1))
+        .transpose()?;
     let control_fd = control.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
+    let listener_fd = listener.as_ref().map(|l| l.as_raw_fd());
     let (mut jail, cgroup) = Jail::prepare(&spec.plugin)?;
     let cgroup_fd = cgroup.as_ref().map(|fd| fd.as_raw_fd());
     // SAFETY: only async-signal-safe calls between fork and exec. The
@@ -280,6 +310,11 @@ fn spawn(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if let Some(fd) = listener_fd {
+                if libc::dup2(fd, crate::direct::CALLS_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -294,6 +329,7 @@ fn spawn(
         )
     })?;
     drop(cgroup);
+    drop(listener); // the shim's now
     jail.started(child.id().unwrap_or(0));
     let mut readers = Vec::with_capacity(3);
     if let Some(out) = child.stdout.take() {
@@ -306,7 +342,7 @@ fn spawn(
         drop(theirs);
         // On the central host, central answers on this socket itself.
         if !crate::lane::hand_over(&spec.plugin, &ours) {
-            match relay_control(ours, &spec.plugin, events, desk) {
+            match relay_control(ours, &spec.plugin, events, &wiring.desk) {
                 Ok(task) => readers.push(task),
                 Err(e) => warn_plugin(&spec.plugin, events, e),
             }
@@ -318,6 +354,46 @@ fn spawn(
         jail,
         own,
     })
+}
+
+/// The listening socket of `plugin`'s direct calls in the agent dir `dir`;
+/// `None` (its calls go through the agent, said in its log) when it cannot
+/// be made.
+fn direct_calls(
+    plugin: &str,
+    dir: &Path,
+    events: &mpsc::Sender<FromAgent>,
+) -> Option<std::os::unix::net::UnixListener> {
+    match crate::direct::listen(dir, plugin) {
+        Ok(listener) => listener,
+        Err(e) => {
+            note_plugin(
+                plugin,
+                events,
+                format!("its calls go through the agent: cannot make their socket: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// `fd` as a descriptor numbered `floor` or above (close-on-exec, as the
+/// original was): a descriptor below the ones a child gets by `dup2`
+/// could be overwritten by another before its own turn.
+fn above(fd: OwnedFd, floor: i32) -> Result<OwnedFd, String> {
+    if fd.as_raw_fd() >= floor {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC of a descriptor we own; the new one is ours.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    if new < 0 {
+        return Err(format!(
+            "cannot place a plugin's socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `new` was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 fn warn_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, e: std::io::Error) {
@@ -357,26 +433,16 @@ fn relay_control(
     Ok(tokio::spawn(async move {
         let _open = open;
         loop {
-            let mut len = [0u8; 4];
-            if rd.read_exact(&mut len).await.is_err() {
-                break;
-            }
-            let len = u32::from_be_bytes(len) as usize;
-            if len > limit {
-                let mut head = [0u8; 9];
-                let head_len = len.min(head.len());
-                if rd.read_exact(&mut head[..head_len]).await.is_err() {
-                    break;
+            let payload = match crate::calls::read_shim_frame(&mut rd, limit).await {
+                Ok(Some(ShimRead::Frame(payload))) => payload,
+                Ok(Some(ShimRead::TooBig {
+                    len,
+                    call: Some(id),
+                })) => {
+                    replies.send(crate::calls::too_big_call(&id, len, limit));
+                    continue;
                 }
-                let rest = (len - head_len) as u64;
-                let mut frame_rest = (&mut rd).take(rest);
-                let skipped = tokio::io::copy(&mut frame_rest, &mut tokio::io::sink()).await;
-                if !matches!(skipped, Ok(n) if n == rest) {
-                    break;
-                }
-                if head_len == head.len() && head[0] == b'C' {
-                    replies.send(crate::calls::too_big_call(&head[1..9], len, limit));
-                } else {
+                Ok(Some(ShimRead::TooBig { len, call: None })) => {
                     note_plugin(
                         &plugin,
                         &events,
@@ -385,13 +451,10 @@ fn relay_control(
                              at most {limit} may cross to central"
                         ),
                     );
+                    continue;
                 }
-                continue;
-            }
-            let mut payload = vec![0u8; len];
-            if rd.read_exact(&mut payload).await.is_err() {
-                break;
-            }
+                Ok(None) | Err(_) => break,
+            };
             let call = match crate::calls::from_shim(payload) {
                 Ok(call) => call,
                 Err(e) => {

@@ -566,6 +566,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shim_and_the_agent_say_the_same_of_a_call_cut_off() {
+        let said = super::PROXY
+            .split("DROPPED_IN_FLIGHT = (")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .expect("DROPPED_IN_FLIGHT in proxy.py");
+        let text: String = said.split('"').skip(1).step_by(2).collect();
+        assert_eq!(text, aigis_agent::desk::DROPPED);
+    }
+
+    #[test]
     fn the_shim_and_the_agent_agree_on_the_control_limit() {
         assert_eq!(
             python_constant(super::PROXY, "MAX_PAYLOAD"),

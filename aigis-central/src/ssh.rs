@@ -388,6 +388,18 @@ impl Connection {
         Ok(channel)
     }
 
+    /// A channel to the Unix socket `path` on the host (OpenSSH's
+    /// `direct-streamlocal`), as sshd connects to it.
+    pub async fn open_socket(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<russh::Channel<client::Msg>, String> {
+        self.handle
+            .channel_open_direct_streamlocal(path.to_string_lossy())
+            .await
+            .map_err(|e| format!("cannot open a channel to {}: {e}", path.display()))
+    }
+
     pub async fn close(&self) {
         let _ = self
             .handle

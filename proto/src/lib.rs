@@ -26,4 +26,4 @@ pub use lines::Lines;
 pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;

@@ -215,7 +215,23 @@ pub enum Program {
         launch: PythonEntry,
         core_plugins: Vec<CorePlugin>,
         proxy: bool,
+        /// For an AigisProxy plugin on a LAN host: its calls may go straight
+        /// to central, over an SSH channel central opens to a socket the
+        /// agent makes for the plugin; central proves itself to the shim
+        /// with this token (see `aigis_agent::direct`).
+        direct: Option<CallToken>,
     },
+}
+
+/// What central sends first on a plugin's direct call channel, so the shim
+/// knows the connection on its socket comes from central. Never shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallToken(pub String);
+
+impl fmt::Debug for CallToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallToken(..)")
+    }
 }
 
 /// Where an internal plugin's `launch` function is.

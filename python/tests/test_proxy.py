@@ -129,7 +129,39 @@ class Evil:
         return (os.system, ("true",))
 
 
-class ProxyTest(unittest.TestCase):
+class FakeCentral:
+    """Central's end of a direct call channel: connects to the plugin's
+    socket, sends ``token`` first, then answers calls with ``core`` in a
+    thread (or holds them unanswered while ``hold`` is set)."""
+
+    def __init__(self, path, token, core):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.sock.sendall(struct.pack(">I", len(token)) + token)
+        self.core = core
+        self.hold = threading.Event()
+        self.served = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        frames = proxy.FrameSocket(self.sock)
+        while True:
+            try:
+                frame = frames.next()
+            except (ConnectionError, OSError):
+                return
+            self.served += 1
+            if not self.hold.is_set():
+                frames.send(proxy.serve(self.core, bytes(frame)))
+
+    def close(self):
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class WithCore(unittest.TestCase):
+    """A core with the test plugin loaded, for the class's tests."""
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
@@ -140,6 +172,77 @@ class ProxyTest(unittest.TestCase):
         cls.core.shutdown()
         cls.tmp.cleanup()
 
+
+class DirectCallsTest(WithCore):
+    """A plugin's calls over its direct channel, and through the agent
+    (``fallback``) whenever there is none."""
+
+    def setUp(self):
+        self.path = os.path.join(self.tmp.name, "calls-%s" % self.id().rsplit(".", 1)[-1])
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.path)
+        self.listener.listen(8)
+        self.agent = Loopback(self.core)
+        self.calls = proxy.DirectCalls(self.listener, "t0ken", self.agent.link)
+        self.calls.LOOK_EVERY = 0
+        self.aigis = proxy.AigisProxy(self.calls)
+
+    def tearDown(self):
+        if self.calls._conn is not None:
+            self.calls._conn.close()
+        self.listener.close()
+        os.unlink(self.path)
+
+    def test_only_central_is_taken_for_central(self):
+        self.assertEqual(self.aigis.m.add(1, 2), 3)  # no channel yet: the agent
+        impostor = FakeCentral(self.path, b"guess", self.core)
+        self.assertEqual(self.aigis.m.add(2, 2), 4)
+        self.assertIsNone(self.calls._direct)
+        self.assertEqual(impostor.served, 0)
+        impostor.close()
+        central = FakeCentral(self.path, b"t0ken", self.core)
+        relayed = len(self.agent.sent)
+        self.assertEqual([self.aigis.m.add(i, 1) for i in range(5)], [1, 2, 3, 4, 5])
+        self.assertIsNotNone(self.calls._direct)
+        self.assertEqual((central.served, len(self.agent.sent)), (5, relayed))
+        central.close()
+
+    def test_a_channel_that_closes_fails_its_calls_in_flight_only(self):
+        central = FakeCentral(self.path, b"t0ken", self.core)
+        self.assertEqual(self.aigis.m.add(1, 1), 2)
+        central.hold.set()
+        caught = []
+
+        def in_flight():
+            try:
+                self.aigis.m.add(1, 2)
+            except ConnectionError as e:
+                caught.append(str(e))
+
+        caller = threading.Thread(target=in_flight)
+        caller.start()
+        deadline = time.time() + 5
+        while central.served < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        central.close()
+        caller.join(5)
+        self.assertEqual(caught, [proxy.DROPPED_IN_FLIGHT])
+        # The next call goes through the agent.
+        relayed = len(self.agent.sent)
+        self.assertEqual(self.aigis.m.add(3, 3), 6)
+        self.assertEqual(len(self.agent.sent), relayed + 1)
+        # A channel that closed unseen: the call that finds it gone was not
+        # sent, so it goes through the agent instead of failing.
+        central = FakeCentral(self.path, b"t0ken", self.core)
+        self.assertEqual(self.aigis.m.add(4, 4), 8)
+        self.assertIsNotNone(self.calls._direct)
+        central.close()
+        time.sleep(0.1)
+        self.assertEqual(self.aigis.m.add(5, 5), 10)
+        self.assertEqual(len(self.agent.sent), relayed + 2)
+
+
+class ProxyTest(WithCore):
     def setUp(self):
         self.aigis = proxy.AigisProxy(Loopback(self.core).link)
 

@@ -567,78 +567,163 @@ fn two_centrals_on_one_host_never_disturb_each_other() {
     assert!(!two.output().contains("link lost"), "{}", two.output());
 }
 
-/// A proxy call in flight when the SSH connection dies fails at once with a
-/// clear error (it may or may not have run, so it is not run again), and
-/// calls work again once the link is back.
-#[test]
-fn a_call_in_flight_when_the_link_drops_fails_clearly_and_the_next_works() {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path();
-    let lan = lan(base);
-    let home = base.join("home");
+/// Two LAN hosts: `lan1` forwards to sockets (a proxy plugin there calls
+/// central directly), `lan2` refuses to (its calls go through the agent);
+/// the user's home with both, and a core plugin `svc` (`ping(x)`,
+/// `slow(t)`).
+fn forwarding_and_walled(base: &Path) -> (Sshd, Sshd, std::path::PathBuf) {
+    let open = Sshd::start(&base.join("sshd1"), "127.0.0.2");
+    let walled = Sshd::start_with(
+        &base.join("sshd2"),
+        "127.0.0.3",
+        "AllowStreamLocalForwarding no\n",
+    );
+    let user = base.join("user");
+    write(
+        &user,
+        ".ssh/config",
+        &(open.config_entry("lan1") + &walled.config_entry("lan2")),
+    );
+    write(
+        &user,
+        ".ssh/known_hosts",
+        &(open.known_hosts_line.clone() + &walled.known_hosts_line),
+    );
     core_plugin(
         &base.join("src/svc"),
-        "import svc_impl as svc\nSKILLS = ['svc.slow', 'svc.ping']\n",
+        "import svc_impl as svc\nSKILLS = ['svc.ping', 'svc.slow']\n",
         &[(
             "svc_impl.py",
-            "import time\n\ndef slow(t):\n    time.sleep(t)\n    return 'slept'\n\ndef ping():\n    return 'pong'\n",
+            "import time\n\ndef ping(x=''):\n    return ('pong %s' % x).strip()\n\n\
+             def slow(t):\n    time.sleep(t)\n    return 'slept'\n",
         )],
     );
-    write(
-        base,
-        "src/caller/AIGIS/AIGIS.config",
-        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main'\nHOST = 'lan1'\n",
-    );
-    write(
-        base,
-        "src/caller/main.py",
-        r#"import time
-import aigis
+    (open, walled, user)
+}
 
-def launch():
-    print("caller-ready", aigis.svc.ping(), flush=True)
-    t = time.time()
-    try:
-        aigis.svc.slow(6)
-        print("slow-returned", flush=True)
-    except ConnectionError as e:
-        print("slow-failed after %.1f s: %s" % (time.time() - t, e), flush=True)
-    while True:
-        try:
-            print("after:", aigis.svc.ping(), flush=True)
-            break
-        except ConnectionError:
-            time.sleep(0.5)
-    while True:
-        time.sleep(1)
-"#,
-    );
+/// An internal plugin `name` on `host` running `main`, and the config with
+/// `svc` and those plugins.
+fn callers(base: &Path, plugins: &[(&str, &str)], main: &str) {
+    let mut internal = String::new();
+    for (name, host) in plugins {
+        write(
+            &base.join("src").join(name),
+            "AIGIS/AIGIS.config",
+            &format!("PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{{root}}'\nLAUNCH = 'main'\nHOST = '{host}'\n"),
+        );
+        write(&base.join("src").join(name), "main.py", main);
+        internal.push_str(&format!("{name} = \"src/{name}\"\n"));
+    }
     write(
         base,
         "aigis.toml",
         &format!(
-            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[core]\nsvc = \"src/svc\"\n[internal]\ncaller = \"src/caller\"\n",
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[core]\nsvc = \"src/svc\"\n[internal]\n{internal}",
             base.join("hosts").display()
         ),
     );
-    let daemon = Daemon::start_with_env(
-        base,
-        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
-        &[("HOME", lan.user_home.to_str().unwrap())],
+}
+
+/// Python for a caller: `settle()` calls until its calls go direct (for up
+/// to `secs`) and says which way they go.
+const SETTLE: &str = r#"import os, time
+import aigis
+
+NAME = os.environ["AIGIS_PLUGIN"]
+
+def settle(secs):
+    calls, start, n = aigis.__dict__["_link"], time.time(), 0
+    while calls._direct is None and time.time() - start < secs:
+        n += 1
+        assert aigis.svc.ping(n) == "pong %d" % n
+        time.sleep(0.01)
+    return "direct" if calls._direct is not None else "through-the-agent"
+"#;
+
+/// An AigisProxy plugin on a LAN host calls central over its direct
+/// channel, not through the agent; on a host whose sshd refuses to forward
+/// to a socket, the same plugin's calls go through the agent and work.
+#[test]
+fn proxy_calls_go_straight_to_central_where_the_host_forwards_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (_open, _walled, user) = forwarding_and_walled(base);
+    let main = format!(
+        "{SETTLE}\ndef launch():\n    first = aigis.svc.ping(0)\n    way = settle(5)\n    \
+         print(NAME, way, aigis.svc.ping('last'), first, flush=True)\n    \
+         while True:\n        time.sleep(1)\n"
     );
-    daemon.expect_output("caller-ready pong", PATIENCE);
-    std::thread::sleep(Duration::from_millis(500));
-    let cut = lan.hosts[0].cut_connections(true);
-    assert!(cut >= 1, "no SSH connection to cut");
+    callers(base, &[("near", "lan1"), ("walled", "lan2")], &main);
+    let daemon = run_for(base, &user);
+    daemon.expect_output("near direct pong last pong 0", PATIENCE);
+    daemon.expect_output("walled through-the-agent pong last pong 0", PATIENCE);
+}
+
+/// A proxy call in flight when the SSH connection dies fails at once with a
+/// clear error (it may or may not have run, so it is not run again), and
+/// calls work again once the link is back: a direct call as one relayed by
+/// the agent. The direct channel comes back too.
+#[test]
+fn a_call_in_flight_when_the_link_drops_fails_clearly_and_the_next_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (open, walled, user) = forwarding_and_walled(base);
+    let main = SETTLE.to_string()
+        + r#"
+def launch():
+    print(NAME, "ready", settle(5), flush=True)
+    while not os.path.exists(os.environ["GO"]):
+        time.sleep(0.05)
+    t = time.time()
+    try:
+        aigis.svc.slow(10)
+        print(NAME, "slow-returned", flush=True)
+    except ConnectionError as e:
+        print(NAME, "slow-failed after %.1f s: %s" % (time.time() - t, e), flush=True)
+    while True:
+        try:
+            print(NAME, "after:", aigis.svc.ping(), flush=True)
+            break
+        except ConnectionError:
+            time.sleep(0.5)
+    print(NAME, "then", settle(30), flush=True)
+    while True:
+        time.sleep(1)
+"#;
+    let go = base.join("go");
+    let main = main.replace(
+        r#"os.environ["GO"]"#,
+        &format!("{:?}", go.display().to_string()),
+    );
+    callers(base, &[("near", "lan1"), ("walled", "lan2")], &main);
+    let daemon = run_for(base, &user);
+    daemon.expect_output("near ready direct", PATIENCE);
+    daemon.expect_output("walled ready through-the-agent", PATIENCE);
+    // Both slow calls start, then the links drop under them.
+    std::fs::write(&go, "go").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    for host in [&open, &walled] {
+        let cut = host.cut_connections(true);
+        assert!(cut >= 1, "no SSH connection to cut");
+    }
     std::thread::sleep(Duration::from_secs(2));
-    lan.hosts[0].resume();
-    daemon.expect_output("after: pong", PATIENCE);
+    open.resume();
+    walled.resume();
+    for name in ["near", "walled"] {
+        daemon.expect_output(&format!("{name} after: pong"), PATIENCE);
+    }
+    daemon.expect_output("near then direct", PATIENCE);
+    daemon.expect_output("walled then through-the-agent", PATIENCE);
     let out = daemon.output();
-    assert!(
-        out.contains("slow-failed after") && out.contains("dropped while this call was in flight"),
-        "{out}"
-    );
-    assert!(!out.contains("slow-returned"), "{out}");
+    for name in ["near", "walled"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{name} slow-failed after"))
+                    && l.contains("dropped while this call was in flight")),
+            "{out}"
+        );
+        assert!(!out.contains(&format!("{name} slow-returned")), "{out}");
+    }
 }
 
 /// An agent daemon of another build (an AIGIS upgraded since it started)

@@ -12,7 +12,7 @@
 
 use super::{lock, Daemon};
 use crate::link::{Delivery, Origin};
-use aigis_agent::calls::{call_id, error_reply};
+use aigis_agent::calls::{call_id, error_reply, fit_reply};
 use proto::{Answer, Call, Event, ToAgent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ impl Router {
                     &plugin.clone(),
                     frame,
                     Box::new(move |reply| {
-                        let reply = fit_reply(&plugin, call_id(&reply), reply);
+                        let reply = fit_reply(&plugin, reply);
                         let answer = ToAgent::Answer {
                             plugin,
                             answer: Answer::Proxy(reply),
@@ -181,54 +181,4 @@ async fn answer(origin: &Origin, plugin: String, answer: Answer) {
         .answers
         .send(ToAgent::Answer { plugin, answer })
         .await;
-}
-
-/// A reply the agent can take: one too big for a frame would end the
-/// whole link (every plugin of that agent), so it becomes an error for
-/// this call alone. `proxy.serve` already keeps results under the limit.
-fn fit_reply(plugin: &str, id: [u8; 8], reply: Vec<u8>) -> Vec<u8> {
-    let limit = proto::control_limit(plugin);
-    if reply.len() <= limit {
-        return reply;
-    }
-    let message = format!(
-        "the reply is {} bytes; at most {limit} may cross back to the plugin",
-        reply.len()
-    );
-    error_reply(&id, "ValueError", &message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reply_too_big_for_a_frame_becomes_an_error_for_its_call() {
-        let id = 7u64.to_be_bytes();
-        let small = b"R\0\0\0\0\0\0\0\x07\0ok".to_vec();
-        assert_eq!(fit_reply("p", id, small.clone()), small);
-        let fits = vec![b'R'; proto::MAX_CONTROL];
-        assert_eq!(fit_reply("p", id, fits.clone()), fits);
-
-        let reply = fit_reply("p", id, vec![b'R'; proto::MAX_CONTROL + 1]);
-        assert_eq!(&reply[..10], b"R\0\0\0\0\0\0\0\x07\x01");
-        let info: serde_json::Value = serde_json::from_slice(&reply[10..]).unwrap();
-        assert_eq!(info["type"], "ValueError");
-        assert_eq!(
-            info["message"],
-            format!(
-                "the reply is {} bytes; at most {} may cross back to the plugin",
-                proto::MAX_CONTROL + 1,
-                proto::MAX_CONTROL
-            )
-        );
-        // What is sent always fits in one frame.
-        let long_name = "p".repeat(100_000);
-        let reply = fit_reply(&long_name, id, fits);
-        let msg = ToAgent::Answer {
-            plugin: long_name,
-            answer: Answer::Proxy(reply),
-        };
-        assert!(proto::encode_frame(&msg).is_ok());
-    }
 }

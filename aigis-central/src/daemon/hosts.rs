@@ -8,19 +8,21 @@
 //! itself was replaced (killed, host rebooted), its plugins are gone: the
 //! daemon hears of it through `lost` and fails or reloads them.
 
-use super::lock;
+use super::{direct, lock};
+use crate::callpool::CallPool;
 use crate::deploy::{self, RemoteSettings};
 use crate::link::{AgentLink, Delivery, Received};
 use crate::logs::LogSink;
 use crate::ssh::{self, Connection};
 use crate::tasks::Tasks;
 use config::HostSpec;
-use proto::Backoff;
+use proto::{Backoff, CallToken};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// What a remote agent needs from the daemon.
 #[derive(Clone)]
@@ -45,6 +47,10 @@ pub struct RemoteAgent {
     connection: tokio::sync::Mutex<Connection>,
     received: Arc<Received>,
     wiring: Wiring,
+    /// The direct call channels kept open (see `direct.rs`), by plugin.
+    direct: Mutex<HashMap<String, CancellationToken>>,
+    /// Bytes of calls those channels handed to the call pool, unanswered.
+    call_budget: Arc<Semaphore>,
 }
 
 impl RemoteAgent {
@@ -54,6 +60,49 @@ impl RemoteAgent {
             .read()
             .map(|l| l.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Keeps a direct call channel open to `plugin`, an AigisProxy plugin
+    /// just started there with `token`, until [`RemoteAgent::close_direct`].
+    pub fn open_direct(self: &Arc<Self>, plugin: &str, token: CallToken, calls: CallPool) {
+        let stop = CancellationToken::new();
+        if let Some(old) = lock(&self.direct).insert(plugin.to_string(), stop.clone()) {
+            old.cancel();
+        }
+        let task = direct::keep_open(
+            Arc::downgrade(self),
+            plugin.to_string(),
+            token,
+            calls,
+            self.call_budget.clone(),
+        );
+        self.wiring.tasks.spawn_cancellable(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// `plugin` stopped: its direct call channel is not opened again.
+    pub fn close_direct(&self, plugin: &str) {
+        if let Some(stop) = lock(&self.direct).remove(plugin) {
+            stop.cancel();
+        }
+    }
+
+    /// A channel to `plugin`'s direct call socket, over the connection of
+    /// the moment (see `direct.rs`).
+    pub(super) async fn open_direct_channel(
+        &self,
+        plugin: &str,
+    ) -> Result<russh::Channel<russh::client::Msg>, String> {
+        let path = aigis_agent::direct::socket_path(&self.base, plugin)
+            .ok_or("its name or the remote dir is too long for a socket")?;
+        if self.link().is_closed() {
+            return Err(format!("{} is away", self.host));
+        }
+        self.connection.lock().await.open_socket(&path).await
     }
 
     /// Stops every plugin there and the agent.
@@ -197,6 +246,8 @@ async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, H
         connection: tokio::sync::Mutex::new(connection),
         received,
         wiring: wiring.clone(),
+        direct: Mutex::default(),
+        call_budget: Arc::new(Semaphore::new(crate::link::LINK_BUDGET)),
     });
     remote.keep_linked();
     Ok(remote)

@@ -19,7 +19,9 @@ use crate::core::core_file;
 use crate::deploy;
 use aigis_agent::fetch::plugin_file;
 use config::{CoreAccess, Launch, PluginEntry, PluginKind, PluginSpec, PythonLaunch, Source};
-use proto::{Backoff, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, Request};
+use proto::{
+    Backoff, CallToken, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, Request,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,6 +339,7 @@ impl Daemon {
         let name = &spec.name;
         self.registry.set(name, State::Starting).await;
         self.add_skills(resolved, spec).await?;
+        let mut direct = None;
         let program = match &spec.launch {
             Launch::None => {
                 self.registry.set(name, State::Running).await;
@@ -345,6 +348,11 @@ impl Daemon {
             Launch::Command(argv) => Program::Command(argv.clone()),
             Launch::Python(launch) => {
                 let proxy = spec.core != Some(CoreAccess::Copy);
+                // An AigisProxy plugin on a LAN host calls central directly.
+                direct = (proxy && placement.remote.is_some())
+                    .then(call_token)
+                    .transpose()
+                    .map_err(|e| LoadError::Agent(format!("cannot make a call token: {e}")))?;
                 Program::Python {
                     launch: python_entry(launch),
                     core_plugins: if proxy {
@@ -353,6 +361,7 @@ impl Daemon {
                         lock(&self.cores).clone()
                     },
                     proxy,
+                    direct: direct.clone(),
                 }
             }
         };
@@ -374,6 +383,9 @@ impl Daemon {
             )
             .await
             .map_err(|e| LoadError::Agent(format!("start failed: {e}")))?;
+        if let (Some(token), Some(remote), Ok(core)) = (direct, &placement.remote, self.python()) {
+            remote.open_direct(name, token, core.calls.clone());
+        }
         Ok(())
     }
 
@@ -439,6 +451,9 @@ impl Daemon {
     /// Stops the plugin's process, or for a core plugin runs its `cleanup()`
     /// and removes its skills. Other plugins are untouched.
     pub(super) async fn stop_plugin(&self, name: &str) {
+        if let Some(remote) = lock(&self.placed).get(name).and_then(|p| p.remote.clone()) {
+            remote.close_direct(name);
+        }
         let _ = self
             .link_of(name)
             .request(
@@ -595,4 +610,13 @@ pub fn python_entry(launch: &PythonLaunch) -> PythonEntry {
         PythonLaunch::Module(m) => PythonEntry::Module(m.clone()),
         PythonLaunch::File(f) => PythonEntry::File(f.clone()),
     }
+}
+
+/// What central proves itself with on a plugin's direct call channel
+/// (`daemon/direct.rs`): 128 bits from the system's random source.
+fn call_token() -> std::io::Result<CallToken> {
+    use std::io::Read;
+    let mut bits = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bits)?;
+    Ok(CallToken(bits.iter().map(|b| format!("{b:02x}")).collect()))
 }

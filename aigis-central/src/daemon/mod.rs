@@ -16,6 +16,7 @@
 //!   read again and the difference applied.
 
 mod control;
+mod direct;
 mod dispatch;
 mod hosts;
 mod load;
@@ -401,6 +402,9 @@ impl Daemon {
                 )
                 .await;
             for (name, placement) in gone {
+                if let Some(remote) = &placement.remote {
+                    remote.close_direct(&name);
+                }
                 if placement.restart.is_some_and(|n| n > 0) {
                     let daemon = self.clone();
                     self.tasks.spawn_cancellable(async move {
