@@ -1101,6 +1101,8 @@ class Link:
         return next(self._ids)  # atomic: count() is one C call
 
     def request(self, call_id: int, frame: bytes) -> bytes:
+        if self._receive is not None and self._reading.acquire(blocking=False):
+            return self._exchange(call_id, frame)
         slot = _Slot()
         if self._receive is None:
             slot.ready = threading.Event()  # the owner delivers from its thread
@@ -1126,6 +1128,34 @@ class Link:
         if slot.reply is None:
             raise ConnectionError(self._closed or "the link to central closed")
         return slot.reply
+
+    def _exchange(self, call_id: int, frame: bytes) -> bytes:
+        """A call made while nobody reads (``_reading`` is held): sent, then
+        the transport read here until its reply, other callers' replies
+        handed to them on the way. What most calls are: the caller needs no
+        slot of its own, nor a hand-off."""
+        assert self._receive is not None
+        try:
+            if self._closed:
+                raise LinkClosed(self._closed)
+            try:
+                self._send(frame)
+            except OSError as e:
+                # Not sent whole: the other end cannot have run it.
+                raise LinkClosed("the link to central closed: %s" % e) from e
+            while True:
+                try:
+                    reply = self._receive()
+                except Exception as e:  # noqa: BLE001 - every caller learns why
+                    self.close("the link to central closed: %s" % e)
+                    raise ConnectionError(self._closed) from e
+                got = reply_id(reply)
+                if got == call_id:
+                    return reply
+                self.deliver(got, reply)
+        finally:
+            self._reading.release()
+            self._hand_over()
 
     def _wait_reading(self, slot: _Slot) -> None:
         """Waits for ``slot``, reading the transport whenever nobody else is."""
