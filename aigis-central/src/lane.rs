@@ -3,9 +3,8 @@
 //!
 //! The local agent hands central its end of each internal plugin's control
 //! socket (see `aigis_agent::lane`). Central serves it with a few threads
-//! of that plugin's own that take turns reading: the thread that reads a
-//! call answers it itself, with its Python thread state kept for its whole
-//! life, after waking another to read next. A call costs the plugin's wake-up
+//! of that plugin's own that take turns reading (`turns.rs`): the thread
+//! that reads a call answers it itself. A call costs the plugin's wake-up
 //! of central and central's wake-up of the plugin, as a pipe to `cat`
 //! does, instead of hops through the agent, the link and a worker pool.
 //!
@@ -20,19 +19,17 @@
 
 use crate::callpool::{CallPool, CALLS_PER_PLUGIN};
 use crate::link::{Delivery, Origin};
+use crate::turns::{Taker, Turns};
 use aigis_agent::calls::ShimFrame;
 use proto::{Call, Event, ToAgent};
 use pyo3::prelude::*;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
 
-/// A reader thread without a turn for this long ends (one always stays).
-const IDLE: Duration = Duration::from_secs(30);
 /// What a reload request in the dispatcher costs against the lane's budget.
 const RELOAD_COST: u32 = 128;
 
@@ -63,28 +60,15 @@ pub fn serve(lane: OwnedFd, wiring: Wiring) -> std::io::Result<()> {
         .map(|_| ())
 }
 
-/// One plugin's control socket and the threads that serve it.
+/// One plugin's control socket, served by its threads (`turns.rs`).
 struct PluginLane {
     plugin: String,
     sock: UnixStream,
     /// Whole frames only: held for one reply's write.
     write: Mutex<()>,
-    turn: Mutex<Turn>,
-    wake: Condvar,
     wiring: Wiring,
     origin: Origin,
     budget: Arc<Semaphore>,
-}
-
-#[derive(Default)]
-struct Turn {
-    /// A thread has the turn to read (and may be blocked reading).
-    reading: bool,
-    /// Nobody has the turn since then: the last reader is answering.
-    vacant_since: Option<Instant>,
-    idle: usize,
-    threads: usize,
-    closed: bool,
 }
 
 /// What one read gave.
@@ -100,7 +84,7 @@ enum Frame {
 impl PluginLane {
     fn start(plugin: String, sock: UnixStream, wiring: &Wiring) {
         let (answers, mut answered) = mpsc::channel::<ToAgent>(16);
-        let lane = Arc::new(PluginLane {
+        let lane = PluginLane {
             origin: Origin {
                 host: "local".into(),
                 answers,
@@ -108,114 +92,22 @@ impl PluginLane {
             plugin,
             sock,
             write: Mutex::default(),
-            turn: Mutex::new(Turn {
-                threads: 1,
-                ..Turn::default()
-            }),
-            wake: Condvar::new(),
             wiring: wiring.clone(),
             budget: Arc::new(Semaphore::new(CALLS_PER_PLUGIN * RELOAD_COST as usize)),
-        });
+        };
+        let turns = Turns::start(lane, CALLS_PER_PLUGIN);
         // Reload answers come back from the dispatcher; weak, so the lane
         // ends with its threads.
-        let weak: Weak<PluginLane> = Arc::downgrade(&lane);
+        let weak: Weak<Turns<PluginLane>> = Arc::downgrade(&turns);
         wiring.runtime.spawn(async move {
             while let Some(msg) = answered.recv().await {
-                let (ToAgent::Answer { answer, .. }, Some(lane)) = (msg, weak.upgrade()) else {
+                let (ToAgent::Answer { answer, .. }, Some(turns)) = (msg, weak.upgrade()) else {
                     continue;
                 };
                 let frame = aigis_agent::calls::to_shim(answer);
-                tokio::task::spawn_blocking(move || lane.send(&frame));
+                tokio::task::spawn_blocking(move || turns.taker().send(&frame));
             }
         });
-        lane.spawn_thread();
-    }
-
-    fn spawn_thread(self: &Arc<Self>) {
-        let lane = self.clone();
-        let started = std::thread::Builder::new()
-            .name("aigis-lane-call".into())
-            .spawn(move || Python::attach(|py| lane.run(py)));
-        if let Err(e) = started {
-            tracing::error!(plugin = %self.plugin, "cannot start a thread for its calls: {e}");
-            self.lock().threads -= 1;
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Turn> {
-        self.turn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One thread: read when it is this thread's turn, answer what it read.
-    fn run(self: &Arc<Self>, py: Python<'_>) {
-        while let Some(frame) = py.detach(|| self.next_frame()) {
-            match frame {
-                Frame::Payload(payload) => match aigis_agent::calls::from_shim(payload) {
-                    Ok(Call::Proxy(call)) => {
-                        let reply = self.wiring.calls.serve(py, &call);
-                        py.detach(|| self.send(&reply));
-                    }
-                    Ok(call @ Call::Reload { .. }) => py.detach(|| self.reload(call)),
-                    Err(e) => tracing::warn!(plugin = %self.plugin, "{e}"),
-                },
-                Frame::Skipped { head, len } => {
-                    let limit = proto::control_limit(&self.plugin);
-                    if head.len() == 9 && head[0] == b'C' {
-                        let reply = aigis_agent::calls::too_big_call(&head[1..9], len, limit);
-                        py.detach(|| self.send(&reply));
-                    } else {
-                        tracing::warn!(
-                            plugin = %self.plugin,
-                            "skipped a control message of {len} bytes: at most {limit} may cross to central"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for this thread's turn to read, reads one frame, and leaves
-    /// the turn vacant while it answers: it takes the turn again when done,
-    /// unless the call took long enough for the ticker to give it to
-    /// another thread. `None` when this thread should end.
-    fn next_frame(self: &Arc<Self>) -> Option<Frame> {
-        let mut turn = self.lock();
-        while turn.reading && !turn.closed {
-            turn.idle += 1;
-            let (guard, waited) = self
-                .wake
-                .wait_timeout(turn, IDLE)
-                .unwrap_or_else(|p| p.into_inner());
-            turn = guard;
-            turn.idle -= 1;
-            if waited.timed_out() && turn.reading && turn.threads > 1 {
-                turn.threads -= 1;
-                return None;
-            }
-        }
-        if turn.closed {
-            turn.threads -= 1;
-            return None;
-        }
-        turn.reading = true;
-        turn.vacant_since = None;
-        drop(turn);
-
-        let frame = self.read_frame();
-
-        let mut turn = self.lock();
-        turn.reading = false;
-        let Ok(frame) = frame else {
-            turn.closed = true;
-            turn.threads -= 1;
-            drop(turn);
-            self.wake.notify_all();
-            return None;
-        };
-        turn.vacant_since = Some(Instant::now());
-        drop(turn);
-        crate::ticker::watch(self.clone());
-        Some(frame)
     }
 
     fn read_frame(&self) -> std::io::Result<Frame> {
@@ -293,28 +185,45 @@ fn wait_readable(sock: &UnixStream) -> std::io::Result<()> {
     }
 }
 
-impl crate::ticker::Watched for PluginLane {
-    /// Gives the turn to another thread when it has been vacant for at
-    /// least `after` (a call is taking that long). True while it is still
-    /// vacant and younger, so the ticker looks again.
-    fn hand_on(self: Arc<Self>, after: Duration) -> bool {
-        let mut turn = self.lock();
-        let Some(since) = turn.vacant_since.filter(|_| !turn.reading && !turn.closed) else {
-            return false;
-        };
-        if since.elapsed() < after {
-            return true;
+impl Taker for PluginLane {
+    type Work = Frame;
+
+    /// The next frame; `None` once the socket closed (the plugin stopped).
+    fn take(&self) -> Option<Frame> {
+        self.read_frame().ok()
+    }
+
+    /// Answers what was read.
+    fn work(&self, py: Python<'_>, frame: Frame) {
+        match frame {
+            Frame::Payload(payload) => match aigis_agent::calls::from_shim(payload) {
+                Ok(Call::Proxy(call)) => {
+                    let reply = self.wiring.calls.serve(py, &call);
+                    py.detach(|| self.send(&reply));
+                }
+                Ok(call @ Call::Reload { .. }) => py.detach(|| self.reload(call)),
+                Err(e) => tracing::warn!(plugin = %self.plugin, "{e}"),
+            },
+            Frame::Skipped { head, len } => {
+                let limit = proto::control_limit(&self.plugin);
+                if head.len() == 9 && head[0] == b'C' {
+                    let reply = aigis_agent::calls::too_big_call(&head[1..9], len, limit);
+                    py.detach(|| self.send(&reply));
+                } else {
+                    tracing::warn!(
+                        plugin = %self.plugin,
+                        "skipped a control message of {len} bytes: at most {limit} may cross to central"
+                    );
+                }
+            }
         }
-        turn.vacant_since = None;
-        if turn.idle > 0 {
-            drop(turn);
-            self.wake.notify_one();
-        } else if turn.threads < CALLS_PER_PLUGIN {
-            turn.threads += 1;
-            drop(turn);
-            self.spawn_thread();
-        }
-        false
+    }
+
+    fn names(&self) -> (&'static str, String) {
+        (
+            "aigis-lane-call",
+            format!("the calls of plugin {}", self.plugin),
+        )
     }
 }
 
@@ -322,7 +231,7 @@ impl crate::ticker::Watched for PluginLane {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         let mut f = (payload.len() as u32).to_be_bytes().to_vec();

@@ -12,6 +12,7 @@
 //!   that agent's outbox (slowing its plugins), never in central's memory.
 //! - A request is answered, fails when the link ends, or times out.
 
+use crate::lock;
 use crate::tasks::Tasks;
 use proto::{
     Call, Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
@@ -243,10 +244,6 @@ impl AgentLink {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn handshake<R, W>(

@@ -8,6 +8,7 @@ mod core;
 mod daemon;
 mod deploy;
 mod home;
+mod hostlane;
 mod lane;
 mod link;
 mod logs;
@@ -18,8 +19,15 @@ mod ssh;
 mod status;
 mod tasks;
 mod ticker;
+mod turns;
 
 use clap::{CommandFactory, Parser, Subcommand};
+
+/// A mutex's guard; a panic while it was held does not make it unusable
+/// (what central keeps under a lock is valid between statements).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -46,6 +46,24 @@ impl Tasks {
         });
     }
 
+    /// As [`Tasks::spawn_cancellable`], on the runtime of `handle` (a LAN
+    /// host's own, see `hostlane.rs`).
+    pub fn spawn_cancellable_on<F>(&self, handle: &tokio::runtime::Handle, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn_on(
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = task => {}
+                }
+            },
+            handle,
+        );
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }

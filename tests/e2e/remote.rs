@@ -659,6 +659,61 @@ fn proxy_calls_go_straight_to_central_where_the_host_forwards_them() {
     daemon.expect_output("walled through-the-agent pong last pong 0", PATIENCE);
 }
 
+/// A slow core call from a LAN host holds up nothing else that host
+/// sends: another plugin's calls there are answered meanwhile, as is the
+/// same plugin's next call from another thread.
+#[test]
+fn a_slow_call_from_a_host_holds_up_none_of_its_other_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (_open, _walled, user) = forwarding_and_walled(base);
+    let main = SETTLE.to_string()
+        + r#"
+import threading
+
+def launch():
+    settle(5)
+    if NAME == "sleeper":
+        print(NAME, "ready", flush=True)
+        threads = [threading.Thread(target=aigis.svc.slow, args=(4,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        t0 = time.time()
+        aigis.svc.ping("mine")
+        print(NAME, "own quick call while slow ones run: %.2f s" % (time.time() - t0), flush=True)
+    else:
+        while not os.path.exists(os.environ["AIGIS_ROOT"] + "/../../go"):
+            time.sleep(0.01)
+        worst = 0.0
+        for i in range(100):
+            t0 = time.time()
+            aigis.svc.ping(i)
+            worst = max(worst, time.time() - t0)
+            time.sleep(0.01)
+        print(NAME, "worst call while slow ones run: %.2f s" % worst, flush=True)
+    while True:
+        time.sleep(1)
+"#;
+    callers(base, &[("sleeper", "lan1"), ("busy", "lan1")], &main);
+    let daemon = run_for(base, &user);
+    daemon.expect_output("sleeper ready", PATIENCE);
+    std::thread::sleep(Duration::from_millis(300));
+    let go = central_place(&base.join("hosts/lan1"), &base.join("home")).join("go");
+    std::fs::write(&go, "go").unwrap();
+    daemon.expect_output("busy worst call while slow ones run:", PATIENCE);
+    daemon.expect_output("sleeper own quick call while slow ones run:", PATIENCE);
+    let out = daemon.output();
+    for what in ["busy worst call", "sleeper own quick call"] {
+        let secs: f64 = out
+            .lines()
+            .find_map(|l| l.split(&format!("{what} while slow ones run: ")).nth(1))
+            .and_then(|v| v.trim_end_matches(" s").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {out}"));
+        assert!(secs < 1.0, "{what}: {secs} s\n{out}");
+    }
+}
+
 /// A proxy call in flight when the SSH connection dies fails at once with a
 /// clear error (it may or may not have run, so it is not run again), and
 /// calls work again once the link is back: a direct call as one relayed by

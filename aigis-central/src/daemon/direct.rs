@@ -1,22 +1,23 @@
 //! Direct call channels, central's end (the agent's end, and why, are in
 //! `aigis_agent::direct`): for each AigisProxy plugin on a LAN host, an SSH
 //! `direct-streamlocal` channel to the socket its agent made for it, kept
-//! open while the plugin runs. Its calls are answered by the call pool and
-//! the replies written back on the same channel, by the worker that
-//! answered (no task in between).
+//! open while the plugin runs. Its calls are answered on the host's own
+//! threads (`hostlane.rs`): the thread whose drive of the host's runtime
+//! read a call answers it and writes the reply back on the same channel.
 //!
 //! Invariants:
 //! - What a channel brings is taken as its plugin's proxy calls, checked
-//!   like any: the frame limit, the call pool's share per plugin. Anything
-//!   else ends the channel (the plugin's calls go through its agent again).
-//! - What a host's channels handed to the call pool and was not answered
-//!   yet is bounded in bytes ([`crate::link::LINK_BUDGET`] per host, shared).
+//!   like any: the frame limit, [`CALLS_PER_PLUGIN`] at once. Anything else
+//!   ends the channel (the plugin's calls go through its agent again).
+//! - What a host's channels read and did not answer yet is bounded in
+//!   bytes ([`crate::link::LINK_BUDGET`] per host, shared).
 //! - A channel that ends is opened again with backoff, until the plugin
 //!   stops or aigis does; one that cannot be opened (forwarding refused by
 //!   the host's sshd) leaves the calls to the agent.
 
 use super::hosts::RemoteAgent;
-use crate::callpool::CallPool;
+use crate::callpool::{CallPool, CALLS_PER_PLUGIN};
+use crate::hostlane::{HostLane, Job};
 use aigis_agent::calls::{
     fit_reply, read_shim_frame, shim_frame, too_big_call, ShimFrame, ShimRead,
 };
@@ -34,15 +35,19 @@ const WRITE_LIMIT: Duration = Duration::from_secs(60);
 /// A channel that served this long was working: a new one is tried soon.
 const WORKED: Duration = Duration::from_secs(1);
 
+/// What answers a host's direct calls.
+pub struct Answering {
+    /// Its `Answerer` (`CallPool::serve`).
+    pub calls: CallPool,
+    /// The host's runtime and threads.
+    pub lane: HostLane,
+    /// Bytes of calls read and not yet answered, for all of the host.
+    pub budget: Arc<Semaphore>,
+}
+
 /// Keeps `plugin`'s direct channel on `host` open (see the module doc)
 /// until the task is dropped or the host's agent is gone.
-pub async fn keep_open(
-    host: Weak<RemoteAgent>,
-    plugin: String,
-    token: CallToken,
-    calls: CallPool,
-    budget: Arc<Semaphore>,
-) {
+pub async fn keep_open(host: Weak<RemoteAgent>, plugin: String, token: CallToken, with: Answering) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         let Some(agent) = host.upgrade() else { return };
@@ -51,7 +56,7 @@ pub async fn keep_open(
         match opened {
             Ok(channel) => {
                 let opened = Instant::now();
-                let ended = serve(channel, &plugin, &token, &calls, &budget).await;
+                let ended = serve(channel, &plugin, &token, &with).await;
                 tracing::debug!(%plugin, "direct call channel ended: {ended:?}");
                 if opened.elapsed() >= WORKED {
                     backoff.reset();
@@ -68,8 +73,7 @@ async fn serve(
     channel: Channel<Msg>,
     plugin: &str,
     token: &CallToken,
-    calls: &CallPool,
-    budget: &Arc<Semaphore>,
+    with: &Answering,
 ) -> Result<(), String> {
     let (mut read, write) = channel.split();
     let write = Arc::new(write);
@@ -77,9 +81,9 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot send the token: {e}"))?;
     let limit = proto::control_limit(plugin);
+    let running = Arc::new(Semaphore::new(CALLS_PER_PLUGIN));
     // A call's length and body come in one read.
     let mut input = tokio::io::BufReader::with_capacity(64 * 1024, read.make_reader());
-    let runtime = tokio::runtime::Handle::current();
     loop {
         let frame = match read_shim_frame(&mut input, limit).await {
             Ok(Some(ShimRead::Frame(frame))) if frame.first() == Some(&b'C') => frame,
@@ -102,25 +106,31 @@ async fn serve(
             Err(e) => return Err(e.to_string()),
         };
         let cost = (frame.len() + 64).clamp(1, crate::link::LINK_BUDGET) as u32;
-        let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+        let (Ok(bytes), Ok(slot)) = (
+            with.budget.clone().acquire_many_owned(cost).await,
+            running.clone().acquire_owned().await,
+        ) else {
             return Ok(());
         };
-        let (write, runtime, name) = (write.clone(), runtime.clone(), plugin.to_string());
-        calls.submit(
-            plugin,
-            frame,
-            Box::new(move |reply| {
-                // From the worker straight to the SSH session.
+        let (write, calls, name) = (write.clone(), with.calls.clone(), plugin.to_string());
+        let answer: Job = Box::new(move |py, runtime| {
+            let reply = fit_reply(&name, calls.serve(py, &frame));
+            drop(frame);
+            // Written by driving the host's runtime: the session encrypts
+            // and sends it on this thread.
+            py.detach(|| {
                 runtime.block_on(async {
-                    let reply = fit_reply(&name, reply);
                     let sent = tokio::time::timeout(WRITE_LIMIT, send(&write, reply)).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         let _ = write.close().await;
                     }
-                });
-                drop(permit);
-            }),
-        );
+                })
+            });
+            drop((bytes, slot));
+        });
+        if !with.lane.push(answer).await {
+            return Ok(());
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 use super::{direct, lock};
 use crate::callpool::CallPool;
 use crate::deploy::{self, RemoteSettings};
+use crate::hostlane::HostLane;
 use crate::link::{AgentLink, Delivery, Received};
 use crate::logs::LogSink;
 use crate::ssh::{self, Connection};
@@ -47,6 +48,9 @@ pub struct RemoteAgent {
     connection: tokio::sync::Mutex<Connection>,
     received: Arc<Received>,
     wiring: Wiring,
+    /// The runtime the connection and everything over it run on, and the
+    /// threads that answer its direct calls.
+    lane: HostLane,
     /// The direct call channels kept open (see `direct.rs`), by plugin.
     direct: Mutex<HashMap<String, CancellationToken>>,
     /// Bytes of calls those channels handed to the call pool, unanswered.
@@ -73,15 +77,20 @@ impl RemoteAgent {
             Arc::downgrade(self),
             plugin.to_string(),
             token,
-            calls,
-            self.call_budget.clone(),
+            direct::Answering {
+                calls,
+                lane: self.lane.clone(),
+                budget: self.call_budget.clone(),
+            },
         );
-        self.wiring.tasks.spawn_cancellable(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = task => {}
-            }
-        });
+        self.wiring
+            .tasks
+            .spawn_cancellable_on(self.lane.handle(), async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = task => {}
+                }
+            });
     }
 
     /// `plugin` stopped: its direct call channel is not opened again.
@@ -173,16 +182,26 @@ impl RemoteAgent {
         }
     }
 
-    /// A fresh connection and link to the (running or new) agent daemon.
+    /// A fresh connection and link to the (running or new) agent daemon,
+    /// on the host's runtime.
     async fn open(&self) -> Result<(Connection, AgentLink), String> {
-        let connection = ssh::connect(&ssh::resolve(&self.host))
+        let (host, received, wiring) = (
+            self.host.clone(),
+            self.received.clone(),
+            self.wiring.clone(),
+        );
+        let attach = deploy::attach_command(&self.agent, &self.base);
+        self.lane
+            .spawn(async move {
+                let connection = ssh::connect(&ssh::resolve(&host))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let stream = connection.stream(&attach).await?;
+                let link = link(stream, &host, received, &wiring).await?;
+                Ok((connection, link))
+            })
             .await
-            .map_err(|e| e.to_string())?;
-        let stream = connection
-            .stream(&deploy::attach_command(&self.agent, &self.base))
-            .await?;
-        let link = link(stream, &self.host, self.received.clone(), &self.wiring).await?;
-        Ok((connection, link))
+            .map_err(|e| format!("{}: the connection's task failed: {e}", self.host))?
     }
 }
 
@@ -217,27 +236,38 @@ pub enum HostError {
     Refused(String),
 }
 
-/// Connects to `host`, makes sure its agent is there, and starts it.
+/// Connects to `host`, makes sure its agent is there, and starts it; all
+/// of it on the host's own runtime.
 async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, HostError> {
-    let connection = ssh::connect(&ssh::resolve(host))
+    let lane = HostLane::start(&host.to_string())
+        .map_err(|e| HostError::Refused(format!("{host}: cannot start its runtime: {e}")))?;
+    let (h, w) = (host.clone(), wiring.clone());
+    let (connection, deployed, link, received) = lane
+        .spawn(async move {
+            let (host, wiring) = (&h, &w);
+            let connection = ssh::connect(&ssh::resolve(host))
+                .await
+                .map_err(|e| match e {
+                    ssh::SshError::Connect { .. } => HostError::Unreachable(e.to_string()),
+                    other => HostError::Refused(other.to_string()),
+                })?;
+            let (deployed, stream) = deploy::agent(
+                &connection,
+                host,
+                &wiring.settings,
+                &wiring.local_agent,
+                &wiring.log,
+            )
+            .await
+            .map_err(HostError::Refused)?;
+            let received = Arc::new(Received::default());
+            let link = link(stream, host, received.clone(), wiring)
+                .await
+                .map_err(HostError::Unreachable)?;
+            Ok((connection, deployed, link, received))
+        })
         .await
-        .map_err(|e| match e {
-            ssh::SshError::Connect { .. } => HostError::Unreachable(e.to_string()),
-            other => HostError::Refused(other.to_string()),
-        })?;
-    let (deployed, stream) = deploy::agent(
-        &connection,
-        host,
-        &wiring.settings,
-        &wiring.local_agent,
-        &wiring.log,
-    )
-    .await
-    .map_err(HostError::Refused)?;
-    let received = Arc::new(Received::default());
-    let link = link(stream, host, received.clone(), wiring)
-        .await
-        .map_err(HostError::Unreachable)?;
+        .map_err(|e| HostError::Refused(format!("{host}: the connection's task failed: {e}")))??;
     let remote = Arc::new(RemoteAgent {
         host: host.clone(),
         base: deployed.base,
@@ -246,6 +276,7 @@ async fn connect(host: &HostSpec, wiring: &Wiring) -> Result<Arc<RemoteAgent>, H
         connection: tokio::sync::Mutex::new(connection),
         received,
         wiring: wiring.clone(),
+        lane,
         direct: Mutex::default(),
         call_budget: Arc::new(Semaphore::new(crate::link::LINK_BUDGET)),
     });

@@ -31,6 +31,7 @@ use crate::core::{Control, PythonCore};
 use crate::deploy::RemoteSettings;
 use crate::home::Home;
 use crate::link::{AgentLink, Delivery};
+use crate::lock;
 use crate::logs::{ConsoleLimits, LogSink, Rotation};
 use crate::tasks::Tasks;
 use config::{CentralConfig, PluginEntry, PluginKind};
@@ -86,10 +87,6 @@ pub struct Daemon {
     /// as at its next start, and who may reload whom.
     settings: std::sync::RwLock<config::AigisSettings>,
     tasks: Tasks,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs the daemon until `shutdown` resolves (to the name of what asked).
