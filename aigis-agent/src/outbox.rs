@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 /// How much plugin output may wait for central while the link is down.
 pub const BUFFER_BYTES: usize = 64 * 1024 * 1024;
 const QUEUE: usize = 1024;
+/// Output of one plugin's stream already waiting in the queue is sent as
+/// one event up to this many bytes (see [`gather`]).
+const GATHER_BYTES: usize = 256 * 1024;
 
 /// What a link's writer sends: shared, so a retained event is not copied.
 pub type Outgoing = Arc<FromAgent>;
@@ -219,23 +222,117 @@ async fn run(mut rx: mpsc::Receiver<FromAgent>, mut cmd: mpsc::Receiver<Cmd>) {
                 }
             },
             msg = rx.recv() => match msg {
-                Some(msg) => state.take(msg).await,
+                Some(msg) => {
+                    let (msg, after) = gather(msg, &mut rx);
+                    state.take(msg).await;
+                    if let Some(after) = after {
+                        state.take(after).await;
+                    }
+                }
                 None => return,
             },
         }
     }
 }
 
+/// `first`, with the output of the same plugin and stream that already
+/// waits behind it appended (up to [`GATHER_BYTES`]), and the message that
+/// ended the gathering. A plugin printing faster than the link carries
+/// then costs one event per link write, not one per read of its pipe:
+/// one frame, one wake-up of central's dispatcher and of its log writer.
+/// Nothing waits for more to come.
+fn gather(first: FromAgent, rx: &mut mpsc::Receiver<FromAgent>) -> (FromAgent, Option<FromAgent>) {
+    let FromAgent::Event(Event::Output {
+        plugin,
+        stream,
+        mut lines,
+    }) = first
+    else {
+        return (first, None);
+    };
+    let mut after = None;
+    while lines.bytes() < GATHER_BYTES {
+        match rx.try_recv() {
+            Ok(FromAgent::Event(Event::Output {
+                plugin: p,
+                stream: s,
+                lines: more,
+            })) if p == plugin && s == stream && lines.bytes() + more.bytes() <= GATHER_BYTES => {
+                lines.append(more)
+            }
+            Ok(other) => {
+                after = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let gathered = FromAgent::Event(Event::Output {
+        plugin,
+        stream,
+        lines,
+    });
+    (gathered, after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Line `n`, on stdout and stderr in turn (so none are gathered).
     fn line(n: usize) -> FromAgent {
         FromAgent::Event(Event::Output {
             plugin: "p".into(),
-            stream: OutputStream::Stdout,
+            stream: if n.is_multiple_of(2) {
+                OutputStream::Stdout
+            } else {
+                OutputStream::Stderr
+            },
             lines: Lines::one(&n.to_string()),
         })
+    }
+
+    #[tokio::test]
+    async fn output_waiting_in_the_queue_goes_as_one_event_in_order() {
+        let outbox = Outbox::start();
+        let tx = outbox.sender();
+        let out = |plugin: &str, text: &str| {
+            FromAgent::Event(Event::Output {
+                plugin: plugin.into(),
+                stream: OutputStream::Stdout,
+                lines: Lines::one(text),
+            })
+        };
+        // Queued before the outbox task can run (it has not yet).
+        for (plugin, text) in [("p", "a"), ("p", "b"), ("q", "c"), ("p", "d"), ("p", "e")] {
+            tx.try_send(out(plugin, text)).unwrap();
+        }
+        let (link, mut got) = mpsc::channel(100);
+        outbox.attach(link, Resume::default()).await;
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let o = got.recv().await.unwrap();
+            let FromAgent::Numbered {
+                seq,
+                event: Event::Output { plugin, lines, .. },
+            } = &*o
+            else {
+                panic!("{o:?}");
+            };
+            seen.push((
+                *seq,
+                plugin.clone(),
+                lines.iter().collect::<Vec<_>>().join(","),
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, "p".into(), "a,b".into()),
+                (2, "q".into(), "c".into()),
+                (3, "p".into(), "d,e".into())
+            ]
+        );
     }
 
     fn seq_of(o: &Outgoing) -> u64 {

@@ -257,14 +257,7 @@ impl ConsoleShare {
             };
         }
         let mut level = r.level;
-        for line in r.lines.iter() {
-            // A Python record from an internal plugin keeps its level; the
-            // lines after it (a traceback) go with it.
-            let (lvl, text) = match (r.source, python_level(line)) {
-                ("stderr", Some((lvl, rest))) => (lvl, rest),
-                _ => (level, line),
-            };
-            level = lvl;
+        for (n, line) in r.lines.iter().enumerate() {
             if r.source != "aigis" && w.shown >= self.limits.lines_per_s {
                 if w.held_back == 0 {
                     tracing::warn!(
@@ -273,9 +266,15 @@ impl ConsoleShare {
                         self.limits.lines_per_s
                     );
                 }
-                w.held_back += 1;
-                continue;
+                // Counted, not looked at: a flood's lines are many.
+                w.held_back += (r.lines.count() - n) as u64;
+                break;
             }
+            // A Python record from an internal plugin keeps its level; the
+            // lines after it (a traceback) go with it.
+            let python = (r.source == "stderr").then(|| python_level(line)).flatten();
+            let (lvl, text) = python.unwrap_or((level, line));
+            level = lvl;
             w.shown += 1;
             emit(&r.plugin, lvl, r.source, text);
         }
@@ -558,6 +557,33 @@ where
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_flood_past_its_share_is_counted_whole_not_shown() {
+        let mut console = ConsoleShare {
+            limits: ConsoleLimits {
+                lines_per_s: 10,
+                quiet: Vec::new(),
+            },
+            windows: HashMap::new(),
+        };
+        let record = |n: usize| Record {
+            plugin: "flood".into(),
+            level: Level::Info,
+            source: "stdout",
+            lines: (0..n)
+                .map(|i| format!("line {i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            budget: None,
+        };
+        console.show(&record(25));
+        console.show(&record(5));
+        let w = &console.windows["flood"];
+        assert_eq!((w.shown, w.held_back), (10, 20));
+    }
 
     #[tokio::test]
     async fn files_rotate_by_size_and_keep_a_bounded_number() {

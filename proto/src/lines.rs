@@ -32,6 +32,14 @@ impl Lines {
         self.0.push('\n');
     }
 
+    /// Appends the lines of `more`.
+    pub fn append(&mut self, more: Lines) {
+        if !self.0.is_empty() && !self.0.ends_with('\n') {
+            self.0.push('\n');
+        }
+        self.0.push_str(&more.0);
+    }
+
     /// Appends raw bytes as one line: a final `\r` dropped, invalid UTF-8
     /// replaced (U+FFFD). `raw` holds no `\n` (the caller split on it).
     pub fn push_raw(&mut self, raw: &[u8]) {
@@ -42,13 +50,21 @@ impl Lines {
         }
     }
 
-    pub fn iter(&self) -> std::str::SplitTerminator<'_, char> {
-        self.0.split_terminator('\n')
+    /// The lines, without their ends. Line ends are found with the
+    /// `memchr` crate (vectorized), as the agent's splitter finds them: a
+    /// log file's writer goes over every line of a flood.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            text: &self.0,
+            ends: memchr::memchr_iter(b'\n', self.0.as_bytes()),
+            start: 0,
+        }
     }
 
     /// How many lines.
     pub fn count(&self) -> usize {
-        self.iter().count()
+        let ends = memchr::memchr_iter(b'\n', self.0.as_bytes()).count();
+        ends + usize::from(!self.0.is_empty() && !self.0.ends_with('\n'))
     }
 
     /// The bytes of the lines, their ends included.
@@ -58,6 +74,33 @@ impl Lines {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// The lines of [`Lines`], in order.
+pub struct Iter<'a> {
+    text: &'a str,
+    ends: memchr::Memchr<'a>,
+    start: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let start = self.start;
+        match self.ends.next() {
+            Some(end) => {
+                self.start = end + 1;
+                // `\n` is ASCII: both ends are on character boundaries.
+                Some(&self.text[start..end])
+            }
+            None if start < self.text.len() => {
+                self.start = self.text.len();
+                Some(&self.text[start..])
+            }
+            None => None,
+        }
     }
 }
 
@@ -93,5 +136,15 @@ mod tests {
         .0;
         assert_eq!(sent.iter().collect::<Vec<_>>(), ["x", "y"]);
         assert!(Lines::new().is_empty() && Lines::new().count() == 0);
+        let mut both = Lines("a".into()); // a peer's, without its end
+        both.append(Lines::one("b"));
+        assert_eq!(both.iter().collect::<Vec<_>>(), ["a", "b"]);
+        // Counted and cut as `str::split_terminator` would, whatever the end.
+        for text in ["", "\n", "a", "a\n", "a\nb", "\n\nb\n", "é\nü", "x\n\n"] {
+            let lines = Lines(text.to_string());
+            let want: Vec<&str> = text.split_terminator('\n').collect();
+            assert_eq!(lines.iter().collect::<Vec<_>>(), want, "{text:?}");
+            assert_eq!(lines.count(), want.len(), "{text:?}");
+        }
     }
 }
