@@ -62,8 +62,12 @@ impl Drop for Driver {
 impl HostLane {
     /// The runtime of `host`, driven from now on.
     pub fn start(host: &str) -> std::io::Result<HostLane> {
+        // Sockets and timers only: the daemon's runtime reaps children and
+        // takes signals, and a driver for them here would be polled on
+        // every turn for nothing.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
+            .enable_time()
             .build()?;
         let handle = runtime.handle().clone();
         let (jobs, waiting) = mpsc::channel(QUEUE);
