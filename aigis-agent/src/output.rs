@@ -6,9 +6,11 @@
 //! UTF-8 is replaced (U+FFFD), and a last unterminated line is still sent.
 
 use proto::{Event, FromAgent, Lines, OutputStream};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// The longest line sent as one message; longer lines arrive in pieces.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -63,10 +65,22 @@ impl LineSplitter {
 /// The read buffer of one output stream, at first and at most.
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 64 * 1024;
+/// A stream that handed over lines less than this long ago is streaming.
+const BUSY: Duration = Duration::from_millis(10);
+/// How long a streaming stream's read waits for more, while its buffer has
+/// room, before its lines go.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// Reads `stream` to its end, calling `batch` with the complete lines of
 /// each read, in order. `batch` is async so a full channel slows the reader
 /// (and so the child) instead of dropping anything.
+///
+/// A stream that prints now and then has each line sent as it comes. One
+/// that streams (it handed over lines within [`BUSY`]) is read for up to
+/// [`LINGER`] more, until its buffer is full: a plugin printing a flood
+/// through a pipe writes a few KiB at a time, and every batch costs a
+/// message, a write to the link and a wake-up of central's dispatcher and
+/// log writer whatever its size.
 pub async fn relay_lines<R, F, Fut>(mut stream: R, mut batch: F)
 where
     R: AsyncRead + Unpin,
@@ -77,11 +91,27 @@ where
     // Small while the stream is quiet (100 idle plugins cost 200 of these),
     // doubled whenever a read fills it, up to `READ_MAX`.
     let mut buf = vec![0u8; READ_MIN];
-    loop {
-        let n = match stream.read(&mut buf).await {
+    let mut last_batch: Option<Instant> = None;
+    let mut open = true;
+    while open {
+        let mut n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if last_batch.is_some_and(|at| at.elapsed() < BUSY) {
+            let until = Instant::now() + LINGER;
+            while n < buf.len() {
+                // Cancel-safe: a read the deadline ends took nothing.
+                match tokio::time::timeout_at(until, stream.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        open = false;
+                        break;
+                    }
+                    Ok(Ok(k)) => n += k,
+                    Err(_) => break,
+                }
+            }
+        }
         if n == buf.len() && buf.len() < READ_MAX {
             buf.resize(buf.len() * 2, 0);
         }
@@ -89,6 +119,7 @@ where
         splitter.push(&buf[..n], &mut ready);
         if !ready.is_empty() {
             batch(ready).await;
+            last_batch = Some(Instant::now());
         }
     }
     let mut ready = Lines::new();
@@ -179,5 +210,48 @@ mod tests {
         })
         .await;
         assert_eq!(got, vec!["one", "two", "three"]);
+    }
+
+    /// Lines written one small write at a time, as fast as they come, are
+    /// read in a few batches, each line once and in order; a line printed
+    /// after a quiet spell goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_stream_is_read_in_few_batches_a_quiet_one_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            for i in 0..500 {
+                tx.write_all(format!("line {i}\n").as_bytes())
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.write_all(b"after a pause\n").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        let start = Instant::now();
+        let mut batches: Vec<(Vec<String>, Duration)> = Vec::new();
+        relay_lines(rx, |lines| {
+            batches.push((lines.iter().map(String::from).collect(), start.elapsed()));
+            async {}
+        })
+        .await;
+        writer.await.unwrap();
+        let (last, at) = batches.pop().unwrap();
+        assert_eq!(last, vec!["after a pause"]);
+        assert_eq!(
+            at,
+            Duration::from_secs(1),
+            "a quiet stream's line waits for nothing"
+        );
+        let lines: Vec<String> = batches.iter().flat_map(|(b, _)| b.clone()).collect();
+        let want: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines, want);
+        assert!(
+            batches.len() <= 5,
+            "{} batches for 500 writes",
+            batches.len()
+        );
     }
 }
