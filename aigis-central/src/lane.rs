@@ -157,6 +157,7 @@ impl PluginLane {
                 call,
             },
             budget,
+            received: std::time::Instant::now(),
         };
         let _ = self.wiring.inbox.blocking_send(delivery);
     }

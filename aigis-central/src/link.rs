@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -47,6 +47,8 @@ pub struct Delivery {
     pub origin: Origin,
     pub event: Event,
     pub budget: OwnedSemaphorePermit,
+    /// When central read it off its link.
+    pub received: Instant,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
@@ -301,7 +303,7 @@ impl Carrier {
     async fn carry<R: AsyncRead + Unpin>(self, mut reader: FrameReader<R>) {
         let host = &self.origin.host;
         let mut unacked = 0u32;
-        let mut last_ack = std::time::Instant::now();
+        let mut last_ack = Instant::now();
         loop {
             match reader.next::<FromAgent>().await {
                 Ok(Some(FromAgent::Numbered { seq, event })) => {
@@ -317,7 +319,7 @@ impl Carrier {
                     if unacked >= 256 || last_ack.elapsed() >= Duration::from_millis(250) {
                         let _ = self.origin.answers.send(ToAgent::Ack { seq }).await;
                         unacked = 0;
-                        last_ack = std::time::Instant::now();
+                        last_ack = Instant::now();
                     }
                 }
                 Ok(Some(FromAgent::Event(event))) => {
@@ -355,6 +357,7 @@ impl Carrier {
                 origin: self.origin.clone(),
                 event,
                 budget,
+                received: Instant::now(),
             })
             .await
             .is_ok()

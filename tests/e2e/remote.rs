@@ -659,6 +659,42 @@ fn proxy_calls_go_straight_to_central_where_the_host_forwards_them() {
     daemon.expect_output("walled through-the-agent pong last pong 0", PATIENCE);
 }
 
+/// A plugin on a LAN host that exits for good has its direct call channel
+/// let go: central stops asking the host's sshd to connect to a socket the
+/// agent removed (every try an error in the host's sshd log).
+#[test]
+fn a_plugin_that_failed_for_good_has_its_direct_channel_let_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (_open, _walled, user) = forwarding_and_walled(base);
+    let main = format!(
+        "{SETTLE}\ndef launch():\n    print(NAME, settle(5), flush=True)\n    raise SystemExit(3)\n"
+    );
+    callers(base, &[("quitter", "lan1")], &main);
+    let daemon = Daemon::start_with_env(
+        base,
+        &[
+            "run",
+            "-c",
+            "aigis.toml",
+            "--home",
+            base.join("home").to_str().unwrap(),
+        ],
+        &[
+            ("HOME", user.to_str().unwrap()),
+            ("AIGIS_LOG", "info,aigis::daemon::direct=debug"),
+        ],
+    );
+    daemon.expect_output("quitter direct", PATIENCE);
+    daemon.expect_output("[quitter] failed", PATIENCE);
+    // Tries back off from 100 ms: without letting go, this sees several.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = daemon.output();
+    let after = out.split("[quitter] failed").nth(1).unwrap_or_default();
+    let tries = after.matches("no direct call channel").count();
+    assert_eq!(tries, 0, "{out}");
+}
+
 /// A slow core call from a LAN host holds up nothing else that host
 /// sends: another plugin's calls there are answered meanwhile, as is the
 /// same plugin's next call from another thread.

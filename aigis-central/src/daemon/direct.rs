@@ -12,7 +12,8 @@
 //! - What a host's channels read and did not answer yet is bounded in
 //!   bytes ([`crate::link::LINK_BUDGET`] per host, shared).
 //! - A channel that ends is opened again with backoff, until the plugin
-//!   stops or aigis does; one that cannot be opened (forwarding refused by
+//!   stops (central stopped it, or its agent says it stopped for good) or
+//!   aigis does; one that cannot be opened (forwarding refused by
 //!   the host's sshd) leaves the calls to the agent.
 
 use super::hosts::RemoteAgent;

@@ -13,9 +13,10 @@
 use super::{lock, Daemon};
 use crate::link::{Delivery, Origin};
 use aigis_agent::calls::{call_id, error_reply, fit_reply};
-use proto::{Answer, Call, Event, ToAgent};
+use proto::{Answer, Call, Event, ProcessState, ToAgent};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,7 @@ impl Router {
             origin,
             event,
             budget,
+            received,
         } = delivery;
         let plugin = match &event {
             Event::Output { plugin, .. }
@@ -78,7 +80,14 @@ impl Router {
                     .output(&plugin, stream.as_str(), lines, Some(budget))
                     .await
             }
-            Event::State { state, .. } => daemon.registry.process(&plugin, state).await,
+            Event::State { state, .. } => {
+                if matches!(state, ProcessState::Failed { .. } | ProcessState::Stopped) {
+                    // Not tried again every few seconds for nothing (each
+                    // try an error in the host's sshd log).
+                    self.let_go_of_direct_calls(&plugin, received);
+                }
+                daemon.registry.process(&plugin, state).await
+            }
             Event::Call {
                 call: Call::Proxy(frame),
                 ..
@@ -111,6 +120,17 @@ impl Router {
                 call: Call::Reload { id, target },
                 ..
             } => self.reload_for(origin, plugin, id, target).await,
+        }
+    }
+
+    /// `plugin` stopped for good on its host: its direct call channel, if
+    /// it has one from before `at`, is closed.
+    fn let_go_of_direct_calls(&self, plugin: &str, at: Instant) {
+        let remote = lock(&self.daemon.placed)
+            .get(plugin)
+            .and_then(|p| p.remote.clone());
+        if let Some(remote) = remote {
+            remote.close_direct_opened_before(plugin, at);
         }
     }
 

@@ -21,7 +21,7 @@ use proto::{Backoff, CallToken};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -51,8 +51,9 @@ pub struct RemoteAgent {
     /// The runtime the connection and everything over it run on, and the
     /// threads that answer its direct calls.
     lane: HostLane,
-    /// The direct call channels kept open (see `direct.rs`), by plugin.
-    direct: Mutex<HashMap<String, CancellationToken>>,
+    /// The direct call channels kept open (see `direct.rs`), by plugin,
+    /// with when each was asked for.
+    direct: Mutex<HashMap<String, (CancellationToken, Instant)>>,
     /// Bytes of calls those channels handed to the call pool, unanswered.
     call_budget: Arc<Semaphore>,
 }
@@ -70,7 +71,8 @@ impl RemoteAgent {
     /// just started there with `token`, until [`RemoteAgent::close_direct`].
     pub fn open_direct(self: &Arc<Self>, plugin: &str, token: CallToken, calls: CallPool) {
         let stop = CancellationToken::new();
-        if let Some(old) = lock(&self.direct).insert(plugin.to_string(), stop.clone()) {
+        let opened = (stop.clone(), Instant::now());
+        if let Some((old, _)) = lock(&self.direct).insert(plugin.to_string(), opened) {
             old.cancel();
         }
         let task = direct::keep_open(
@@ -95,8 +97,20 @@ impl RemoteAgent {
 
     /// `plugin` stopped: its direct call channel is not opened again.
     pub fn close_direct(&self, plugin: &str) {
-        if let Some(stop) = lock(&self.direct).remove(plugin) {
+        if let Some((stop, _)) = lock(&self.direct).remove(plugin) {
             stop.cancel();
+        }
+    }
+
+    /// As [`RemoteAgent::close_direct`], for a channel asked for before
+    /// `at` only: news from the agent that `plugin` stopped is about the
+    /// run it had then, not one started since.
+    pub fn close_direct_opened_before(&self, plugin: &str, at: Instant) {
+        let mut direct = lock(&self.direct);
+        if direct.get(plugin).is_some_and(|(_, opened)| *opened < at) {
+            if let Some((stop, _)) = direct.remove(plugin) {
+                stop.cancel();
+            }
         }
     }
 
