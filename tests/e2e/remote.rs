@@ -298,6 +298,13 @@ fn a_host_where_the_agent_cannot_be_written_fails_its_plugin_alone() {
 /// `aigis run` on `base/aigis.toml` (home `base/home`) for a user whose
 /// home (and `~/.ssh`) is `user_home`.
 fn run_for(base: &Path, user_home: &Path) -> Daemon {
+    run_with(base, user_home, &[])
+}
+
+/// As [`run_for`], with more of central's environment.
+fn run_with(base: &Path, user_home: &Path, env: &[(&str, &str)]) -> Daemon {
+    let mut env = env.to_vec();
+    env.push(("HOME", user_home.to_str().unwrap()));
     Daemon::start_with_env(
         base,
         &[
@@ -307,7 +314,7 @@ fn run_for(base: &Path, user_home: &Path) -> Daemon {
             "--home",
             base.join("home").to_str().unwrap(),
         ],
-        &[("HOME", user_home.to_str().unwrap())],
+        &env,
     )
 }
 
@@ -671,19 +678,10 @@ fn a_plugin_that_failed_for_good_has_its_direct_channel_let_go() {
         "{SETTLE}\ndef launch():\n    print(NAME, settle(5), flush=True)\n    raise SystemExit(3)\n"
     );
     callers(base, &[("quitter", "lan1")], &main);
-    let daemon = Daemon::start_with_env(
+    let daemon = run_with(
         base,
-        &[
-            "run",
-            "-c",
-            "aigis.toml",
-            "--home",
-            base.join("home").to_str().unwrap(),
-        ],
-        &[
-            ("HOME", user.to_str().unwrap()),
-            ("AIGIS_LOG", "info,aigis::daemon::direct=debug"),
-        ],
+        &user,
+        &[("AIGIS_LOG", "info,aigis::daemon::direct=debug")],
     );
     daemon.expect_output("quitter direct", PATIENCE);
     daemon.expect_output("[quitter] failed", PATIENCE);
