@@ -224,7 +224,14 @@ impl Inner {
             let reply = (self.serve)(py, &frame);
             drop(frame);
             py.detach(|| {
-                sink(reply);
+                // A sink that panics loses its reply, not this worker nor
+                // the plugin's share of them.
+                let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sink(reply);
+                }));
+                if delivered.is_err() {
+                    tracing::error!(%plugin, "the reply to a core call was lost on its way back");
+                }
                 let mut q = self.lock();
                 if let Some(w) = q.plugins.get_mut(&plugin) {
                     w.running -= 1;
@@ -316,6 +323,20 @@ mod tests {
         got.sort();
         assert_eq!(got, (0..200).collect::<Vec<u8>>());
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// A reply whose sink panics is lost alone: the worker and the
+    /// plugin's share of workers live on, and its next call is answered.
+    #[test]
+    fn a_sink_that_panics_costs_its_reply_only() {
+        let pool = sleeping_pool();
+        for _ in 0..CALLS_PER_PLUGIN * 2 {
+            pool.submit("p", vec![0], Box::new(|_| panic!("this sink fails")));
+        }
+        let (tx, rx) = mpsc::channel();
+        pool.submit("p", vec![0, 7], to(&tx, "p"));
+        let (_, reply) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(reply, vec![0, 7]);
     }
 
     /// Two calls in a row while one worker is idle: both wake that worker,
