@@ -126,10 +126,7 @@ impl Router {
     /// `plugin` stopped for good on its host: its direct call channel, if
     /// it has one from before `at`, is closed.
     fn let_go_of_direct_calls(&self, plugin: &str, at: Instant) {
-        let remote = lock(&self.daemon.placed)
-            .get(plugin)
-            .and_then(|p| p.remote.clone());
-        if let Some(remote) = remote {
+        if let Some(remote) = self.daemon.placement(plugin).and_then(|p| p.remote) {
             remote.close_direct_opened_before(plugin, at);
         }
     }

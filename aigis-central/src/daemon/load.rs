@@ -451,7 +451,7 @@ impl Daemon {
     /// Stops the plugin's process, or for a core plugin runs its `cleanup()`
     /// and removes its skills. Other plugins are untouched.
     pub(super) async fn stop_plugin(&self, name: &str) {
-        if let Some(remote) = lock(&self.placed).get(name).and_then(|p| p.remote.clone()) {
+        if let Some(remote) = self.placement(name).and_then(|p| p.remote) {
             remote.close_direct(name);
         }
         let _ = self
