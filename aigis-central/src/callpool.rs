@@ -188,7 +188,7 @@ impl CallPool {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.queue)
     }
 
     /// Gets a worker for what waits: an idle one, or a new one.

@@ -134,7 +134,7 @@ impl PluginLane {
 
     /// Writes one frame to the plugin; a plugin that is gone is not an error.
     fn send(&self, payload: &[u8]) {
-        let _whole = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let _whole = crate::lock(&self.write);
         let mut sock = &self.sock;
         let _ = match aigis_agent::calls::shim_frame(payload) {
             ShimFrame::Whole(frame) => sock.write_all(&frame),

@@ -61,7 +61,7 @@ fn ticker() -> &'static Ticker {
 
 impl Ticker {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.state)
     }
 
     fn watch<W: Watched + 'static>(&self, what: Arc<W>) {

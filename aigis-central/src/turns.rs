@@ -82,7 +82,7 @@ impl<T: Taker> Turns<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Turn> {
-        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.turn)
     }
 
     fn spawn_thread(self: &Arc<Self>) {
