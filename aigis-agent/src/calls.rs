@@ -47,8 +47,16 @@ pub async fn read_shim_frame<R: AsyncRead + Unpin>(
     if skipped != rest {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    let call = (head[0] == b'C').then(|| call_id(&head));
-    Ok(Some(ShimRead::TooBig { len, call }))
+    Ok(Some(ShimRead::too_big(len, &head)))
+}
+
+impl ShimRead {
+    /// A frame of `len` bytes, over the limit, that began with `head` (up
+    /// to its first 9 bytes): a proxy call's kind and id, if it was one.
+    pub fn too_big(len: usize, head: &[u8]) -> ShimRead {
+        let call = (head.len() == 9 && head[0] == b'C').then(|| call_id(head));
+        ShimRead::TooBig { len, call }
+    }
 }
 
 /// A reply that fits in a frame: one too big would end the whole link (or

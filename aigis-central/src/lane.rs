@@ -20,7 +20,7 @@
 use crate::callpool::{CallPool, CALLS_PER_PLUGIN};
 use crate::link::{Delivery, Origin};
 use crate::turns::{Taker, Turns};
-use aigis_agent::calls::ShimFrame;
+use aigis_agent::calls::{ShimFrame, ShimRead};
 use proto::{Call, Event, ToAgent};
 use pyo3::prelude::*;
 use std::io::{Read, Write};
@@ -71,16 +71,6 @@ struct PluginLane {
     budget: Arc<Semaphore>,
 }
 
-/// What one read gave.
-enum Frame {
-    Payload(Vec<u8>),
-    /// Over the limit and skipped: its first 9 bytes (a call's kind and id).
-    Skipped {
-        head: Vec<u8>,
-        len: usize,
-    },
-}
-
 impl PluginLane {
     fn start(plugin: String, sock: UnixStream, wiring: &Wiring) {
         let (answers, mut answered) = mpsc::channel::<ToAgent>(16);
@@ -110,7 +100,9 @@ impl PluginLane {
         });
     }
 
-    fn read_frame(&self) -> std::io::Result<Frame> {
+    /// The next frame, read as `aigis_agent::calls::read_shim_frame` reads
+    /// one (this socket is blocking).
+    fn read_frame(&self) -> std::io::Result<ShimRead> {
         wait_readable(&self.sock)?;
         let mut sock = &self.sock;
         let mut len = [0u8; 4];
@@ -120,7 +112,7 @@ impl PluginLane {
         if len <= limit {
             let mut payload = vec![0u8; len];
             sock.read_exact(&mut payload)?;
-            return Ok(Frame::Payload(payload));
+            return Ok(ShimRead::Frame(payload));
         }
         let mut head = vec![0u8; len.min(9)];
         sock.read_exact(&mut head)?;
@@ -129,7 +121,7 @@ impl PluginLane {
         if skipped != rest {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        Ok(Frame::Skipped { head, len })
+        Ok(ShimRead::too_big(len, &head))
     }
 
     /// Writes one frame to the plugin; a plugin that is gone is not an error.
@@ -187,17 +179,18 @@ fn wait_readable(sock: &UnixStream) -> std::io::Result<()> {
 }
 
 impl Taker for PluginLane {
-    type Work = Frame;
+    type Work = ShimRead;
 
     /// The next frame; `None` once the socket closed (the plugin stopped).
-    fn take(&self) -> Option<Frame> {
+    fn take(&self) -> Option<ShimRead> {
         self.read_frame().ok()
     }
 
     /// Answers what was read.
-    fn work(&self, py: Python<'_>, frame: Frame) {
+    fn work(&self, py: Python<'_>, frame: ShimRead) {
+        let limit = proto::control_limit(&self.plugin);
         match frame {
-            Frame::Payload(payload) => match aigis_agent::calls::from_shim(payload) {
+            ShimRead::Frame(payload) => match aigis_agent::calls::from_shim(payload) {
                 Ok(Call::Proxy(call)) => {
                     let reply = self.wiring.calls.serve(py, &call);
                     py.detach(|| self.send(&reply));
@@ -205,18 +198,17 @@ impl Taker for PluginLane {
                 Ok(call @ Call::Reload { .. }) => py.detach(|| self.reload(call)),
                 Err(e) => tracing::warn!(plugin = %self.plugin, "{e}"),
             },
-            Frame::Skipped { head, len } => {
-                let limit = proto::control_limit(&self.plugin);
-                if head.len() == 9 && head[0] == b'C' {
-                    let reply = aigis_agent::calls::too_big_call(&head[1..9], len, limit);
-                    py.detach(|| self.send(&reply));
-                } else {
-                    tracing::warn!(
-                        plugin = %self.plugin,
-                        "skipped a control message of {len} bytes: at most {limit} may cross to central"
-                    );
-                }
+            ShimRead::TooBig {
+                len,
+                call: Some(id),
+            } => {
+                let reply = aigis_agent::calls::too_big_call(&id, len, limit);
+                py.detach(|| self.send(&reply));
             }
+            ShimRead::TooBig { len, call: None } => tracing::warn!(
+                plugin = %self.plugin,
+                "skipped a control message of {len} bytes: at most {limit} may cross to central"
+            ),
         }
     }
 
