@@ -35,10 +35,10 @@ impl Default for Rotation {
     }
 }
 
-/// An open log file and how much is in it.
 /// How much of a batch of lines the log writer gathers before it writes.
 const GATHER: usize = 64 * 1024;
 
+/// An open log file and how much is in it.
 struct LogFile {
     path: PathBuf,
     out: BufWriter<File>,
@@ -67,7 +67,6 @@ impl LogFile {
         })
     }
 
-    /// Writes `prefix`, `line` and a newline as one line of the file.
     /// Writes `lines`, each behind `prefix`, gathered in `scratch` so that a
     /// batch of lines costs a write to the file per [`GATHER`] bytes, not
     /// one per buffer's worth (a log writer's buffer is small: there is one
