@@ -1111,11 +1111,7 @@ class Link:
                 raise LinkClosed(self._closed)
             self._waiting[call_id] = slot
         try:
-            try:
-                self._send(frame)
-            except OSError as e:
-                # Not sent whole: the other end cannot have run it.
-                raise LinkClosed("the link to central closed: %s" % e) from e
+            self._send_whole(frame)
             if slot.ready is not None:
                 slot.ready.wait()
             else:
@@ -1138,11 +1134,7 @@ class Link:
         try:
             if self._closed:
                 raise LinkClosed(self._closed)
-            try:
-                self._send(frame)
-            except OSError as e:
-                # Not sent whole: the other end cannot have run it.
-                raise LinkClosed("the link to central closed: %s" % e) from e
+            self._send_whole(frame)
             while True:
                 try:
                     reply = self._receive()
@@ -1156,6 +1148,14 @@ class Link:
         finally:
             self._reading.release()
             self._hand_over()
+
+    def _send_whole(self, frame: bytes) -> None:
+        """Sends ``frame``; ``LinkClosed`` when it did not go out whole (the
+        other end cannot have run it)."""
+        try:
+            self._send(frame)
+        except OSError as e:
+            raise LinkClosed("the link to central closed: %s" % e) from e
 
     def _wait_reading(self, slot: _Slot) -> None:
         """Waits for ``slot``, reading the transport whenever nobody else is."""
@@ -1301,9 +1301,7 @@ class DirectCalls:
             while self._direct is None:
                 try:
                     conn, _ = self._listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
+                except OSError:  # nothing waiting, or the listener is gone
                     break
                 if self._is_central(conn):
                     frames = FrameSocket(conn)
