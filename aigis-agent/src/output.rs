@@ -254,4 +254,30 @@ mod tests {
             batches.len()
         );
     }
+
+    /// A stream that ends while its read lingers loses nothing, its last
+    /// unterminated line included.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_ends_while_streaming_loses_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            for i in 0..100 {
+                tx.write_all(format!("line {i}\n").as_bytes())
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            tx.write_all(b"no end").await.unwrap();
+        });
+        let mut got = Vec::new();
+        relay_lines(rx, |lines| {
+            got.extend(lines.iter().map(String::from));
+            async {}
+        })
+        .await;
+        let mut want: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+        want.push("no end".into());
+        assert_eq!(got, want);
+    }
 }
