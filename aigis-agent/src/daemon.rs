@@ -41,6 +41,7 @@ pub async fn daemon(dir: &Path) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
 
+    crate::python::keep_shim_in(dir);
     let state = AgentState::in_dir(dir);
     let mut term = signal(SignalKind::terminate())?;
     let mut current: Option<tokio::task::JoinHandle<anyhow::Result<LinkEnd>>> = None;

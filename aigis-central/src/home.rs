@@ -32,14 +32,21 @@ impl Home {
     }
 
     /// Creates the directories central writes to. `log/` holds what
-    /// plugins print and `secrets/` every plugin's secrets, so they are the
+    /// plugins print, `secrets/` every plugin's secrets and `run/agent/`
+    /// code that plugins run, so they are the
     /// daemon user's alone (0700), also when an older AIGIS left them open:
     /// a plugin running as its own user reads its secrets where they were
     /// installed for it, never here.
     pub fn prepare(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        for dir in [self.ext(), self.secrets(), self.log(), self.run()] {
-            let private = dir == self.log() || dir == self.secrets();
+        for dir in [
+            self.ext(),
+            self.secrets(),
+            self.log(),
+            self.run(),
+            self.agent(),
+        ] {
+            let private = dir == self.log() || dir == self.secrets() || dir == self.agent();
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(if private { 0o700 } else { 0o777 })
@@ -67,5 +74,10 @@ impl Home {
     }
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
+    }
+    /// The local agent's own directory (`aigis-agent --dir`), where it
+    /// keeps the Python shim of internal plugins across runs.
+    pub fn agent(&self) -> PathBuf {
+        self.run().join("agent")
     }
 }

@@ -68,15 +68,17 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// Starts the agent binary as a local child and shakes hands with it.
-    /// With `lane`, the agent gets that socket as its lane to central (see
-    /// `lane.rs`).
+    /// `dir` is the agent's own (`Home::agent`). With `lane`, the agent
+    /// gets that socket as its lane to central (see `lane.rs`).
     pub async fn spawn_local(
         agent: &Path,
+        dir: &Path,
         inbox: mpsc::Sender<Delivery>,
         tasks: &Tasks,
         lane: Option<OwnedFd>,
     ) -> anyhow::Result<AgentLink> {
         let mut command = Command::new(agent);
+        command.arg("--dir").arg(dir);
         if let Some(lane) = &lane {
             let fd = lane.as_raw_fd();
             command.env(aigis_agent::lane::LANE_FD, LANE_FD_IN_AGENT.to_string());

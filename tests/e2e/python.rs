@@ -188,3 +188,67 @@ fn an_internal_plugin_without_python3_on_the_host_fails_clearly() {
         "{out}"
     );
 }
+
+/// The shim's modules are compiled once, not by every run: the local agent
+/// keeps them in `<home>/run/agent`, so the bytecode Python writes beside
+/// them in one run is still good in the next, and Python leaves it alone.
+#[test]
+fn the_shim_is_compiled_once_not_at_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let user = base.join("src/user");
+    write(
+        &user,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
+    );
+    write(
+        &user,
+        "main.py",
+        "import time\n\ndef launch(log):\n    open('started', 'w').close()\n    time.sleep(600)\n",
+    );
+    write(base, "aigis.toml", "[internal]\nuser = \"src/user\"\n");
+    let started = home.join("ext/user/started");
+    let compiled = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut found = Vec::new();
+        for dir in std::fs::read_dir(home.join("run/agent")).unwrap() {
+            let cache = dir.unwrap().path().join("__pycache__");
+            for pyc in std::fs::read_dir(&cache).into_iter().flatten() {
+                let pyc = pyc.unwrap().path();
+                let written = std::fs::metadata(&pyc).unwrap().modified().unwrap();
+                found.push((pyc, written));
+            }
+        }
+        found.sort();
+        found
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let _ = std::fs::remove_file(&started);
+        let mut command = Daemon::command(
+            base,
+            &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        );
+        // Python writes bytecode unless told not to, as a host's is.
+        command.env_remove("PYTHONDONTWRITEBYTECODE");
+        let mut daemon = Daemon::spawn(command);
+        assert!(
+            wait_until(PATIENCE, || started.exists()),
+            "{}",
+            daemon.output()
+        );
+        daemon.signal(libc::SIGTERM);
+        assert!(daemon.wait_exit(PATIENCE).is_some(), "{}", daemon.output());
+        runs.push(compiled());
+    }
+    let names: Vec<_> = runs[0]
+        .iter()
+        .filter_map(|(p, _)| p.file_name()?.to_str().map(str::to_owned))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("proxy.")),
+        "no bytecode of proxy.py after the first run: {names:?}"
+    );
+    assert_eq!(runs[0], runs[1], "the second run compiled the shim again");
+}

@@ -150,7 +150,9 @@ pub async fn run(
         Ok(core) => start_lane(core, &inbox_tx),
         Err(_) => None,
     };
-    let local = Arc::new(AgentLink::spawn_local(&agent_binary, inbox_tx, &tasks, lane).await?);
+    let local = Arc::new(
+        AgentLink::spawn_local(&agent_binary, &home.agent(), inbox_tx, &tasks, lane).await?,
+    );
     let daemon = Arc::new(Daemon {
         registry: Registry::new(log.clone(), &config.plugins),
         entries: std::sync::RwLock::new(config.plugins.clone()),
