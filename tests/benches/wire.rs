@@ -419,10 +419,60 @@ fn ping_pong(mut cmd_child: Piped, n: usize, deadline: &Deadline, what: &str) ->
 /// driven by `python3` (the language internal plugins are written in)
 /// through `cmd`'s pipes, `n` times after `WARM_UP`. A Python caller pays
 /// its own interpreter on every round trip; so does every plugin's call.
-fn python_ping_pong(cmd: &Command, n: usize, deadline: &Deadline, what: &str) -> Stats {
+///
+/// Also the CPU each process on the floor's path used a round trip, by
+/// role, as [`cpu_per_call`] gives it for a plugin's calls: `python` (the
+/// caller), `cat`, and through `ssh lan1` (`under`: the test sshd) `ssh`
+/// and `sshd`, so a row's gap can be put on the hop that makes it.
+fn python_ping_pong(
+    cmd: &Command,
+    under: Option<u32>,
+    n: usize,
+    deadline: &Deadline,
+    what: &str,
+) -> (Stats, Value) {
     const SCRIPT: &str = r#"
 import json, os, subprocess, sys, time
 argv, n, warm, size, out = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+under = int(sys.argv[6])
+
+def cpu_s(pid):
+    # All of pid's threads' time on a CPU (ns in schedstat), or None.
+    total = 0
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
+
+def roles():
+    # The processes on the path besides this one: the child and, through
+    # sshd, sshd's session and the remote command.
+    found = [("cat" if under == 0 else "ssh", child.pid)]
+    if under:
+        parent = {}
+        for e in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % e) as f:
+                    parent[int(e)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        for pid in parent:
+            up = pid
+            for _ in range(64):
+                up = parent.get(up, 0)
+                if up == under or up <= 1:
+                    break
+            if up == under:
+                try:
+                    with open("/proc/%d/comm" % pid) as f:
+                        comm = f.read().strip()
+                except OSError:
+                    continue
+                found.append(("cat" if comm == "cat" else "sshd", pid))
+    return found
 child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 w, r = child.stdin.fileno(), child.stdout.fileno()
 ping = b"\x07" * size
@@ -438,16 +488,24 @@ def one():
 for _ in range(warm):
     one()
 lat = []
+path = roles()
+before = [cpu_s(pid) for _, pid in path]
+mine = time.process_time()
 start = time.perf_counter()
 for _ in range(n):
     t = time.perf_counter()
     one()
     lat.append((time.perf_counter() - t) * 1e6)
 total = time.perf_counter() - start
+cpu = {"python": (time.process_time() - mine) / n * 1e6}
+for (role, pid), b in zip(path, before):
+    a = cpu_s(pid)
+    if a is not None and b is not None:
+        cpu[role] = cpu.get(role, 0.0) + (a - b) / n * 1e6
 child.stdin.close()
 child.wait()
 with open(out, "w") as f:
-    json.dump({"lat": lat, "total": total}, f)
+    json.dump({"lat": lat, "total": total, "cpu": cpu}, f)
 "#;
     let out = tempfile::NamedTempFile::new().expect("temp file");
     let argv: Vec<String> = std::iter::once(cmd.get_program())
@@ -461,6 +519,7 @@ with open(out, "w") as f:
         .arg(WARM_UP.to_string())
         .arg(PAYLOAD.to_string())
         .arg(out.path())
+        .arg(under.unwrap_or(0).to_string())
         .stdout(Stdio::null());
     for (k, v) in cmd.get_envs() {
         match v {
@@ -471,7 +530,10 @@ with open(out, "w") as f:
     run_bounded(py, deadline, what);
     let v: Value = serde_json::from_slice(&std::fs::read(out.path()).expect("floor output"))
         .expect("floor json");
-    plugin_stats(&json!({"lat": v["lat"], "total": v["total"]}))
+    (
+        plugin_stats(&json!({"lat": v["lat"], "total": v["total"]})),
+        v["cpu"].clone(),
+    )
 }
 
 fn stopped(deadline: &Deadline, what: &str, e: std::io::Error) -> ! {
@@ -566,10 +628,12 @@ impl Ctx {
         ping_pong(cat, seq_calls(), deadline, "the `ssh lan1 cat` floor")
     }
 
-    /// Floor: the same ping-pong from `python3`, as a plugin calls.
-    fn ssh_cat_python_floor(&self, deadline: &Deadline) -> Stats {
+    /// Floor: the same ping-pong from `python3`, as a plugin calls, and
+    /// the CPU of each process on its path.
+    fn ssh_cat_python_floor(&self, deadline: &Deadline) -> (Stats, Value) {
         let what = "the `ssh lan1 cat` floor from python3";
-        python_ping_pong(&self.ssh("cat"), seq_calls(), deadline, what)
+        let under = Some(self.sshd.pid());
+        python_ping_pong(&self.ssh("cat"), under, seq_calls(), deadline, what)
     }
 
     /// Writes an internal plugin that calls `call` (a Python expression
@@ -857,11 +921,14 @@ fn cpu_per_call(path: &[(&'static str, u32)], before: &[Option<f64>], calls: usi
     Value::Object(by_role)
 }
 
-/// A note line from [`cpu_per_call`]'s answer.
+/// A note line from [`cpu_per_call`]'s answer (or a floor's, from
+/// [`python_ping_pong`]).
 fn cpu_note(row: &str, per_call: &Value) -> String {
-    let parts: Vec<String> = ["central", "agent", "sshd", "plugin"]
-        .iter()
-        .filter_map(|r| per_call[*r].as_f64().map(|v| format!("{r} {v:.1}")))
+    let parts: Vec<String> = per_call
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(role, v)| v.as_f64().map(|v| format!("{role} {v:.1}")))
         .collect();
     format!("{row}: CPU per call (µs): {}", parts.join(", "))
 }
@@ -900,7 +967,7 @@ fn timed_calls(
 /// ping-pong through `ssh lan1 cat`.
 fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let deadline = Deadline::new("internal-remote sequential");
-    let floor = ctx.ssh_cat_python_floor(&deadline);
+    let (floor, floor_cpu) = ctx.ssh_cat_python_floor(&deadline);
     let rust_floor = ctx.ssh_cat_floor(&deadline);
     let go = ctx.base.join("rows/go-seq");
     ctx.caller(
@@ -924,9 +991,11 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let (result, cpu) = timed_calls(ctx, &daemon, &dir, &go, &deadline);
     ctx.stop(daemon, notes);
     notes.push(cpu_note("remote call", &cpu));
+    notes.push(cpu_note("remote call's floor", &floor_cpu));
     let s = plugin_stats(&result);
     let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor),
-                       "rust_floor": stats_json(&rust_floor), "cpu_us_per_call": cpu});
+                       "rust_floor": stats_json(&rust_floor), "cpu_us_per_call": cpu,
+                       "floor_cpu_us_per_call": floor_cpu});
     let what = "ssh lan1 cat, 64 B ping-pong from python3";
     let rust = "ssh lan1 cat, 64 B ping-pong from Rust";
     vec![
@@ -961,8 +1030,9 @@ fn row_remote_sequential(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
 /// agent), against a 64-byte ping-pong through a local `cat`.
 fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let deadline = Deadline::new("internal (central host) proxy");
-    let floor = python_ping_pong(
+    let (floor, floor_cpu) = python_ping_pong(
         &Command::new("cat"),
+        None,
         seq_calls(),
         &deadline,
         "the local cat floor from python3",
@@ -994,9 +1064,11 @@ fn row_local_proxy(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     let (result, cpu) = timed_calls(ctx, &daemon, &home.join("ext/local"), &go, &deadline);
     ctx.stop(daemon, notes);
     notes.push(cpu_note("local call", &cpu));
+    notes.push(cpu_note("local call's floor", &floor_cpu));
     let s = plugin_stats(&result);
     let extra = json!({"plugin": stats_json(&s), "floor": stats_json(&floor),
-                       "rust_floor": stats_json(&rust_floor), "cpu_us_per_call": cpu});
+                       "rust_floor": stats_json(&rust_floor), "cpu_us_per_call": cpu,
+                       "floor_cpu_us_per_call": floor_cpu});
     vec![
         Row::new(
             "internal plugin on central host via AigisProxy, 64 B: calls/s",
