@@ -99,20 +99,23 @@ fn shim_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
 /// else by that name, and the directories of other builds, are removed
 /// and the files written afresh, into a temporary name renamed in place.
 fn kept_dir(agent_dir: &Path) -> std::io::Result<PathBuf> {
-    use sha2::{Digest, Sha256};
-    let mut digest = Sha256::new();
-    for (name, text) in FILES {
-        digest.update(name.as_bytes());
-        digest.update([0]);
-        digest.update(text.as_bytes());
-        digest.update([0]);
-    }
-    let hex: String = digest.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let name = format!("python-{hex}");
-    let dir = agent_dir.join(&name);
+    static NAME: OnceLock<String> = OnceLock::new();
+    let name = NAME.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for (name, text) in FILES {
+            digest.update(name.as_bytes());
+            digest.update([0]);
+            digest.update(text.as_bytes());
+            digest.update([0]);
+        }
+        let hex: String = digest.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("python-{hex}")
+    });
+    let dir = agent_dir.join(name);
     if is_ours(&dir) {
         return Ok(dir);
     }
