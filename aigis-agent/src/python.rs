@@ -98,8 +98,13 @@ fn shim_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
 /// directory of this user, mode 0700, holding exactly our texts; anything
 /// else by that name, and the directories of other builds, are removed
 /// and the files written afresh, into a temporary name renamed in place.
+///
+/// Plugins start at once: one check and write at a time, or one start's
+/// sweep would remove the directory another has just been given.
 fn kept_dir(agent_dir: &Path) -> std::io::Result<PathBuf> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     static NAME: OnceLock<String> = OnceLock::new();
+    let _one = crate::lock(&ONE_AT_A_TIME);
     let name = NAME.get_or_init(|| {
         use sha2::{Digest, Sha256};
         let mut digest = Sha256::new();
@@ -341,6 +346,29 @@ mod tests {
         assert_eq!(again, first);
         assert_eq!(mtimes(&again), written, "a kept file was written again");
         assert!(again.join("__pycache__").is_dir());
+    }
+
+    #[test]
+    fn plugins_starting_at_once_all_get_the_kept_shim() {
+        for _ in 0..20 {
+            let agent_dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                let starts: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let dir = kept_dir(agent_dir.path()).unwrap();
+                            // What the plugin's python3 then reads.
+                            std::fs::read_to_string(dir.join("shim.py"))
+                        })
+                    })
+                    .collect();
+                for started in starts {
+                    assert_eq!(started.join().unwrap().unwrap(), SHIM);
+                }
+            });
+        }
     }
 
     #[test]
