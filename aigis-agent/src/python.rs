@@ -114,11 +114,7 @@ fn kept_dir(agent_dir: &Path) -> std::io::Result<PathBuf> {
             digest.update(text.as_bytes());
             digest.update([0]);
         }
-        let hex: String = digest.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("python-{hex}")
+        format!("python-{}", proto::hex(&digest.finalize()[..8]))
     });
     let dir = agent_dir.join(name);
     if is_ours(&dir) {

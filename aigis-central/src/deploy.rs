@@ -11,7 +11,7 @@ use crate::link::AgentLink;
 use crate::logs::LogSink;
 use crate::ssh::Connection;
 use config::{shell_quote as sh, HostSpec};
-use proto::{Reply, Request, TreeFile, UploadedFile};
+use proto::{hex, Reply, Request, TreeFile, UploadedFile};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -364,10 +364,6 @@ fn platform(uname: &str) -> Option<String> {
         other => other,
     };
     Some(format!("{arch}-{os}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How much of a file one `Stage` request carries.

@@ -27,3 +27,10 @@ pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.
 pub const PROTOCOL_VERSION: u32 = 10;
+
+/// `bytes` as lowercase hex: how both ends name things by content (agent
+/// binaries, this central's place on a host, the kept Python shim) and
+/// spell a [`CallToken`].
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

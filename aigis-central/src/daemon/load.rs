@@ -618,5 +618,5 @@ fn call_token() -> std::io::Result<CallToken> {
     use std::io::Read;
     let mut bits = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bits)?;
-    Ok(CallToken(bits.iter().map(|b| format!("{b:02x}")).collect()))
+    Ok(CallToken(proto::hex(&bits)))
 }
