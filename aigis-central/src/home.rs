@@ -39,14 +39,13 @@ impl Home {
     /// installed for it, never here.
     pub fn prepare(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        for dir in [
-            self.ext(),
-            self.secrets(),
-            self.log(),
-            self.run(),
-            self.agent(),
+        for (dir, private) in [
+            (self.ext(), false),
+            (self.secrets(), true),
+            (self.log(), true),
+            (self.run(), false),
+            (self.agent(), true),
         ] {
-            let private = dir == self.log() || dir == self.secrets() || dir == self.agent();
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(if private { 0o700 } else { 0o777 })
