@@ -21,7 +21,7 @@ use aigis_e2e::sshd::{central_place, Sshd};
 use russh::client;
 use russh::keys::{load_secret_key, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use serde_json::{json, Value};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -420,59 +420,22 @@ fn ping_pong(mut cmd_child: Piped, n: usize, deadline: &Deadline, what: &str) ->
 /// through `cmd`'s pipes, `n` times after `WARM_UP`. A Python caller pays
 /// its own interpreter on every round trip; so does every plugin's call.
 ///
-/// Also the CPU each process on the floor's path used a round trip, by
-/// role, as [`cpu_per_call`] gives it for a plugin's calls: `python` (the
-/// caller), `cat`, and through `ssh lan1` (`under`: the test sshd) `ssh`
-/// and `sshd`, so a row's gap can be put on the hop that makes it.
+/// Also the CPU each process on the floor's path used a round trip, read
+/// as for a plugin's calls ([`call_path`], [`cpu_per_call`]): `python`,
+/// its child (`cat`, or `ssh` and through `sshd` the session and `cat`),
+/// so a row's gap can be put on the hop that makes it. The script says
+/// `ready` once warm, waits for `go`, prints its figures and waits for
+/// the CPU to be read again before it ends.
 fn python_ping_pong(
     cmd: &Command,
-    under: Option<u32>,
+    sshd: Option<u32>,
     n: usize,
     deadline: &Deadline,
     what: &str,
 ) -> (Stats, Value) {
     const SCRIPT: &str = r#"
 import json, os, subprocess, sys, time
-argv, n, warm, size, out = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-under = int(sys.argv[6])
-
-def cpu_s(pid):
-    # All of pid's threads' time on a CPU (ns in schedstat), or None.
-    total = 0
-    try:
-        for task in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
-                total += int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return total / 1e9
-
-def roles():
-    # The processes on the path besides this one: the child and, through
-    # sshd, sshd's session and the remote command.
-    found = [("cat" if under == 0 else "ssh", child.pid)]
-    if under:
-        parent = {}
-        for e in os.listdir("/proc"):
-            try:
-                with open("/proc/%s/stat" % e) as f:
-                    parent[int(e)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
-        for pid in parent:
-            up = pid
-            for _ in range(64):
-                up = parent.get(up, 0)
-                if up == under or up <= 1:
-                    break
-            if up == under:
-                try:
-                    with open("/proc/%d/comm" % pid) as f:
-                        comm = f.read().strip()
-                except OSError:
-                    continue
-                found.append(("cat" if comm == "cat" else "sshd", pid))
-    return found
+argv, n, warm, size = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 w, r = child.stdin.fileno(), child.stdout.fileno()
 ping = b"\x07" * size
@@ -487,27 +450,20 @@ def one():
     assert got == ping
 for _ in range(warm):
     one()
+print("ready", flush=True)
+sys.stdin.readline()
 lat = []
-path = roles()
-before = [cpu_s(pid) for _, pid in path]
-mine = time.process_time()
 start = time.perf_counter()
 for _ in range(n):
     t = time.perf_counter()
     one()
     lat.append((time.perf_counter() - t) * 1e6)
 total = time.perf_counter() - start
-cpu = {"python": (time.process_time() - mine) / n * 1e6}
-for (role, pid), b in zip(path, before):
-    a = cpu_s(pid)
-    if a is not None and b is not None:
-        cpu[role] = cpu.get(role, 0.0) + (a - b) / n * 1e6
+print(json.dumps({"lat": lat, "total": total}), flush=True)
+sys.stdin.readline()
 child.stdin.close()
 child.wait()
-with open(out, "w") as f:
-    json.dump({"lat": lat, "total": total, "cpu": cpu}, f)
 "#;
-    let out = tempfile::NamedTempFile::new().expect("temp file");
     let argv: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -517,23 +473,35 @@ with open(out, "w") as f:
         .arg(serde_json::to_string(&argv).expect("argv"))
         .arg(n.to_string())
         .arg(WARM_UP.to_string())
-        .arg(PAYLOAD.to_string())
-        .arg(out.path())
-        .arg(under.unwrap_or(0).to_string())
-        .stdout(Stdio::null());
+        .arg(PAYLOAD.to_string());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => py.env(k, v),
             None => py.env_remove(k),
         };
     }
-    run_bounded(py, deadline, what);
-    let v: Value = serde_json::from_slice(&std::fs::read(out.path()).expect("floor output"))
-        .expect("floor json");
-    (
-        plugin_stats(&json!({"lat": v["lat"], "total": v["total"]})),
-        v["cpu"].clone(),
-    )
+    let mut script = Piped::spawn(py, deadline);
+    let pid = script.child.id();
+    let (stdin, stdout) = script.io();
+    let mut said = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    let mut next_line = |line: &mut String| {
+        line.clear();
+        match said.read_line(line) {
+            Ok(0) => panic!("row `{}`: {what} ended early", deadline.row),
+            Ok(_) => {}
+            Err(e) => stopped(deadline, what, e),
+        }
+    };
+    next_line(&mut line);
+    let path = call_path(("python", pid), sshd);
+    let before: Vec<Option<f64>> = path.iter().map(|(_, pid)| cpu_us(*pid)).collect();
+    writeln!(stdin, "go").unwrap_or_else(|e| stopped(deadline, what, e));
+    next_line(&mut line);
+    let cpu = cpu_per_call(&path, &before, n);
+    writeln!(stdin, "done").unwrap_or_else(|e| stopped(deadline, what, e));
+    let v: Value = serde_json::from_str(&line).expect("the floor's figures");
+    (plugin_stats(&v), cpu)
 }
 
 fn stopped(deadline: &Deadline, what: &str, e: std::io::Error) -> ! {
@@ -632,8 +600,8 @@ impl Ctx {
     /// the CPU of each process on its path.
     fn ssh_cat_python_floor(&self, deadline: &Deadline) -> (Stats, Value) {
         let what = "the `ssh lan1 cat` floor from python3";
-        let under = Some(self.sshd.pid());
-        python_ping_pong(&self.ssh("cat"), under, seq_calls(), deadline, what)
+        let sshd = Some(self.sshd.pid());
+        python_ping_pong(&self.ssh("cat"), sshd, seq_calls(), deadline, what)
     }
 
     /// Writes an internal plugin that calls `call` (a Python expression
@@ -855,10 +823,11 @@ fn cpu_us(pid: u32) -> Option<f64> {
     Some(ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3)
 }
 
-/// The processes a core call crosses, by role: central, the agents, the
-/// plugin's interpreter (`shim.py`), and sshd's session processes (the
-/// test sshd's descendants that are none of those).
-fn call_path(central: u32, sshd: u32) -> Vec<(&'static str, u32)> {
+/// The processes a core call (or a floor's round trip) crosses, by role:
+/// `root` itself, and under it or under the test `sshd`: the plugin's
+/// interpreter (`shim.py`), the agents, `ssh` and `cat`, and sshd's
+/// session processes (the sshd's other descendants).
+fn call_path(root: (&'static str, u32), sshd: Option<u32>) -> Vec<(&'static str, u32)> {
     let mut table = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -887,21 +856,22 @@ fn call_path(central: u32, sshd: u32) -> Vec<(&'static str, u32)> {
         }
         false
     };
-    let mut out = vec![("central", central)];
+    let mut out = vec![root];
     for &(pid, _) in &table {
-        if pid == central || pid == sshd {
+        if pid == root.1 || Some(pid) == sshd {
             continue;
         }
-        let role = if !descends(pid, central) && !descends(pid, sshd) {
+        let under_sshd = sshd.is_some_and(|sshd| descends(pid, sshd));
+        if !under_sshd && !descends(pid, root.1) {
             continue;
-        } else if describe(pid).contains("shim.py") {
-            "plugin"
-        } else if exe_name(pid).starts_with("aigis-agent") {
-            "agent"
-        } else if descends(pid, sshd) {
-            "sshd"
-        } else {
-            continue;
+        }
+        let role = match exe_name(pid).as_str() {
+            _ if describe(pid).contains("shim.py") => "plugin",
+            exe if exe.starts_with("aigis-agent") => "agent",
+            "ssh" => "ssh",
+            "cat" => "cat",
+            _ if under_sshd => "sshd",
+            _ => continue,
         };
         out.push((role, pid));
     }
@@ -946,7 +916,7 @@ fn timed_calls(
     deadline.wait("the plugin's warm-up", Some(daemon), || {
         dir.join("ready").exists()
     });
-    let path = call_path(daemon.pid(), ctx.sshd.pid());
+    let path = call_path(("central", daemon.pid()), Some(ctx.sshd.pid()));
     let before: Vec<Option<f64>> = path.iter().map(|(_, pid)| cpu_us(*pid)).collect();
     std::fs::write(go, "go").expect("go file");
     let result = plugin_result(
@@ -1337,7 +1307,7 @@ fn row_remote_log(ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Row> {
     deadline.wait("the plugin's start", Some(&daemon), || {
         place.join("ready").exists()
     });
-    let path = call_path(daemon.pid(), ctx.sshd.pid());
+    let path = call_path(("central", daemon.pid()), Some(ctx.sshd.pid()));
     let before: Vec<Option<f64>> = path.iter().map(|(_, pid)| cpu_us(*pid)).collect();
     std::fs::write(place.join("go"), "go").expect("go file");
     let start = Instant::now();
