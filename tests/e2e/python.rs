@@ -1,7 +1,7 @@
 //! The Python core: core plugins in central's embedded CPython, and an
 //! internal-local plugin that uses them through its copied core.
 
-use aigis_e2e::plugins::core_plugin;
+use aigis_e2e::plugins::{core_plugin, plugin};
 use aigis_e2e::process::{alive, wait_until, write, Daemon};
 use std::time::Duration;
 
@@ -197,16 +197,13 @@ fn the_shim_is_compiled_once_not_at_every_run() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let home = base.join("home");
-    let user = base.join("src/user");
-    write(
-        &user,
-        "AIGIS/AIGIS.config",
+    plugin(
+        &base.join("src/user"),
         "PLUGIN_TYPE = 'internal'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
-    );
-    write(
-        &user,
-        "main.py",
-        "import time\n\ndef launch(log):\n    open('started', 'w').close()\n    time.sleep(600)\n",
+        &[(
+            "main.py",
+            "import time\n\ndef launch(log):\n    open('started', 'w').close()\n    time.sleep(600)\n",
+        )],
     );
     write(base, "aigis.toml", "[internal]\nuser = \"src/user\"\n");
     let started = home.join("ext/user/started");
