@@ -8,6 +8,10 @@
 //! plugin made itself (secrets, a virtualenv, its state) are left alone;
 //! files an earlier sync shipped that are no longer in the manifest are
 //! removed, so the host runs exactly the tree central read.
+//!
+//! Only regular files and symlinks that stay inside the tree cross (a link
+//! as a link, never as what it points to), and no mode bit above `0o777`:
+//! a setuid file in a repository does not become a setuid file here.
 
 use proto::TreeFile;
 use sha2::{Digest, Sha256};
@@ -92,9 +96,24 @@ fn shipped(dest: &Path) -> PathBuf {
     sibling(dest, "shipped")
 }
 
-/// The SHA-256 of a file's contents.
+/// The permission bits that cross: no setuid, setgid or sticky bit.
+pub const MODE_BITS: u32 = 0o777;
+
+/// The SHA-256 of a regular file's contents. Anything else (a FIFO, a
+/// device, a link to one) is an error, never opened for reading: a FIFO
+/// would block the open and `/dev/zero` would never end.
 pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
-    let mut file = fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -107,20 +126,45 @@ pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
 }
 
 fn same(path: &Path, want: &TreeFile) -> bool {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() => {
+    match (fs::symlink_metadata(path), &want.link) {
+        (Ok(m), Some(target)) if m.file_type().is_symlink() => {
+            fs::read_link(path).is_ok_and(|t| t.as_os_str() == target.as_str())
+        }
+        (Ok(m), None) if m.is_file() => {
             m.len() == want.size
-                && m.permissions().mode() & 0o7777 == want.mode & 0o7777
+                && m.permissions().mode() & 0o7777 == want.mode & MODE_BITS
                 && sha256_file(path).is_ok_and(|h| h == want.sha256)
         }
         _ => false,
     }
 }
 
+/// `f`'s link target, refused unless it stays inside the tree.
+fn link_of(f: &TreeFile) -> io::Result<Option<&str>> {
+    match &f.link {
+        Some(target) if !proto::link_stays_inside(&f.path, target) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refused the link `{}`: it leads outside the plugin", f.path),
+        )),
+        other => Ok(other.as_deref()),
+    }
+}
+
+/// Makes (or replaces) the link at `target` pointing to `to`: made under a
+/// temporary name beside it, then renamed over, so a reader never finds
+/// the path missing.
+fn place_link(target: &Path, to: &str) -> io::Result<()> {
+    let tmp = sibling(target, "link");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(to, &tmp)?;
+    fs::rename(&tmp, target)
+}
+
 /// The paths of `files` that `dest` does not hold as they are.
 pub fn missing(dest: &Path, files: &[TreeFile]) -> io::Result<Vec<String>> {
     let mut out = Vec::new();
     for f in files {
+        link_of(f)?;
         if !same(&inside(dest, &f.path)?, f) {
             out.push(f.path.clone());
         }
@@ -153,7 +197,7 @@ pub fn stage(
         .open(&path)?;
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(contents)?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode & MODE_BITS))
 }
 
 /// Puts every staged file into `dest` (each by rename, so a reader never
@@ -165,12 +209,16 @@ pub fn apply(dest: &Path, files: &[TreeFile]) -> io::Result<()> {
     for f in files {
         let staged = inside(&dir, &f.path)?;
         let target = inside(dest, &f.path)?;
-        if staged.is_file() {
+        let link = link_of(f)?;
+        if staged.is_file() || (link.is_some() && !same(&target, f)) {
             parent_inside(dest, &f.path)?;
             if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
                 fs::remove_dir_all(&target)?;
             }
-            fs::rename(&staged, &target)?;
+            match link {
+                Some(to) => place_link(&target, to)?,
+                None => fs::rename(&staged, &target)?,
+            }
         }
         if !same(&target, f) {
             return Err(io::Error::other(format!(
@@ -204,6 +252,52 @@ mod tests {
             mode,
             size: contents.len() as u64,
             sha256: Sha256::digest(contents).into(),
+            link: None,
+        }
+    }
+
+    fn link(path: &str, target: &str) -> TreeFile {
+        TreeFile {
+            link: Some(target.into()),
+            ..file(path, 0o777, b"")
+        }
+    }
+
+    /// A link crosses as a link; one that leaves the tree is refused by
+    /// name; a setuid bit is dropped on the way.
+    #[test]
+    fn links_cross_as_links_and_setuid_does_not_cross() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("ext/p");
+        let v1 = vec![file("bin/id", 0o4755, b"ELF"), link("lib/id", "../bin/id")];
+        assert_eq!(missing(&dest, &v1).unwrap(), ["bin/id", "lib/id"]);
+        stage(&dest, true, "bin/id", 0o4755, 0, b"ELF").unwrap();
+        apply(&dest, &v1).unwrap();
+        assert_eq!(
+            fs::metadata(dest.join("bin/id")).unwrap().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(
+            fs::read_link(dest.join("lib/id")).unwrap(),
+            Path::new("../bin/id")
+        );
+        assert!(missing(&dest, &v1).unwrap().is_empty());
+        // A link that changed target is replaced; one that left is refused.
+        let v2 = vec![file("bin/id", 0o755, b"ELF"), link("lib/id", "../bin")];
+        assert_eq!(missing(&dest, &v2).unwrap(), ["lib/id"]);
+        apply(&dest, &v2).unwrap();
+        assert_eq!(
+            fs::read_link(dest.join("lib/id")).unwrap(),
+            Path::new("../bin")
+        );
+        for bad in [link("k", "/root/.ssh/id_ed25519"), link("lib/k", "../../x")] {
+            let err = missing(&dest, std::slice::from_ref(&bad)).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("`{}`", bad.path)),
+                "{err}"
+            );
+            assert!(apply(&dest, &[bad]).is_err());
         }
     }
 

@@ -393,7 +393,10 @@ pub async fn tree(link: &AgentLink, root: &Path, dest: &Path) -> Result<usize, S
         return Err(format!("unexpected reply to Sync: {reply:?}"));
     };
     let mut first = true;
-    for (file, path) in files.iter().filter(|(f, _)| paths.contains(&f.path)) {
+    let to_send = files
+        .iter()
+        .filter(|(f, _)| f.link.is_none() && paths.contains(&f.path));
+    for (file, path) in to_send {
         send_file(link, dest, file, path, &mut first).await?;
     }
     let reply = link
@@ -457,52 +460,54 @@ async fn send_file(
 }
 
 /// Every file under `root` (`<home>/ext/<name>`) with its hash, in path
-/// order. Links are followed (a plugin is sent as what it points to),
-/// except one that leads from the plugin into AIGIS's home (another
-/// plugin's secrets, say): that is refused, naming the link. `.git` is not
-/// part of what runs and stays behind.
+/// order. No link is followed: one that stays inside the tree is sent as
+/// a link ([`proto::link_stays_inside`], and what it resolves to here is
+/// inside too); any other link, and anything that is neither a regular
+/// file nor a directory (a FIFO, a socket, a device), is refused, naming
+/// it and never its target. Modes lose every bit above `0o777`. `.git` is
+/// not part of what runs and stays behind.
 pub fn manifest(root: &Path) -> std::io::Result<Vec<(TreeFile, PathBuf)>> {
     let real_root = std::fs::canonicalize(root)?;
-    let home = real_root
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf);
-    let fence = Fence {
-        root: real_root,
-        home,
-    };
     let mut out = Vec::new();
-    walk(root, "", &fence, &mut out)?;
+    walk(root, "", &real_root, &mut out)?;
     Ok(out)
 }
 
-/// What a followed link may lead to.
-struct Fence {
-    root: PathBuf,
-    home: Option<PathBuf>,
+fn refused(rel: &str, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!("refused to send {rel}: {why}"),
+    )
 }
 
-impl Fence {
-    fn check(&self, path: &Path, rel: &str) -> std::io::Result<()> {
-        if !std::fs::symlink_metadata(path)?.file_type().is_symlink() {
-            return Ok(());
-        }
-        let real = std::fs::canonicalize(path)?;
-        let into_home = self.home.as_ref().is_some_and(|h| real.starts_with(h));
-        if into_home && !real.starts_with(&self.root) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("refused to send {rel}: it is a symlink into AIGIS's home"),
-            ));
-        }
-        Ok(())
+/// `path`, a link at `rel`, as it is sent: its target, when it stays
+/// inside the tree (`real_root`) as written and as resolved here.
+fn link_entry(path: &Path, rel: &str, real_root: &Path) -> std::io::Result<TreeFile> {
+    let target = std::fs::read_link(path)?;
+    let target = target.to_str().unwrap_or_default();
+    let resolves_inside = match std::fs::canonicalize(path) {
+        Ok(real) => real.starts_with(real_root),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !proto::link_stays_inside(rel, target) || !resolves_inside {
+        return Err(refused(
+            rel,
+            "it is a symlink that leads outside the plugin's tree (only links that stay inside it are sent)",
+        ));
     }
+    Ok(TreeFile {
+        path: rel.to_string(),
+        mode: 0o777,
+        size: 0,
+        sha256: [0; 32],
+        link: Some(target.to_string()),
+    })
 }
 
 fn walk(
     dir: &Path,
     prefix: &str,
-    fence: &Fence,
+    real_root: &Path,
     out: &mut Vec<(TreeFile, PathBuf)>,
 ) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
@@ -518,20 +523,28 @@ fn walk(
             format!("{prefix}/{name}")
         };
         let path = entry.path();
-        fence.check(&path, &rel)?;
-        let meta = std::fs::metadata(&path)?;
-        if meta.is_dir() {
-            walk(&path, &rel, fence, out)?;
-        } else {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            walk(&path, &rel, real_root, out)?;
+        } else if kind.is_symlink() {
+            out.push((link_entry(&path, &rel, real_root)?, path));
+        } else if kind.is_file() {
             let sha256 = aigis_agent::tree::sha256_file(&path)?;
             out.push((
                 TreeFile {
                     path: rel,
-                    mode: meta.permissions().mode() & 0o7777,
+                    mode: meta.permissions().mode() & aigis_agent::tree::MODE_BITS,
                     size: meta.len(),
                     sha256,
+                    link: None,
                 },
                 path,
+            ));
+        } else {
+            return Err(refused(
+                &rel,
+                "it is not a regular file, a directory or a link (a FIFO, a socket or a device)",
             ));
         }
     }
@@ -651,21 +664,58 @@ mod tests {
         );
     }
 
+    /// A link is sent as a link while it stays inside the tree; one that
+    /// leads out (into the home, or to central's key) is refused by its
+    /// name alone; a FIFO is refused without being opened; a setuid bit
+    /// is dropped.
     #[test]
-    fn a_manifest_follows_no_link_into_the_home() {
+    fn a_manifest_sends_links_inside_and_refuses_the_rest() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path();
         std::fs::create_dir_all(home.join("secrets/victim")).unwrap();
         std::fs::write(home.join("secrets/victim/token"), "s3cret").unwrap();
+        std::fs::create_dir_all(home.join("dotssh")).unwrap();
+        std::fs::write(home.join("dotssh/id_ed25519"), "KEY").unwrap();
         let root = home.join("ext/p");
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(root.join("lib")).unwrap();
         std::fs::write(root.join("own.txt"), "own").unwrap();
-        std::os::unix::fs::symlink("own.txt", root.join("inner")).unwrap();
-        assert_eq!(manifest(&root).unwrap().len(), 2);
-        std::os::unix::fs::symlink(home.join("secrets/victim/token"), root.join("leak")).unwrap();
+        std::fs::write(root.join("id"), "ELF").unwrap();
+        std::fs::set_permissions(root.join("id"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        symlink("own.txt", root.join("inner")).unwrap();
+        symlink("../own.txt", root.join("lib/up")).unwrap();
+        let m = manifest(&root).unwrap();
+        let shown: Vec<_> = m
+            .iter()
+            .map(|(f, _)| (f.path.as_str(), f.link.as_deref(), f.mode))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("id", None, 0o755),
+                ("inner", Some("own.txt"), 0o777),
+                ("lib/up", Some("../own.txt"), 0o777),
+                ("own.txt", None, 0o644),
+            ]
+        );
+        for (name, target) in [
+            ("leak", home.join("secrets/victim/token")),
+            ("k", home.join("dotssh/id_ed25519")),
+            ("k2", "../../dotssh/id_ed25519".into()),
+            ("z", "/dev/zero".into()),
+        ] {
+            symlink(&target, root.join(name)).unwrap();
+            let err = manifest(&root).unwrap_err().to_string();
+            assert!(err.contains(&format!("refused to send {name}:")), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("victim"), "{err}");
+            assert!(!err.contains("dotssh") && !err.contains("zero"), "{err}");
+            std::fs::remove_file(root.join(name)).unwrap();
+        }
+        let fifo = std::ffi::CString::new(root.join("pipe").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo of a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         let err = manifest(&root).unwrap_err().to_string();
-        assert!(err.contains("refused to send leak"), "{err}");
-        assert!(!err.contains("s3cret") && !err.contains("victim"), "{err}");
+        assert!(err.contains("refused to send pipe:"), "{err}");
     }
 
     #[test]

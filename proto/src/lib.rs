@@ -26,7 +26,7 @@ pub use lines::Lines;
 pub use messages::*;
 
 /// Bumped on every incompatible change of the message types.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// `bytes` as lowercase hex: how both ends name things by content (agent
 /// binaries, this central's place on a host, the kept Python shim) and

@@ -92,15 +92,47 @@ pub enum Request {
     Stop { plugin: String },
 }
 
-/// One file of a plugin's tree, as central has it.
+/// One file of a plugin's tree, as central has it: a regular file, or a
+/// symlink that stays inside the tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeFile {
     /// Relative, `/`-separated; never absolute, never `..`.
     pub path: String,
-    /// Permission bits.
+    /// Permission bits, never more than `0o777`: no setuid, setgid or
+    /// sticky bit crosses.
     pub mode: u32,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// A symlink's target, which [`link_stays_inside`] the tree; `None`
+    /// for a regular file. A link has no contents to send.
+    pub link: Option<String>,
+}
+
+/// Whether a symlink at `path` (relative to a tree's root) whose target is
+/// `target` leads to a place inside that tree: a relative target whose
+/// `..` all come first and never climb above the root. (A `..` after a
+/// name would climb out of wherever that name leads, which may be another
+/// link: `d/..` leaves the tree when `d` points at its root.) Links are
+/// the only way a tree could name what is outside it, so both ends check
+/// every one.
+pub fn link_stays_inside(path: &str, target: &str) -> bool {
+    use std::path::{Component, Path};
+    if target.is_empty() || Path::new(target).is_absolute() {
+        return false;
+    }
+    let mut depth = Path::new(path)
+        .parent()
+        .map_or(0, |p| p.components().count());
+    let mut named = false;
+    for part in Path::new(target).components() {
+        match part {
+            Component::Normal(_) => named = true,
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 && !named => depth -= 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// A piece of one file of a plugin's tree streamed to a remote agent; files
@@ -355,5 +387,20 @@ mod tests {
             })
         );
         assert!(!req.contains("hunter2"), "{req}");
+    }
+
+    #[test]
+    fn a_link_stays_inside_only_as_written_within_the_tree() {
+        assert!(link_stays_inside("a", "b"));
+        assert!(link_stays_inside("lib/x", "../src/x.py"));
+        assert!(link_stays_inside("lib/deep/x", "../../README"));
+        assert!(link_stays_inside("a", "./b"));
+        assert!(link_stays_inside("d", "."));
+        assert!(!link_stays_inside("a", "../b"));
+        assert!(!link_stays_inside("lib/x", "../../etc/passwd"));
+        assert!(!link_stays_inside("k", "/root/.ssh/id_ed25519"));
+        assert!(!link_stays_inside("x", "d/.."));
+        assert!(!link_stays_inside("lib/x", "y/../.."));
+        assert!(!link_stays_inside("x", ""));
     }
 }
