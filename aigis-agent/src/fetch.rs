@@ -71,6 +71,23 @@ pub enum FetchError {
         link: PathBuf,
         home: PathBuf,
     },
+    #[error(
+        "plugin `{plugin}`: refused to copy {}: the symlink {} leads to what not every user \
+         of this host may read; a local plugin's links must stay inside its directory or \
+         lead to public files",
+        src.display(), link.display()
+    )]
+    LinkToPrivate {
+        plugin: String,
+        src: PathBuf,
+        link: PathBuf,
+    },
+    #[error(
+        "plugin `{plugin}`: refused to copy {}: it is not a regular file or a directory \
+         (a FIFO, a socket or a device, or a link to one)",
+        path.display()
+    )]
+    NotRegular { plugin: String, path: PathBuf },
     /// An `AIGIS.config` or `AIGIS.core` that is not the plugin's own.
     #[error("{0}")]
     NotOwnFile(String),
@@ -379,18 +396,24 @@ fn has_local_changes(repo: &Repository) -> bool {
 }
 
 /// Copies directory `src` to `dest` like Python's `shutil.copytree`: symlinks
-/// followed, permission bits kept. An existing `dest` is left alone.
+/// followed, permission bits kept (but never setuid, setgid or sticky: a
+/// setuid file copied by root would be setuid-root). An existing `dest` is
+/// left alone.
 ///
 /// The symlink rule. `dest` is `<home>/ext/<plugin>`, so AIGIS's home is
-/// its grandparent. A link whose target is inside `src` is followed, and so
-/// is one that leads outside the home (`/usr/share/...`); a link that
-/// leaves `src` into the home (`<home>/secrets/...`, another plugin's
-/// `ext/`, the logs) fails the copy, naming the link, not what it points
-/// to. Otherwise a plugin directory could copy another plugin's secrets
-/// into its own tree, and from there to a LAN host. A `src` that contains
-/// the home is refused outright. When the home cannot be resolved, every
-/// link that leaves `src` is refused. `AIGIS/AIGIS.config` and
-/// `AIGIS/AIGIS.core` may not lead outside `src` at all ([`plugin_file`]).
+/// its grandparent. A link whose target is inside `src` is followed. One
+/// that leads outside `src` is followed only to what every user of this
+/// host may read anyway (`/usr/share/...`: world-readable, through
+/// world-searchable directories) and never into the home; any other
+/// (`<home>/secrets/...`, central's `~/.ssh/id_ed25519`, `/etc/shadow`)
+/// fails the copy, naming the link, not what it points to. Otherwise a
+/// plugin directory could copy what only central's user may read into its
+/// own tree, and from there to its own user or a LAN host. Only regular
+/// files and directories are copied: a FIFO or a device (or a link to
+/// one) fails the copy rather than blocking it or reading forever. A `src`
+/// that contains the home is refused outright. When the home cannot be
+/// resolved, every link that leaves `src` is refused. `AIGIS/AIGIS.config`
+/// and `AIGIS/AIGIS.core` may not lead outside `src` at all ([`plugin_file`]).
 pub fn copy_local(plugin: &str, src: &Path, dest: &Path) -> Result<FetchOutcome, FetchError> {
     if !src.is_dir() {
         return Err(FetchError::NoSource(src.to_path_buf()));
@@ -431,6 +454,15 @@ pub fn copy_local(plugin: &str, src: &Path, dest: &Path) -> Result<FetchOutcome,
                 link,
                 home: home.unwrap_or(Path::new("?")).to_path_buf(),
             },
+            CopyFailure::Private(link) => FetchError::LinkToPrivate {
+                plugin: plugin.to_string(),
+                src: src.to_path_buf(),
+                link,
+            },
+            CopyFailure::NotRegular(path) => FetchError::NotRegular {
+                plugin: plugin.to_string(),
+                path,
+            },
         });
     }
     fs::rename(&tmp, dest).map_err(copy_err)?;
@@ -449,22 +481,45 @@ impl LinkRules {
     /// May the copy follow `link`?
     fn check(&self, link: &Path) -> Result<(), CopyFailure> {
         let target = fs::canonicalize(link)?;
-        let into_home = match &self.home {
-            _ if target.starts_with(&self.src) => false,
-            Some(home) => target.starts_with(home),
-            None => true,
-        };
-        if into_home {
-            return Err(CopyFailure::IntoHome(link.to_path_buf()));
+        if target.starts_with(&self.src) {
+            return Ok(());
+        }
+        match &self.home {
+            Some(home) if !target.starts_with(home) => {}
+            _ => return Err(CopyFailure::IntoHome(link.to_path_buf())),
+        }
+        if !public(&target) {
+            return Err(CopyFailure::Private(link.to_path_buf()));
         }
         Ok(())
     }
+}
+
+/// Whether every user of this host may read `path` (resolved): readable
+/// (and, for a directory, searchable) by others, through directories
+/// others may search.
+fn public(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).map(|m| m.permissions().mode());
+    let dirs_open = path
+        .ancestors()
+        .skip(1)
+        .all(|d| mode(d).is_ok_and(|m| m & 0o001 != 0));
+    let readable = fs::metadata(path).is_ok_and(|m| {
+        let bits = m.permissions().mode();
+        bits & 0o004 != 0 && (!m.is_dir() || bits & 0o001 != 0)
+    });
+    dirs_open && readable
 }
 
 enum CopyFailure {
     Io(io::Error),
     /// This link leads into the home.
     IntoHome(PathBuf),
+    /// This link leads to what not every user here may read.
+    Private(PathBuf),
+    /// This is (or leads to) neither a regular file nor a directory.
+    NotRegular(PathBuf),
 }
 
 impl From<io::Error> for CopyFailure {
@@ -486,11 +541,38 @@ fn copy_tree(src: &Path, dest: &Path, rules: &LinkRules) -> Result<(), CopyFailu
         let meta = fs::metadata(&from)?;
         if meta.is_dir() {
             copy_tree(&from, &to, rules)?;
+        } else if meta.is_file() {
+            copy_file(&from, &to)?;
         } else {
-            fs::copy(&from, &to)?; // copies the permission bits too
+            return Err(CopyFailure::NotRegular(from));
         }
     }
-    fs::set_permissions(dest, fs::metadata(src)?.permissions())?;
+    fs::set_permissions(dest, plain_mode(&fs::metadata(src)?))?;
+    Ok(())
+}
+
+/// `meta`'s permission bits without setuid, setgid or sticky.
+fn plain_mode(meta: &fs::Metadata) -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(meta.permissions().mode() & 0o777)
+}
+
+/// Copies one regular file, opened without blocking and checked to be
+/// one (it may have been swapped for a FIFO since it was looked at), its
+/// mode without the bits above `0o777`.
+fn copy_file(from: &Path, to: &Path) -> Result<(), CopyFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(from)?;
+    let meta = reader.metadata()?;
+    if !meta.is_file() {
+        return Err(CopyFailure::NotRegular(from.to_path_buf()));
+    }
+    let mut writer = fs::File::create(to)?;
+    io::copy(&mut reader, &mut writer)?;
+    writer.set_permissions(plain_mode(&meta))?;
     Ok(())
 }
 

@@ -164,7 +164,7 @@ fn clone_and_update_over_http() {
 
 #[test]
 fn copy_local_is_copytree_and_never_overwrites() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = public_tempdir();
     let src = tmp.path().join("src");
     fs::create_dir_all(src.join("deep/er")).unwrap();
     fs::write(src.join("deep/er/f.txt"), "deep").unwrap();
@@ -199,7 +199,7 @@ fn copy_local_is_copytree_and_never_overwrites() {
 #[test]
 fn copy_local_refuses_links_into_the_home_and_follows_the_others() {
     use std::os::unix::fs::symlink;
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = public_tempdir();
     let home = tmp.path().join("home");
     fs::create_dir_all(home.join("secrets/victim")).unwrap();
     fs::write(home.join("secrets/victim/token"), "s3cret").unwrap();
@@ -242,6 +242,89 @@ fn copy_local_refuses_links_into_the_home_and_follows_the_others() {
     // A source that holds the home would copy it: refused.
     let err = copy_local("all", tmp.path(), &home.join("ext/all")).unwrap_err();
     assert!(err.to_string().contains("contains AIGIS's home"), "{err}");
+}
+
+/// A temporary directory every user may search, as `/usr/share` is: what
+/// a link leads to there is public.
+fn public_tempdir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
+/// What a hostile plugin directory could carry out of central: a link to
+/// a file only central's user may read (its SSH key), a FIFO (which would
+/// block the copy), a link to `/dev/zero` (which would never end), and a
+/// setuid file (which a copy by root would make setuid-root).
+#[test]
+fn copy_local_carries_no_private_file_no_device_and_no_setuid_bit() {
+    use std::os::unix::fs::symlink;
+    let tmp = public_tempdir();
+    let ssh = tmp.path().join("dotssh");
+    fs::create_dir_all(&ssh).unwrap();
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(ssh.join("id_ed25519"), "PRIVATE KEY").unwrap();
+    fs::write(tmp.path().join("closed.txt"), "closed").unwrap();
+    fs::set_permissions(
+        tmp.path().join("closed.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let home = tmp.path().join("home");
+    let fifo = |at: &std::path::Path| {
+        let path = std::ffi::CString::new(at.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo of a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    };
+    type Plant<'a> = &'a dyn Fn(&std::path::Path);
+    let cases: [(&str, Plant, &str); 4] = [
+        (
+            "key",
+            &|src| symlink(ssh.join("id_ed25519"), src.join("k")).unwrap(),
+            "k",
+        ),
+        (
+            "closed",
+            &|src| symlink(tmp.path().join("closed.txt"), src.join("c")).unwrap(),
+            "c",
+        ),
+        ("fifo", &|src| fifo(&src.join("pipe")), "pipe"),
+        (
+            "zero",
+            &|src| symlink("/dev/zero", src.join("z")).unwrap(),
+            "z",
+        ),
+    ];
+    for (name, plant, planted) in cases {
+        let src = tmp.path().join("src").join(name);
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("main.sh"), "true\n").unwrap();
+        plant(&src);
+        let dest = home.join("ext").join(name);
+        let err = copy_local(name, &src, &dest).unwrap_err().to_string();
+        assert!(err.contains(&format!("plugin `{name}`")), "{err}");
+        assert!(err.contains(&format!("{name}/{planted}")), "{err}");
+        assert!(
+            !err.contains("dotssh") && !err.contains("closed.txt"),
+            "{err}"
+        );
+        assert!(!err.contains("PRIVATE"), "{err}");
+        assert!(!dest.exists(), "{name}: a copy was made");
+    }
+
+    let src = tmp.path().join("src/setuid");
+    fs::create_dir_all(&src).unwrap();
+    fs::copy("/usr/bin/id", src.join("id")).unwrap();
+    fs::set_permissions(src.join("id"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o3775)).unwrap();
+    let dest = home.join("ext/setuid");
+    assert_eq!(
+        copy_local("setuid", &src, &dest).unwrap(),
+        FetchOutcome::Copied
+    );
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dest.join("id")), 0o755);
+    assert_eq!(mode(&dest), 0o775);
 }
 
 #[test]
