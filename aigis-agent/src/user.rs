@@ -15,7 +15,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A user on this host, as the plugin's processes will run.
@@ -209,32 +209,31 @@ impl Switch {
 }
 
 /// Gives `root` and everything below it to `uid`:`gid`, except a `.git`
-/// directly in `root`. Never follows a symlink: a link itself is changed,
-/// what it points to is not, and a linked directory is not entered.
+/// directly in `root`. Never follows a link of any kind: a symlink itself
+/// is changed, what it points to is not, and a linked directory is not
+/// entered; a file with another name as well (a hard link: the plugin may
+/// have linked a file outside its tree) keeps its owner.
 pub fn own_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let c_root = CString::new(root.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::other("a NUL in the path"))?;
-    // SAFETY: open(2) of a NUL-terminated path; the result is checked.
-    let fd = unsafe {
-        libc::open(
-            c_root.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned here.
-    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
-    own_dir(&dir, uid, gid, true)
+    use rustix::fs::{openat, Mode, OFlags, CWD};
+    let dir = openat(
+        CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let owner = (
+        rustix::process::Uid::from_raw(uid),
+        rustix::process::Gid::from_raw(gid),
+    );
+    own_dir(&dir, owner, true)
 }
 
+type Owner = (rustix::process::Uid, rustix::process::Gid);
+
 /// Changes `dir` (open, not through a link) and what is in it.
-fn own_dir(dir: &OwnedFd, uid: u32, gid: u32, top: bool) -> io::Result<()> {
-    // SAFETY: fchown of a descriptor we hold.
-    if unsafe { libc::fchown(dir.as_raw_fd(), uid, gid) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+fn own_dir(dir: &OwnedFd, owner: Owner, top: bool) -> io::Result<()> {
+    use rustix::fs::{openat, Mode, OFlags};
+    rustix::fs::fchown(dir, Some(owner.0), Some(owner.1))?;
     // The directory this descriptor is, whatever its path is now.
     let entries = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
     for entry in entries {
@@ -243,41 +242,33 @@ fn own_dir(dir: &OwnedFd, uid: u32, gid: u32, top: bool) -> io::Result<()> {
         if top && name == ".git" {
             continue;
         }
-        let c_name = CString::new(name.as_encoded_bytes())
-            .map_err(|_| io::Error::other("a NUL in a file name"))?;
-        // SAFETY: openat relative to a descriptor we hold; O_NOFOLLOW and
-        // O_DIRECTORY make it fail for anything but a real directory.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c_name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: `fd` was just opened and is owned here.
-            let sub = unsafe { OwnedFd::from_raw_fd(fd) };
-            own_dir(&sub, uid, gid, false)?;
+        // Fails for anything but a real directory.
+        let as_dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if let Ok(sub) = openat(dir, name.as_os_str(), as_dir, Mode::empty()) {
+            own_dir(&sub, owner, false)?;
             continue;
         }
-        // Not a directory (or a link to one): change the entry itself.
-        // SAFETY: fchownat relative to a descriptor we hold, not following links.
-        let rc = unsafe {
-            libc::fchownat(
-                dir.as_raw_fd(),
-                c_name.as_ptr(),
-                uid,
-                gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
+        // Anything else is changed through a descriptor of the entry itself
+        // (a symlink's own), so what is checked is what is changed.
+        let itself = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match openat(dir, name.as_os_str(), itself, Mode::empty()) {
+            Ok(fd) => fd,
             // Gone meanwhile: nothing to own.
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(e);
-            }
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let stat = rustix::fs::fstat(&fd)?;
+        let regular = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+        if regular && stat.st_nlink > 1 {
+            continue;
         }
+        rustix::fs::chownat(
+            &fd,
+            "",
+            Some(owner.0),
+            Some(owner.1),
+            rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
     }
     Ok(())
 }
@@ -320,8 +311,9 @@ mod tests {
         );
     }
 
-    /// Owning a tree over changes links, not what they point to, and
-    /// leaves `.git` alone. (As root, to a uid nobody has.)
+    /// Owning a tree over changes symlinks, not what they point to, leaves
+    /// a hard-linked file (one the plugin may have linked from outside its
+    /// tree) and `.git` alone. (As root, to a uid nobody has.)
     #[test]
     fn own_tree_does_not_follow_links() {
         // SAFETY: geteuid has no preconditions.
@@ -338,6 +330,8 @@ mod tests {
         std::fs::write(outside.join("file"), "x").unwrap();
         std::os::unix::fs::symlink(outside.join("file"), root.join("a/link")).unwrap();
         std::os::unix::fs::symlink(outside.join("dir"), root.join("dirlink")).unwrap();
+        std::fs::write(outside.join("shadow"), "x").unwrap();
+        std::fs::hard_link(outside.join("shadow"), root.join("a/hard")).unwrap();
         own_tree(&root, 54321, 54322).unwrap();
         for p in ["", "a", "a/b", "a/b/f"] {
             let m = std::fs::metadata(root.join(p)).unwrap();
@@ -349,7 +343,12 @@ mod tests {
                 54321
             );
         }
-        for p in [outside.join("file"), outside.join("dir"), root.join(".git")] {
+        for p in [
+            outside.join("file"),
+            outside.join("dir"),
+            outside.join("shadow"),
+            root.join(".git"),
+        ] {
             assert_eq!(std::fs::metadata(&p).unwrap().uid(), 0, "{}", p.display());
         }
     }
