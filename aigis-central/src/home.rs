@@ -1,4 +1,5 @@
-//! The AIGIS home directory: `ext/` (plugins), `secrets/`, `log/`, `run/`.
+//! The AIGIS home directory: `ext/` (plugins as fetched), `work/` (working
+//! copies of plugins with a user of their own), `secrets/`, `log/`, `run/`.
 //!
 //! Chosen, first match wins, from `--home`, `$AIGIS_HOME`, `[aigis] home` in
 //! the config, or the current directory.
@@ -41,6 +42,7 @@ impl Home {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for (dir, private) in [
             (self.ext(), false),
+            (self.work(), false),
             (self.secrets(), true),
             (self.log(), true),
             (self.run(), false),
@@ -64,6 +66,11 @@ impl Home {
     }
     pub fn ext(&self) -> PathBuf {
         self.root.join("ext")
+    }
+    /// Working copies of the plugins that run as a user of their own:
+    /// theirs to write, while central reads only `ext/`.
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
     }
     pub fn secrets(&self) -> PathBuf {
         self.root.join("secrets")

@@ -301,9 +301,12 @@ fn failure_of(output: &str, plugin: &str) -> Option<String> {
 /// refused; links inside the plugin, and to elsewhere, still work.
 #[test]
 fn a_local_plugin_cannot_copy_the_home_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
     const SECRET: &str = "VICTIM-TOKEN-5d1e";
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
+    // `shared/` is public, as `/usr/share` is: a link there is followed.
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let home = base.join("home");
     write(&home, "secrets/victim/token", SECRET);
 
@@ -611,4 +614,98 @@ fn a_plugin_config_that_links_elsewhere_is_never_quoted() {
     }
     // With the clones now in ext/, check reads those: still nothing quoted.
     check("after run");
+}
+
+/// A hostile tree for a LAN host: a git repository with a link to the
+/// identity central logs in with (`k -> ~/.ssh/…`), and a local directory
+/// with a setuid copy of `id`. Tree sync used to follow the link (the key
+/// arrived on the host) and keep `mode & 0o7777` (a setuid-root `id` on
+/// central and on the host). Now the key never leaves: the plugin fails
+/// naming the link, never its target; the setuid bit is dropped on both
+/// sides; a link that stays inside its tree arrives as a link.
+#[test]
+fn a_hostile_tree_carries_no_key_and_no_setuid_bit_to_a_lan_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = aigis_e2e::sshd::lan(base);
+    let key = lan.hosts[0].client_key.clone();
+    let key_line = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .expect("a key body")
+        .to_string();
+    let external = |host: &str| {
+        format!(
+            "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['sh', 'run.sh']\nHOST = '{host}'\n"
+        )
+    };
+    let repos = base.join("repos");
+    let thief = TestRepo::new(&repos, "thief");
+    thief.write("AIGIS/AIGIS.config", &external("lan1"));
+    thief.write(
+        "run.sh",
+        "echo thief-running\nwhile true; do sleep 1; done\n",
+    );
+    std::os::unix::fs::symlink(&key, thief.dir.join("k")).unwrap();
+    thief.commit("a key");
+    let linked = TestRepo::new(&repos, "linked");
+    linked.write("AIGIS/AIGIS.config", &external("lan1"));
+    linked.write(
+        "real.sh",
+        "echo linked-running\nwhile true; do sleep 1; done\n",
+    );
+    std::os::unix::fs::symlink("real.sh", linked.dir.join("run.sh")).unwrap();
+    linked.commit("a link inside");
+    let suid = base.join("src/suid");
+    write(&suid, "AIGIS/AIGIS.config", &external("lan1"));
+    write(
+        &suid,
+        "run.sh",
+        "echo suid-running\nwhile true; do sleep 1; done\n",
+    );
+    std::fs::copy("/usr/bin/id", suid.join("id")).unwrap();
+    std::fs::set_permissions(suid.join("id"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nthief = \"{}\"\n\
+             linked = \"{}\"\nsuid = \"src/suid\"\n",
+            base.join("hosts").display(),
+            thief.file_url(),
+            linked.file_url()
+        ),
+    );
+    let home = base.join("home");
+    let daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    daemon.expect_output("suid-running", PATIENCE);
+    daemon.expect_output("linked-running", PATIENCE);
+    daemon.expect_output("plugin(s) loaded", PATIENCE);
+    let output = daemon.output();
+    let failed =
+        failure_of(&output, "thief").unwrap_or_else(|| panic!("thief was not refused:\n{output}"));
+    assert!(failed.contains("refused to send k:"), "{failed}");
+    assert!(!failed.contains(key.to_str().unwrap()), "{failed}");
+    assert!(!output.contains("thief-running"), "{output}");
+    assert_eq!(
+        files_containing(&base.join("hosts"), &key_line),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        files_containing(&home, &key_line),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    let place = aigis_e2e::sshd::central_place(&base.join("hosts/lan1"), &home);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&home.join("ext/suid/id")), 0o755, "central's copy");
+    assert_eq!(mode(&place.join("ext/suid/id")), 0o755, "the host's copy");
+    let there = place.join("ext/linked/run.sh");
+    assert_eq!(std::fs::read_link(&there).unwrap(), Path::new("real.sh"));
 }

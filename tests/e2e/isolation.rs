@@ -267,14 +267,14 @@ fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
     daemon.expect_output("web-up", PATIENCE);
     daemon.expect_output("other-up", PATIENCE);
     daemon.expect_output("pyweb-up", PATIENCE);
-    let web = home.join("ext/web");
+    let web = home.join("work/web");
     assert!(wait_until(PATIENCE, || !read(&web.join("home.txt")).is_empty()));
 
     let uid = user.uid.to_string();
     assert_eq!(read(&web.join("uid.txt")), uid, "the plugin's uid");
     assert_eq!(read(&web.join("req-uid.txt")), uid, "the requirements' uid");
     assert_eq!(
-        read(&home.join("ext/pyweb/pyuid.txt")),
+        read(&home.join("work/pyweb/pyuid.txt")),
         uid,
         "the internal plugin's uid"
     );
@@ -294,14 +294,14 @@ fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
     assert_eq!(out.matches(warning).count(), 1, "{out}");
     assert!(!out.contains("web-secret-4a1b") && !out.contains("other-secret-9c2d"));
 
-    // The clone is the plugin's, its `.git` AIGIS's; a reload still updates it.
-    let clone = home.join("ext/gitweb");
+    // The clone is AIGIS's, the working copy the plugin's; a reload still
+    // updates both.
     daemon.expect_output("gitweb-says v1", PATIENCE);
-    assert_eq!(
-        std::fs::metadata(clone.join("main.sh")).unwrap().uid(),
-        user.uid
-    );
-    assert_eq!(std::fs::metadata(clone.join(".git")).unwrap().uid(), 0);
+    let uid_of = |p: &Path| std::fs::symlink_metadata(p).unwrap().uid();
+    assert_eq!(uid_of(&home.join("work/gitweb/main.sh")), user.uid);
+    assert_eq!(uid_of(&home.join("ext/gitweb/main.sh")), 0);
+    assert_eq!(uid_of(&home.join("ext/gitweb")), 0);
+    assert_eq!(uid_of(&home.join("ext/web/run.sh")), 0);
     repo.write("version", "v2");
     repo.commit("v2");
     let (ok, out) = aigis_within(
@@ -318,6 +318,111 @@ fn a_plugin_runs_as_its_own_user_and_cannot_read_another_plugins_secret() {
         .wait_exit(Duration::from_secs(15))
         .expect("aigis exits");
     assert!(status.success(), "{status:?}\n{}", daemon.output());
+}
+
+/// A plugin with a user of its own used to own `ext/<name>`, the tree
+/// central reads and imports: an internal plugin that wrote an
+/// `AIGIS.core` and reloaded itself, and an external plugin that rewrote
+/// its config to `PLUGIN_TYPE = 'core'`, had their code run in central, as
+/// root. Now such a plugin runs in a working copy (`work/<name>`) and
+/// central reads only its own: neither runs anything in central.
+#[test]
+fn a_plugin_with_its_own_user_cannot_make_central_run_its_code() {
+    use std::os::unix::fs::MetadataExt;
+    let Some((user, tmp)) = user_and_base() else {
+        return;
+    };
+    let base = tmp.path();
+    let home = base.join("home");
+    // Only root can write in `base`: the plugins' user cannot make it.
+    let marker = base.join("central-ran-plugin-code");
+    let payload = format!(
+        "import os\nopen({:?}, 'a').write(str(os.getpid()))\nSKILLS = []\n",
+        marker.to_str().unwrap()
+    );
+    plugin(
+        &base.join("src/sneaky"),
+        "PLUGIN_TYPE = 'internal-local'\nENTRYPOINT = '{root}'\nLAUNCH = 'main.py'\n",
+        &[
+            ("payload.py", &payload),
+            (
+                "main.py",
+                "import os, shutil, time\nimport aigis\n\ndef launch():\n    \
+                 root = os.environ['AIGIS_ROOT']\n    runs = os.path.join(root, 'runs.txt')\n    \
+                 n = int(open(runs).read()) + 1 if os.path.exists(runs) else 1\n    \
+                 open(runs, 'w').write(str(n))\n    print('sneaky-run', n, flush=True)\n    \
+                 if n == 1:\n        \
+                 shutil.copy(os.path.join(root, 'payload.py'), os.path.join(root, 'AIGIS', 'AIGIS.core'))\n        \
+                 aigis.AIGISReload('sneaky')\n    \
+                 while True:\n        time.sleep(1)\n",
+            ),
+        ],
+    );
+    plugin(
+        &base.join("src/turncoat"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n",
+        &[
+            ("payload.py", &payload),
+            (
+                "run.sh",
+                "printf \"PLUGIN_TYPE = 'core'\\nENTRYPOINT = '{root}'\\n\" > AIGIS/AIGIS.config\n\
+                 cp payload.py AIGIS/AIGIS.core\necho turncoat-planted\n\
+                 while true; do sleep 0.2; done\n",
+            ),
+        ],
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nusers = {{ sneaky = \"{0}\", turncoat = \"{0}\" }}\n\
+             [internal-local]\nsneaky = \"src/sneaky\"\n[external]\nturncoat = \"src/turncoat\"\n",
+            user.name
+        ),
+    );
+    let home_s = home.to_str().unwrap();
+    let mut daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("sneaky-run 2", PATIENCE);
+    daemon.expect_output("turncoat-planted", PATIENCE);
+    let work = home.join("work/turncoat/AIGIS/AIGIS.core");
+    assert!(
+        wait_until(PATIENCE, || work.is_file()),
+        "the payload was not planted"
+    );
+    let (ok, out) = aigis_within(base, &["reload", "turncoat", "--home", home_s], PATIENCE)
+        .expect("aigis reload finishes");
+    assert!(ok, "{out}");
+    assert!(wait_until(PATIENCE, || daemon
+        .output()
+        .matches("turncoat-planted")
+        .count()
+        == 2));
+    assert!(
+        !marker.exists(),
+        "central ran a plugin's code:\n{}",
+        daemon.output()
+    );
+    for name in ["sneaky", "turncoat"] {
+        let ext = std::fs::metadata(home.join("ext").join(name)).unwrap();
+        assert_eq!(ext.uid(), 0, "{name}: central's copy is central's");
+        let work = std::fs::metadata(home.join("work").join(name)).unwrap();
+        assert_eq!(
+            work.uid(),
+            user.uid,
+            "{name}: the working copy is its user's"
+        );
+        assert!(!home
+            .join("ext")
+            .join(name)
+            .join("AIGIS/AIGIS.core")
+            .exists());
+    }
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("aigis exits");
+    assert!(status.success(), "{status:?}\n{}", daemon.output());
+    assert!(!marker.exists(), "central ran a plugin's code at shutdown");
 }
 
 /// `[aigis] users` on a LAN host: the remote agent (root there) runs the

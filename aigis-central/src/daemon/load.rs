@@ -219,6 +219,7 @@ impl Daemon {
         let name = &entry.name;
         self.registry.set(name, State::Fetching).await;
         let root = self.home.ext().join(name);
+        self.reclaim(name, &root).await?;
         let (source, dest, plugin) = (entry.source.clone(), root.clone(), name.clone());
         // A git fetch reports how far it is: in status, and every quarter in the log.
         let (tell, mut told) = tokio::sync::mpsc::unbounded_channel::<u8>();
@@ -253,6 +254,47 @@ impl Daemon {
         Ok(Resolved { root, text, spec })
     }
 
+    /// An `ext/<name>` that is not central's own (an earlier AIGIS gave
+    /// the whole tree to the plugin's user, who may have changed its
+    /// config or `AIGIS.core`) is never read: it becomes the plugin's
+    /// working copy, keeping what the plugin wrote there, and the fetch
+    /// takes a fresh one.
+    async fn reclaim(&self, name: &str, root: &Path) -> Result<(), LoadError> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::symlink_metadata(root) else {
+            return Ok(());
+        };
+        if meta.is_dir() && meta.uid() == rustix::process::geteuid().as_raw() {
+            return Ok(());
+        }
+        let work = self.home.work().join(name);
+        let moved = if meta.is_dir() && !work.exists() {
+            std::fs::rename(root, &work)
+        } else if meta.is_dir() {
+            std::fs::remove_dir_all(root)
+        } else {
+            std::fs::remove_file(root)
+        };
+        moved.map_err(|e| {
+            LoadError::Fetch(format!(
+                "{} is not AIGIS's own (uid {}) and could not be moved aside: {e}",
+                root.display(),
+                meta.uid()
+            ))
+        })?;
+        self.log
+            .warn(
+                name,
+                format!(
+                    "{} belonged to uid {}, not to AIGIS: it is never read again; fetching afresh",
+                    root.display(),
+                    meta.uid()
+                ),
+            )
+            .await;
+        Ok(())
+    }
+
     /// Step 2: the agent that runs it; a LAN host gets the tree first.
     async fn place(
         &self,
@@ -262,7 +304,18 @@ impl Daemon {
         let name = &entry.name;
         let spec = &resolved.spec;
         let (remote, spec) = match spec.remote_host() {
-            None => (None, spec.clone()),
+            None if spec.kind == PluginKind::Core || self.user_of(name).is_none() => {
+                (None, spec.clone())
+            }
+            // Its own user gets a copy: central reads and imports only
+            // `ext/<name>`, which that user cannot write.
+            None => {
+                let work = self.home.work().join(name);
+                let there = self
+                    .send_tree(entry, resolved, &self.local, &work, "its working copy")
+                    .await?;
+                (None, there)
+            }
             Some(host) => {
                 let remote = self
                     .hosts
@@ -273,16 +326,15 @@ impl Daemon {
                         HostError::Refused(e) => LoadError::Refused(e),
                     })?;
                 let remote_root = remote.base.join("ext").join(name);
-                let sent = deploy::tree(&remote.link(), &resolved.root, &remote_root)
-                    .await
-                    .map_err(|e| LoadError::Agent(format!("sending the plugin to {host}: {e}")))?;
-                self.log
-                    .info(name, format!("{sent} changed file(s) sent to {host}"))
-                    .await;
-                // The same text, read for where it runs there.
-                let file = remote_root.join("AIGIS").join("AIGIS.config");
-                let there = config::parse_plugin(entry, &remote_root, &file, &resolved.text)
-                    .map_err(|e| LoadError::Config(e.to_string()))?;
+                let there = self
+                    .send_tree(
+                        entry,
+                        resolved,
+                        &remote.link(),
+                        &remote_root,
+                        &host.to_string(),
+                    )
+                    .await?;
                 (Some(remote), there)
             }
         };
@@ -297,6 +349,29 @@ impl Daemon {
         self.registry.place(name, spec.kind, &placement.host);
         lock(&self.placed).insert(name.clone(), placement.clone());
         Ok((placement, spec))
+    }
+
+    /// Puts the tree central fetched at `dest` behind `link` (only what
+    /// changed) and reads the same config text again for where it runs
+    /// there. `to` names the destination in the log.
+    async fn send_tree(
+        &self,
+        entry: &PluginEntry,
+        resolved: &Resolved,
+        link: &crate::link::AgentLink,
+        dest: &Path,
+        to: &str,
+    ) -> Result<PluginSpec, LoadError> {
+        let name = &entry.name;
+        let sent = deploy::tree(link, &resolved.root, dest)
+            .await
+            .map_err(|e| LoadError::Agent(format!("sending the plugin to {to}: {e}")))?;
+        self.log
+            .info(name, format!("{sent} changed file(s) sent to {to}"))
+            .await;
+        let file = dest.join("AIGIS").join("AIGIS.config");
+        config::parse_plugin(entry, dest, &file, &resolved.text)
+            .map_err(|e| LoadError::Config(e.to_string()))
     }
 
     /// Step 3: secrets, system requirements, the requirements command.
