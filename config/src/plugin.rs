@@ -217,7 +217,7 @@ pub fn parse_plugin(
     let kind = resolve_kind(&opts, entry, &type_value, host.as_ref(), &mut warnings)?;
 
     let entrypoint = opts.path("ENTRYPOINT", true)?.unwrap_or_default();
-    let entrypoint = absolute(root, entrypoint);
+    let entrypoint = opts.within_root("ENTRYPOINT", absolute(root, entrypoint))?;
     let launch = match kind {
         PluginKind::Core => {
             if let Some(a) = opts.get("LAUNCH") {
@@ -414,6 +414,22 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
+/// `p` with its `.` and `..` taken as written (no link is looked at).
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in p.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn absolute(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
@@ -492,6 +508,25 @@ impl<'a> Options<'a> {
     }
 
     /// A path option with `{root}` substituted.
+    /// `path`, an option's value, as written but for `.` and `..`; an
+    /// error unless it stays inside the plugin's root: a plugin works in
+    /// its own tree, never in another plugin's (`{root}/../other/conf`).
+    fn within_root(&self, name: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+        let inside = lexical(&path);
+        if inside.starts_with(lexical(self.root)) {
+            return Ok(inside);
+        }
+        let a = self.require(name)?;
+        Err(self.err(
+            a,
+            format!(
+                "{} leaves the plugin's directory {}; it must be {{root}} or a directory inside it",
+                path.display(),
+                self.root.display()
+            ),
+        ))
+    }
+
     fn path(&self, name: &str, required: bool) -> Result<Option<PathBuf>, ConfigError> {
         if required {
             self.require(name)?;

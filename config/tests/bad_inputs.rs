@@ -327,6 +327,9 @@ fn bad_plugins() -> Vec<PluginCase> {
         // ENTRYPOINT
         (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = 5\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["expected a string", "found an int"]),
         (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = ''\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["must not be empty"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}/../victim/conf'\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["victim/conf leaves the plugin's directory", "must be {root} or a directory inside it"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '/etc'\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["/etc leaves the plugin's directory"]),
+        (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = 'src/../..'\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["leaves the plugin's directory"]),
         // RESTART
         (External, ext("RESTART = 'twice'\n"), Some((4, 11)), Some("RESTART"), &["expected an int", "found a string"]),
         (External, ext("RESTART = -1\n"), Some((4, 11)), Some("RESTART"), &["expected an int >= 0, found -1"]),
