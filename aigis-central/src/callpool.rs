@@ -295,7 +295,7 @@ mod tests {
     /// A pool whose "serve" sleeps for the frame's first byte in ms and
     /// answers the frame itself.
     fn sleeping_pool() -> CallPool {
-        Python::initialize();
+        crate::core::start_interpreter().unwrap();
         CallPool::new(Box::new(|py, frame| {
             let ms = u64::from(frame[0]);
             py.detach(|| std::thread::sleep(Duration::from_millis(ms)));

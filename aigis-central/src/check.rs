@@ -39,8 +39,8 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
         say!("warning: {w}");
     }
     // `run` would refuse to start: the embedded Python is not the one
-    // `aigis` was built for.
-    if let Err(e) = crate::core::check_libpython() {
+    // `aigis` was built for, or does not start (its standard library gone).
+    if let Err(e) = crate::core::probe() {
         problems.push(e);
     }
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;

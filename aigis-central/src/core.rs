@@ -46,7 +46,10 @@ impl PythonCore {
         std::thread::Builder::new()
             .name("aigis-python".into())
             .spawn(move || {
-                Python::initialize();
+                if let Err(e) = start_interpreter() {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
                 let core = Python::attach(|py| {
                     setup(py, log, control)
                         .map(|(core, answerer)| (core.unbind(), answerer))
@@ -612,6 +615,120 @@ pub fn check_libpython() -> Result<(), String> {
     ))
 }
 
+/// Where the Python `aigis` was built with keeps its standard library
+/// (`prefix` or `prefix:exec_prefix`; empty when the build could not ask).
+pub const PYTHON_HOME: &str = env!("AIGIS_PYTHON_HOME");
+
+/// Refuses to start the interpreter when the Python `aigis` was built
+/// with is gone: its standard library is where its home says.
+fn check_python_home(home: &str) -> Result<(), String> {
+    let prefix = home.split(':').next().unwrap_or_default();
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let stdlib = Path::new(prefix).join(format!("lib/python{PYTHON_BUILT}"));
+    if stdlib.join("os.py").is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "aigis embeds Python {PYTHON_BUILT} from {prefix} (built with {}), but its standard \
+         library {} is gone; reinstall that Python, or rebuild aigis with a Python you have: \
+         PYO3_PYTHON=/usr/bin/python3 cargo build --release (or cargo install --path aigis-central)",
+        env!("AIGIS_PYTHON_BUILT_WITH"),
+        stdlib.display()
+    ))
+}
+
+/// Starts the embedded interpreter once, with the Python `aigis` was built
+/// against: its home comes from the build ([`PYTHON_HOME`]), never from
+/// the `python3` on `PATH` (a systemd unit's `PATH` has the system's
+/// first, whose standard library does not fit this libpython) nor from an
+/// environment variable that plugins would inherit. An error says which
+/// Python is needed and how to rebuild; later calls return the same.
+pub fn start_interpreter() -> Result<(), String> {
+    static STARTED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            check_libpython()?;
+            check_python_home(PYTHON_HOME)?;
+            // SAFETY: the interpreter is not running yet (every start in
+            // this process goes through this `OnceLock`, and
+            // `Py_IsInitialized` may be asked before one); `config` is
+            // initialised by `PyConfig_InitPythonConfig` before any field is
+            // touched, cleared once after use, and `home` outlives the call
+            // that copies it.
+            if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+                unsafe { initialize_with_home() }?;
+            }
+            Python::initialize(); // pyo3's bookkeeping; the interpreter runs.
+            Ok(())
+        })
+        .clone()
+}
+
+/// `Py_InitializeFromConfig` with `home` set (when the build knew it),
+/// no signal handlers and no `argv`, then the GIL released as
+/// `Python::initialize` leaves it.
+unsafe fn initialize_with_home() -> Result<(), String> {
+    use pyo3::ffi;
+    let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+    let config = config.as_mut_ptr();
+    unsafe {
+        ffi::PyConfig_InitPythonConfig(config);
+        (*config).install_signal_handlers = 0;
+        (*config).parse_argv = 0;
+        let home = std::ffi::CString::new(PYTHON_HOME).map_err(|e| e.to_string())?;
+        let mut status = ffi::PyStatus_Ok();
+        if !PYTHON_HOME.is_empty() {
+            status = ffi::PyConfig_SetBytesString(config, &raw mut (*config).home, home.as_ptr());
+        }
+        if ffi::PyStatus_Exception(status) == 0 {
+            status = ffi::Py_InitializeFromConfig(config);
+        }
+        ffi::PyConfig_Clear(config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            let why = if status.err_msg.is_null() {
+                "unknown error".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            return Err(format!(
+                "the embedded Python {PYTHON_BUILT} (home {PYTHON_HOME}) did not start: {why}"
+            ));
+        }
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+/// `aigis check`: starts the embedded interpreter as `run` would and
+/// imports what the core needs of the standard library, executing no
+/// plugin code. The error is what `run` would fail with.
+pub fn probe() -> Result<(), String> {
+    start_interpreter()?;
+    Python::attach(|py| {
+        for module in [
+            "struct",
+            "pickle",
+            "logging",
+            "importlib.util",
+            "traceback",
+            "inspect",
+        ] {
+            py.import(module).map_err(|e| {
+                format!(
+                    "the embedded Python {PYTHON_BUILT} (home {PYTHON_HOME}) cannot import \
+                     {module}: {}",
+                    describe(py, &e)
+                )
+            })?;
+        }
+        Ok(())
+    })
+}
+
 /// `3.11` of `3.11.7 (main, Dec  8 2023, ...) [GCC 12.2.0]`.
 fn major_minor(version: &str) -> String {
     let number = version.split_whitespace().next().unwrap_or_default();
@@ -653,6 +770,22 @@ mod version_tests {
     fn the_python_this_test_runs_is_the_one_built_for() {
         assert_eq!(check_libpython(), Ok(()));
         assert!(library_of("Py_GetVersion").is_some_and(|f| f.contains("libpython")));
+    }
+
+    #[test]
+    fn a_python_home_that_is_gone_is_named_with_how_to_rebuild() {
+        assert_eq!(check_python_home(PYTHON_HOME), Ok(()));
+        assert_eq!(check_python_home(""), Ok(()), "a build that could not ask");
+        let err = check_python_home("/nonexistent/pyenv/3.11.7").unwrap_err();
+        assert!(err.contains("/nonexistent/pyenv/3.11.7"), "{err}");
+        assert!(
+            err.contains(&format!("lib/python{PYTHON_BUILT} is gone")),
+            "{err}"
+        );
+        assert!(
+            err.contains("PYO3_PYTHON=") && err.contains("cargo build --release"),
+            "{err}"
+        );
     }
 
     #[test]

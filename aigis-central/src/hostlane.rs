@@ -133,7 +133,7 @@ mod tests {
     /// job gets the runtime another driver, so the next job does not wait.
     #[test]
     fn jobs_run_on_the_driving_thread_and_a_slow_one_hands_the_runtime_on() {
-        Python::initialize();
+        crate::core::start_interpreter().unwrap();
         let lane = HostLane::start("test").unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<(String, Instant)>();
         let job = |ms: u64, what: &'static str| -> Job {

@@ -244,7 +244,7 @@ mod tests {
     /// is `R` + id + the most calls that were running at once.
     #[test]
     fn a_plugins_calls_run_eight_at_once_and_oversized_frames_fail_alone() {
-        Python::initialize();
+        crate::core::start_interpreter().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));

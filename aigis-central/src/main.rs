@@ -215,7 +215,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let home = |t: &Target| client::home(t.home.as_deref(), t.config.as_deref());
     match command {
         Command::Run { config, home, .. } => {
-            core::check_libpython().map_err(anyhow::Error::msg)?;
+            core::probe().map_err(anyhow::Error::msg)?;
             let config = config::load_central(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let home = home::Home::resolve(home.as_deref(), config.aigis.home.as_deref())?;
             daemon::run(config, home, signals()?).await?
