@@ -41,17 +41,97 @@ pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Resu
     .await
     .map_err(|e| format!("writing secrets: {e}"))??;
 
-    if let Some(line) = spec.requirements {
-        run_requirements(
+    let Some(line) = spec.requirements else {
+        return Ok(());
+    };
+    let env = match &spec.python_env {
+        Some(env) => Some(python_env(&spec.plugin, env, &line, owner, &events).await?),
+        None => None,
+    };
+    if env.as_ref().is_some_and(|e| !e.fresh) {
+        note(
             &spec.plugin,
-            &line,
-            &spec.entrypoint,
             &events,
-            user.as_ref(),
+            "requirements unchanged: the Python environment is kept as it is",
         )
-        .await?;
+        .await;
+        return Ok(());
+    }
+    let mut vars = env
+        .as_ref()
+        .map(|e| crate::venv::vars(&e.dir))
+        .unwrap_or_default();
+    if env.is_some() {
+        // A home network often has no way out: pip asking PyPI whether it
+        // is the newest would only wait.
+        vars.push(("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()));
+    }
+    run_requirements(
+        &spec.plugin,
+        &line,
+        &spec.entrypoint,
+        &events,
+        user.as_ref(),
+        &vars,
+    )
+    .await?;
+    if let Some(env) = env {
+        env.installed().map_err(|e| {
+            format!(
+                "cannot mark the Python environment {} made: {e}",
+                env.dir.display()
+            )
+        })?;
     }
     Ok(())
+}
+
+/// The plugin's environment, made (or kept) for its requirements command
+/// `line`, and given to its user when it has one.
+async fn python_env(
+    plugin: &str,
+    env: &proto::PythonEnv,
+    line: &str,
+    owner: Option<(u32, u32)>,
+    events: &mpsc::Sender<FromAgent>,
+) -> Result<crate::venv::Ready, String> {
+    let ready = crate::venv::prepare(
+        &env.dir,
+        line,
+        env.requirements_file.as_deref(),
+        env.python.as_deref(),
+    )
+    .await?;
+    for w in &ready.warnings {
+        note(plugin, events, w).await;
+    }
+    if ready.fresh {
+        note(
+            plugin,
+            events,
+            &format!("made its Python environment {}", ready.dir.display()),
+        )
+        .await;
+        if let Some((uid, gid)) = owner {
+            let dir = ready.dir.clone();
+            tokio::task::spawn_blocking(move || crate::user::own_tree(&dir, uid, gid))
+                .await
+                .map_err(|e| format!("giving the Python environment to its user: {e}"))?
+                .map_err(|e| format!("cannot give the Python environment to its user: {e}"))?;
+        }
+    }
+    Ok(ready)
+}
+
+/// A line of the agent's own in the plugin's install output.
+async fn note(plugin: &str, events: &mpsc::Sender<FromAgent>, line: &str) {
+    let _ = events
+        .send(FromAgent::Event(proto::Event::Output {
+            plugin: plugin.to_string(),
+            stream: OutputStream::Install,
+            lines: proto::Lines::one(&format!("aigis-agent: {line}")),
+        }))
+        .await;
 }
 
 async fn run_requirements(
@@ -60,6 +140,7 @@ async fn run_requirements(
     cwd: &Path,
     events: &mpsc::Sender<FromAgent>,
     user: Option<&crate::user::User>,
+    env: &[(String, String)],
 ) -> Result<(), String> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -70,6 +151,7 @@ async fn run_requirements(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(user) = user {
         cmd.envs(user.env());
         if let Some(switch) = user.switch() {

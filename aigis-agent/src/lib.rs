@@ -21,6 +21,7 @@ pub mod stdio;
 pub mod supervisor;
 pub mod tree;
 pub mod user;
+pub mod venv;
 
 pub use agent::serve;
 

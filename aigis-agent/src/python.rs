@@ -266,9 +266,13 @@ pub fn command(
     core_plugins: &[CorePlugin],
     proxy: bool,
     user: Option<&crate::user::User>,
+    env: Option<&Path>,
 ) -> Result<ShimCommand, String> {
     resolve_launch(launch, cwd)?;
-    let python = python_for(user)?;
+    let python = match env {
+        Some(env) => crate::venv::python(env),
+        None => python_for(user)?,
+    };
     let shim = shim_dir(user.map(|u| (u.uid, u.gid)))?.join("shim.py");
     let cores: Vec<serde_json::Value> = core_plugins
         .iter()

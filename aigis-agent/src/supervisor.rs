@@ -242,6 +242,7 @@ fn spawn(
                 core_plugins,
                 *proxy,
                 user.as_ref(),
+                spec.python_env.as_deref(),
             )?;
             let pair = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("cannot make the control socket: {e}"))?;
@@ -258,7 +259,10 @@ fn spawn(
         env.push(("AIGIS_CALL_TOKEN".into(), token.0.clone()));
     }
     let (program, args) = argv.split_first().ok_or("LAUNCH is empty")?;
-    let user_env = user.as_ref().map(|u| u.env()).unwrap_or_default();
+    let mut user_env = user.as_ref().map(|u| u.env()).unwrap_or_default();
+    if let Some(dir) = &spec.python_env {
+        user_env.extend(crate::venv::vars(dir));
+    }
     let switch = user.as_ref().and_then(|u| u.switch());
     let mut cmd = Command::new(program);
     cmd.args(args)

@@ -43,6 +43,7 @@ impl Home {
         for (dir, private) in [
             (self.ext(), false),
             (self.work(), false),
+            (self.envs(), false),
             (self.secrets(), true),
             (self.log(), true),
             (self.run(), false),
@@ -71,6 +72,11 @@ impl Home {
     /// theirs to write, while central reads only `ext/`.
     pub fn work(&self) -> PathBuf {
         self.root.join("work")
+    }
+    /// Python environments of the plugins that run on this host, one per
+    /// plugin (`aigis_agent::venv`).
+    pub fn envs(&self) -> PathBuf {
+        self.root.join("envs")
     }
     pub fn secrets(&self) -> PathBuf {
         self.root.join("secrets")

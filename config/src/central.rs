@@ -42,9 +42,33 @@ pub struct AigisSettings {
     pub user: Option<String>,
     /// A user per plugin (`users = { "web" = "aigis-web" }`).
     pub users: Vec<(String, String)>,
+    /// Plugins that install with the host's Python, as their command says,
+    /// instead of an environment of their own (`system_python = ["old"]`,
+    /// or `true` for every plugin).
+    pub system_python: SystemPython,
+}
+
+/// `[aigis] system_python`: who opts out of AIGIS's Python environments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SystemPython {
+    /// Every plugin with Python requirements gets an environment.
+    #[default]
+    None,
+    All,
+    Only(Vec<String>),
 }
 
 impl AigisSettings {
+    /// Whether `plugin` installs with the host's Python, not an
+    /// environment of its own.
+    pub fn system_python_for(&self, plugin: &str) -> bool {
+        match &self.system_python {
+            SystemPython::None => false,
+            SystemPython::All => true,
+            SystemPython::Only(names) => names.iter().any(|n| n == plugin),
+        }
+    }
+
     /// The user `plugin` runs as on its host; `None`: the agent's own.
     pub fn user_for(&self, plugin: &str) -> Option<&str> {
         self.users
@@ -302,6 +326,26 @@ fn parse_aigis(
                     settings.may_reload.push((who.get_ref().to_string(), names));
                 }
             }
+            "system_python" => {
+                let expected = |found: &str| {
+                    format!("[aigis] system_python: expected true, false or a list of plugin names, like [\"legacy\"], found {found}")
+                };
+                settings.system_python = match value.get_ref() {
+                    DeValue::Boolean(true) => SystemPython::All,
+                    DeValue::Boolean(false) => SystemPython::None,
+                    DeValue::Array(items) => {
+                        let mut names = Vec::new();
+                        for item in items.iter() {
+                            let DeValue::String(n) = item.get_ref() else {
+                                return Err(err(item.span().start, expected(type_name(item.get_ref()))));
+                            };
+                            names.push(n.to_string());
+                        }
+                        SystemPython::Only(names)
+                    }
+                    other => return Err(err(value.span().start, expected(type_name(other)))),
+                };
+            }
             "quiet" => {
                 let expected = |found: &str| {
                     format!("[aigis] quiet: expected a list of plugin names, like [\"noisy\"], found {found}")
@@ -349,7 +393,7 @@ fn parse_aigis(
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s, user, users"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s, user, users, system_python"),
                 ))
             }
         }

@@ -18,7 +18,9 @@ mod host;
 mod plugin;
 pub mod pylit;
 
-pub use central::{load_central, parse_central, AigisSettings, CentralConfig, PluginEntry, Source};
+pub use central::{
+    load_central, parse_central, AigisSettings, CentralConfig, PluginEntry, Source, SystemPython,
+};
 pub use error::ConfigError;
 pub use host::HostSpec;
 pub use plugin::{

@@ -191,6 +191,22 @@ pub struct InstallSpec {
     /// The user the plugin runs as on its host (`[aigis] users`): owns its
     /// tree and secrets, runs the requirements command. `None`: the agent's.
     pub user: Option<String>,
+    /// The Python environment the requirements command runs in, when it
+    /// is a Python one; `None`: the host's Python, as the command says.
+    pub python_env: Option<PythonEnv>,
+}
+
+/// A plugin's Python environment on its host (see `aigis_agent::venv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonEnv {
+    /// Where it lives, in this central's place on the host.
+    pub dir: PathBuf,
+    /// The interpreter to make it from; `None`: the one the requirements
+    /// command names, where the host has it, else its `python3`.
+    pub python: Option<PathBuf>,
+    /// The requirements file: its contents are part of what the
+    /// environment is kept by.
+    pub requirements_file: Option<PathBuf>,
 }
 
 /// One secret file on its way to the plugin's host. Its `Debug` never shows
@@ -231,6 +247,9 @@ pub struct LaunchSpec {
     pub restart: Option<u32>,
     /// The user the process runs as (`[aigis] users`); `None`: the agent's.
     pub user: Option<String>,
+    /// Its Python environment (`InstallSpec::python_env`'s `dir`): its
+    /// `bin` first on `PATH`, and an internal plugin's interpreter.
+    pub python_env: Option<PathBuf>,
 }
 
 /// What the agent runs for a plugin.
@@ -384,6 +403,7 @@ mod tests {
                 requirements: None,
                 secrets: vec![s],
                 user: None,
+                python_env: None,
             })
         );
         assert!(!req.contains("hunter2"), "{req}");

@@ -14,5 +14,6 @@ mod proxy;
 mod python;
 mod remote;
 mod reread;
+mod service;
 mod tell;
 mod verbs;

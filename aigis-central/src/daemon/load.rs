@@ -20,7 +20,8 @@ use crate::deploy;
 use aigis_agent::fetch::plugin_file;
 use config::{CoreAccess, Launch, PluginEntry, PluginKind, PluginSpec, PythonLaunch, Source};
 use proto::{
-    Backoff, CallToken, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, Request,
+    Backoff, CallToken, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, PythonEnv,
+    Request,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -396,12 +397,32 @@ impl Daemon {
                     requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
                     secrets: secret_files,
                     user: self.user_of(name),
+                    python_env: self.python_env(placement, spec),
                 }),
                 INSTALL_LIMIT,
             )
             .await
             .map_err(|e| LoadError::Agent(format!("install failed: {e}")))?;
         Ok(())
+    }
+
+    /// The plugin's Python environment on its host, when its requirements
+    /// command is a Python one (and the operator did not opt it out): in
+    /// this central's place there, `envs/<name>`.
+    fn python_env(&self, placement: &Placement, spec: &PluginSpec) -> Option<PythonEnv> {
+        let requirements = spec.requirements.as_ref()?;
+        let own = spec.kind != PluginKind::Core
+            && aigis_agent::venv::is_python_command(&requirements.command)
+            && !self.system_python(&spec.name);
+        let envs = match &placement.remote {
+            Some(remote) => remote.base.join("envs"),
+            None => self.home.envs(),
+        };
+        own.then(|| PythonEnv {
+            dir: envs.join(&spec.name),
+            python: None,
+            requirements_file: requirements.file.clone(),
+        })
     }
 
     /// Step 4: skills into the core, then the process.
@@ -453,6 +474,7 @@ impl Daemon {
                     ],
                     restart: spec.restart,
                     user: self.user_of(name),
+                    python_env: self.python_env(placement, spec).map(|e| e.dir),
                 }),
                 START_LIMIT,
             )

@@ -311,6 +311,13 @@ impl Daemon {
         settings.user_for(plugin).map(str::to_string)
     }
 
+    /// Whether `plugin` installs with its host's Python, not an
+    /// environment of its own (`[aigis] system_python`).
+    fn system_python(&self, plugin: &str) -> bool {
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        settings.system_python_for(plugin)
+    }
+
     fn python(&self) -> Result<&PythonCore, String> {
         self.core.as_ref().map_err(Clone::clone)
     }
