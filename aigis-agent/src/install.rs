@@ -97,6 +97,7 @@ async fn python_env(
 ) -> Result<crate::venv::Ready, String> {
     let ready = crate::venv::prepare(
         &env.dir,
+        plugin,
         line,
         env.requirements_file.as_deref(),
         env.python.as_deref(),
@@ -105,13 +106,15 @@ async fn python_env(
     for w in &ready.warnings {
         note(plugin, events, w).await;
     }
-    if ready.fresh {
+    if ready.made {
         note(
             plugin,
             events,
             &format!("made its Python environment {}", ready.dir.display()),
         )
         .await;
+    }
+    if ready.fresh {
         if let Some((uid, gid)) = owner {
             let dir = ready.dir.clone();
             tokio::task::spawn_blocking(move || crate::user::own_tree(&dir, uid, gid))

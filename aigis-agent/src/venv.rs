@@ -16,17 +16,42 @@
 //! - made from the interpreter the command names when the host has it,
 //!   else from the host's `python3` (with a warning that says so); with
 //!   `uv` where the host has it, else `python3 -m venv`;
-//! - kept while the command, the requirements file's contents and the
-//!   interpreter are unchanged (a content key in the environment), so a
-//!   restart installs nothing; made afresh when one changes or the
-//!   environment is broken.
+//! - kept while the interpreter is unchanged and the environment whole,
+//!   and a plugin's install kept while its command and the requirements
+//!   file's contents are unchanged (content keys in the environment), so a
+//!   restart installs nothing. The core's environment is shared by the
+//!   core plugins, each with its own install key.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
-/// Where the key of what an environment was made for is kept in it.
-const KEY_FILE: &str = ".aigis-env";
+/// Where the key of the interpreter an environment was made from is kept.
+const PYTHON_KEY: &str = ".aigis-python";
+
+/// Where the key of what a plugin installed into an environment is kept.
+fn install_key_file(dir: &Path, plugin: &str) -> PathBuf {
+    dir.join(format!(".aigis-installed-{plugin}"))
+}
+
+/// One environment is made or changed at a time: core plugins share one,
+/// and their installs run side by side.
+async fn hold(dir: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+    type Gate = std::sync::Arc<tokio::sync::Mutex<()>>;
+    static HELD: std::sync::Mutex<Vec<(PathBuf, Gate)>> = std::sync::Mutex::new(Vec::new());
+    let gate = {
+        let mut held = crate::lock(&HELD);
+        match held.iter().find(|(d, _)| d == dir) {
+            Some((_, gate)) => gate.clone(),
+            None => {
+                let gate = Gate::default();
+                held.push((dir.to_path_buf(), gate.clone()));
+                gate
+            }
+        }
+    };
+    gate.lock_owned().await
+}
 
 /// The names in a requirements command that say it is a Python one:
 /// `pip`, `pip3`, `pip3.7`, `python`, `python3`, `python3.10` (also as a
@@ -58,60 +83,74 @@ fn version_named(tool: &str) -> Option<&str> {
     v.contains('.').then_some(v)
 }
 
-/// An environment ready for the requirements command and the plugin.
+/// An environment ready for a plugin's requirements command; held (no
+/// other install changes it) until dropped.
 #[derive(Debug)]
 pub struct Ready {
     pub dir: PathBuf,
-    /// False when it was kept as it was: nothing needs installing.
+    /// False when its install was kept as it was: nothing needs installing.
     pub fresh: bool,
+    /// Whether the environment itself was made now.
+    pub made: bool,
     /// What the operator should know (an interpreter the host lacks).
     pub warnings: Vec<String>,
-    /// What it is kept by; written by [`Ready::installed`].
+    /// The plugin's install key, written by [`Ready::installed`].
     key: String,
+    plugin: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Ready {
-    /// The requirements command succeeded: the environment is kept from
-    /// now on while nothing it was made from changes.
+    /// The requirements command succeeded: the install is kept from now
+    /// on while nothing it was made from changes.
     pub fn installed(&self) -> std::io::Result<()> {
-        std::fs::write(self.dir.join(KEY_FILE), &self.key)
+        std::fs::write(install_key_file(&self.dir, &self.plugin), &self.key)
     }
 }
 
-/// Makes (or keeps) the environment at `dir` for the requirements command
-/// `line`, whose file is `file`. `python` is the interpreter to make it
-/// from when the caller decides (the core's: the Python central embeds).
+/// Makes (or keeps) the environment at `dir` for `plugin`'s requirements
+/// command `line`, whose file is `file`. `python` is the interpreter to
+/// make it from when the caller decides (the core's: the Python central
+/// embeds).
 pub async fn prepare(
     dir: &Path,
+    plugin: &str,
     line: &str,
     file: Option<&Path>,
     python: Option<&Path>,
 ) -> Result<Ready, String> {
+    let held = hold(dir).await;
     let mut warnings = Vec::new();
     let base = match python {
         Some(p) => p.to_path_buf(),
         None => base_interpreter(line, &mut warnings)?,
     };
-    let key = key(line, file, &base);
-    let kept = std::fs::read_to_string(dir.join(KEY_FILE)).is_ok_and(|k| k == key)
+    let python_key = interpreter_key(&base);
+    let key = requirements_key(line, file);
+    let whole = std::fs::read_to_string(dir.join(PYTHON_KEY)).is_ok_and(|k| k == python_key)
         && dir.join("bin/python3").exists();
-    if kept {
-        return Ok(Ready {
-            dir: dir.to_path_buf(),
-            fresh: false,
-            warnings,
-            key,
-        });
+    if !whole {
+        make(dir, &base).await?;
+        std::fs::write(dir.join(PYTHON_KEY), &python_key)
+            .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
     }
-    make(dir, &base).await?;
     for tool in python_tools(line) {
         alias(dir, &tool);
     }
+    let fresh =
+        !whole || std::fs::read_to_string(install_key_file(dir, plugin)).map_or(true, |k| k != key);
+    if fresh {
+        // Until the command succeeds, this install is not kept.
+        let _ = std::fs::remove_file(install_key_file(dir, plugin));
+    }
     Ok(Ready {
         dir: dir.to_path_buf(),
-        fresh: true,
+        fresh,
+        made: !whole,
         warnings,
         key,
+        plugin: plugin.to_string(),
+        _held: held,
     })
 }
 
@@ -141,17 +180,23 @@ fn base_interpreter(line: &str, warnings: &mut Vec<String>) -> Result<PathBuf, S
     Ok(fallback)
 }
 
-/// What an environment is kept by: the command, the requirements file's
-/// contents, and the interpreter (its real path, size and time).
-fn key(line: &str, file: Option<&Path>, base: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
+/// What an install is kept by: the command and the requirements file's
+/// contents.
+fn requirements_key(line: &str, file: Option<&Path>) -> String {
     let mut h = Sha256::new();
     h.update(line.as_bytes());
     h.update([0]);
     if let Some(contents) = file.and_then(|f| std::fs::read(f).ok()) {
         h.update(&contents);
     }
-    h.update([0]);
+    proto::hex(&h.finalize())
+}
+
+/// What an environment is kept by: its interpreter (real path, size and
+/// time: an upgraded Python makes it afresh).
+fn interpreter_key(base: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
     let real = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
     h.update(real.as_os_str().as_encoded_bytes());
     if let Ok(m) = std::fs::metadata(&real) {
@@ -206,12 +251,7 @@ async fn make(dir: &Path, base: &Path) -> Result<(), String> {
     let said =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     if said.contains("ensurepip") || said.contains("No module named venv") {
-        return Err(format!(
-            "{} cannot make a Python environment: its venv module is not installed; \
-             install it (Debian, Ubuntu, Raspberry Pi OS: apt-get install python3-venv) \
-             or install uv",
-            base.display()
-        ));
+        return Err(no_venv(&base.display().to_string()));
     }
     Err(format!(
         "making a Python environment in {} with {} failed ({}): {}",
@@ -221,6 +261,20 @@ async fn make(dir: &Path, base: &Path) -> Result<(), String> {
         said.trim()
     ))
 }
+
+/// What a host whose `python` cannot make an environment (and that has
+/// no `uv`) is told.
+pub fn no_venv(python: &str) -> String {
+    format!(
+        "{python} cannot make a Python environment: its venv module is not installed; \
+         install it (Debian, Ubuntu, Raspberry Pi OS: apt-get install python3-venv) or install uv"
+    )
+}
+
+/// A shell test that prints `VENV_MISSING` when this host can make no
+/// Python environment: no `uv`, and `python3` without venv and ensurepip.
+pub const VENV_PROBE: &str = "command -v uv >/dev/null 2>&1 || \
+     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || echo VENV_MISSING";
 
 /// Makes `tool` (`pip3.7`, `python3.10`) a name of the environment's own
 /// pip or python, when the environment has no such name.
@@ -289,22 +343,20 @@ mod tests {
         assert_eq!(version_named("python3"), None);
     }
 
-    /// The command, the file's contents and the interpreter key an
-    /// environment; nothing else.
+    /// The command and the file's contents key an install, the
+    /// interpreter an environment; nothing else.
     #[test]
-    fn the_key_changes_with_what_the_environment_is_made_from() {
+    fn the_keys_change_with_what_they_are_made_from() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("req.txt");
         std::fs::write(&file, "tinypkg==1.0\n").unwrap();
-        let sh = Path::new("/bin/sh");
-        let one = key("pip install -r", Some(&file), sh);
-        assert_eq!(one, key("pip install -r", Some(&file), sh));
-        assert_ne!(one, key("pip3 install -r", Some(&file), sh));
-        assert_ne!(
-            one,
-            key("pip install -r", Some(&file), Path::new("/bin/ls"))
-        );
+        let one = requirements_key("pip install -r", Some(&file));
+        assert_eq!(one, requirements_key("pip install -r", Some(&file)));
+        assert_ne!(one, requirements_key("pip3 install -r", Some(&file)));
         std::fs::write(&file, "tinypkg==2.0\n").unwrap();
-        assert_ne!(one, key("pip install -r", Some(&file), sh));
+        assert_ne!(one, requirements_key("pip install -r", Some(&file)));
+        let sh = interpreter_key(Path::new("/bin/sh"));
+        assert_eq!(sh, interpreter_key(Path::new("/bin/sh")));
+        assert_ne!(sh, interpreter_key(Path::new("/bin/ls")));
     }
 }

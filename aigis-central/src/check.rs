@@ -57,10 +57,20 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
         if let Some(Checked { spec, stood_in }) =
             check_plugin(entry, &home, &scratch, &mut problems)
         {
-            let installer = spec
-                .requirements
-                .as_ref()
-                .and_then(|r| requirements_program(&r.command));
+            // A Python command runs in an environment AIGIS makes, where
+            // its own names (`pip3.7`) are: the host needs a `python3` that
+            // can make one.
+            let envs = spec.requirements.as_ref().is_some_and(|r| {
+                aigis_agent::venv::is_python_command(&r.command)
+                    && !config.aigis.system_python_for(&entry.name)
+            });
+            let installer = spec.requirements.as_ref().and_then(|r| {
+                if envs {
+                    Some("python3".to_string())
+                } else {
+                    requirements_program(&r.command)
+                }
+            });
             if stood_in.contains("HOST") {
                 // Where it runs is unknown: nothing host-bound to look at.
             } else if let Some(host) = spec.remote_host() {
@@ -69,8 +79,16 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
                 // program of its REQUIREMENTS_COMMAND.
                 let mut wanted = spec.system_requirements.clone();
                 wanted.extend(installer.clone().filter(|p| !p.contains('/')));
-                match crate::ssh::probe(host, &wanted).await {
-                    Ok(missing) => {
+                match crate::ssh::probe(host, &wanted, envs).await {
+                    Ok(mut missing) => {
+                        if let Some(at) = missing.iter().position(|m| m == "VENV_MISSING") {
+                            missing.remove(at);
+                            problems.push(format!(
+                                "plugin `{}`: on {host}: {}",
+                                entry.name,
+                                aigis_agent::venv::no_venv("python3")
+                            ));
+                        }
                         let (program, system): (Vec<_>, Vec<_>) = missing
                             .into_iter()
                             .partition(|m| installer.as_ref() == Some(m));
@@ -100,6 +118,12 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
                     problems.push(format!(
                         "plugin `{}`: REQUIREMENTS_COMMAND runs `{p}`, which is not on PATH",
                         entry.name
+                    ));
+                } else if envs && !can_make_envs() {
+                    problems.push(format!(
+                        "plugin `{}`: {}",
+                        entry.name,
+                        aigis_agent::venv::no_venv("python3")
                     ));
                 }
             }
@@ -550,6 +574,14 @@ fn reachable(url: &str) -> Result<(), String> {
 }
 
 /// `python3` exists and is 3.8 or newer.
+/// Whether this host can make plugins' Python environments.
+fn can_make_envs() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", aigis_agent::venv::VENV_PROBE])
+        .output()
+        .is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).contains("VENV_MISSING"))
+}
+
 fn python3_usable() -> Result<(), String> {
     let out = std::process::Command::new("python3")
         .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2]); sys.exit(sys.version_info < (3, 8))"])

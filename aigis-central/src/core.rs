@@ -96,6 +96,30 @@ impl PythonCore {
     }
 
     /// Loads a plugin's `AIGIS.core` and exposes its SKILLS; returns their names.
+    /// Lets the core import what is installed in the core's Python
+    /// environment (`env`, made from this very Python): its site-packages
+    /// join `sys.path` (once, with their `.pth` files), and the import
+    /// system forgets what it did not find there before the install.
+    pub async fn see_packages(&self, env: &Path) -> Result<(), String> {
+        let site = env
+            .join(format!("lib/python{PYTHON_BUILT}/site-packages"))
+            .to_string_lossy()
+            .into_owned();
+        self.run(move |py, _| {
+            let code = std::ffi::CString::new(
+                "import importlib, site, sys\n\
+                 if d not in sys.path:\n    site.addsitedir(d)\n\
+                 importlib.invalidate_caches()\n",
+            )
+            .expect("no NUL");
+            let globals = PyDict::new(py);
+            globals.set_item("d", site)?;
+            py.run(&code, Some(&globals), None)
+        })
+        .await?
+        .map_err(|e| e.to_string())
+    }
+
     pub async fn load(
         &self,
         plugin: &str,
@@ -618,6 +642,13 @@ pub fn check_libpython() -> Result<(), String> {
 /// Where the Python `aigis` was built with keeps its standard library
 /// (`prefix` or `prefix:exec_prefix`; empty when the build could not ask).
 pub const PYTHON_HOME: &str = env!("AIGIS_PYTHON_HOME");
+
+/// The interpreter of the Python `aigis` embeds, from which the core's
+/// environment is made: `<exec prefix>/bin/python<major.minor>`.
+pub fn embedded_python() -> Option<PathBuf> {
+    let exec_prefix = PYTHON_HOME.rsplit(':').next().filter(|p| !p.is_empty())?;
+    Some(Path::new(exec_prefix).join(format!("bin/python{PYTHON_BUILT}")))
+}
 
 /// Refuses to start the interpreter when the Python `aigis` was built
 /// with is gone: its standard library is where its home says.

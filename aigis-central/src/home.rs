@@ -78,6 +78,11 @@ impl Home {
     pub fn envs(&self) -> PathBuf {
         self.root.join("envs")
     }
+    /// The core's Python environment: core plugins' requirements, which
+    /// the embedded interpreter imports.
+    pub fn core_env(&self) -> PathBuf {
+        self.root.join("core-env")
+    }
     pub fn secrets(&self) -> PathBuf {
         self.root.join("secrets")
     }

@@ -410,17 +410,24 @@ impl Connection {
 
 /// `aigis check`: connects, verifies the host key, logs in, disconnects.
 /// Returns the programs of `required` that are not on the host's `PATH`.
-pub async fn probe(spec: &HostSpec, required: &[String]) -> Result<Vec<String>, SshError> {
+/// With `envs`, also whether the host can make Python environments: when
+/// it cannot, `VENV_MISSING` is among the missing.
+pub async fn probe(
+    spec: &HostSpec,
+    required: &[String],
+    envs: bool,
+) -> Result<Vec<String>, SshError> {
     let target = resolve(spec);
     let conn = connect(&target).await?;
     let mut missing = Vec::new();
-    if !required.is_empty() {
+    if !required.is_empty() || envs {
         let script = required
             .iter()
             .map(|r| {
                 let q = config::shell_quote(r);
                 format!("command -v {q} >/dev/null 2>&1 || printf '%s\\n' {q}")
             })
+            .chain(envs.then(|| aigis_agent::venv::VENV_PROBE.to_string()))
             .collect::<Vec<_>>()
             .join("; ");
         let (_, out) = conn

@@ -151,8 +151,9 @@ fn dialect_plugin(dir: &Path, word: &str, version: &str, wheels: &Path, host: Op
             (
                 "main.py",
                 &format!(
-                    "import time\nimport tinypkg\n\ndef launch():\n    \
+                    "import time\nimport tinypkg\nimport aigis\n\ndef launch():\n    \
                      print('{word} has tinypkg', tinypkg.VERSION, 'from', tinypkg.__file__, flush=True)\n    \
+                     print('{word} asked the core for', aigis.tiny.version(), flush=True)\n    \
                      while True:\n        time.sleep(1)\n"
                 ),
             ),
@@ -165,8 +166,10 @@ fn dialect_plugin(dir: &Path, word: &str, version: &str, wheels: &Path, host: Op
 /// packages. Now each plugin with Python requirements gets an environment
 /// of its own on the host that runs it, central's and a LAN host's alike:
 /// its command runs there unmodified, two plugins import two versions of
-/// one package, nothing lands in `~/.local` or the system's site-packages,
-/// and a second start with unchanged requirements installs nothing.
+/// one package, core plugins share the core's environment (the embedded
+/// interpreter imports from it), nothing lands in `~/.local` or the
+/// system's site-packages, and a second start with unchanged requirements
+/// installs nothing.
 #[test]
 fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
     let managed = std::fs::read_dir("/usr/lib")
@@ -207,12 +210,37 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
             ),
         ],
     );
+    // A core plugin: its requirements go to the core's environment, which
+    // the embedded interpreter imports from.
+    plugin(
+        &base.join("src/tiny"),
+        "PLUGIN_TYPE = 'core'\nENTRYPOINT = '{root}'\n\
+         REQUIREMENTS_COMMAND = 'pip install --user -r'\n\
+         REQUIREMENTS_FILE = '{root}/requirements.txt'\n",
+        &[
+            (
+                "requirements.txt",
+                &format!(
+                    "--no-index\n--find-links {}\ntinypkg==2.0\n",
+                    wheels.display()
+                ),
+            ),
+            (
+                "tiny.py",
+                "import tinypkg\n\ndef version():\n    return tinypkg.VERSION\n",
+            ),
+            (
+                "AIGIS/AIGIS.core",
+                "import tiny\nSKILLS = ['tiny.version']\n",
+            ),
+        ],
+    );
     write(
         base,
         "config.aigis",
         &format!(
-            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[internal]\nold = \"src/old\"\nfar = \"src/far\"\n\
-             [external]\nnew = \"src/new\"\n",
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[core]\ntiny = \"src/tiny\"\n\
+             [internal]\nold = \"src/old\"\nfar = \"src/far\"\n[external]\nnew = \"src/new\"\n",
             base.join("hosts").display()
         ),
     );
@@ -238,13 +266,15 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
             );
             daemon.expect_output(&line, PATIENCE);
         }
+        daemon.expect_output("old asked the core for 2.0", PATIENCE);
+        daemon.expect_output("far asked the core for 2.0", PATIENCE);
     };
     let mut daemon = run();
     expect(&daemon);
     let first = daemon.output();
     assert_eq!(
         first.matches("Successfully installed tinypkg").count(),
-        3,
+        4,
         "{first}"
     );
     assert!(!first.contains("externally-managed-environment"), "{first}");
@@ -273,10 +303,74 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
         second
             .matches("the Python environment is kept as it is")
             .count(),
-        3,
+        4,
         "{second}"
     );
     assert!(!second.contains("Successfully installed"), "{second}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon
+        .wait_exit(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
+}
+
+/// Debian and Ubuntu ship Python's venv module apart (`python3-venv`): on
+/// a host without it, `aigis check` says which package to install before
+/// anything runs, and `run` fails that plugin alone with the same words.
+#[test]
+fn a_host_without_venv_is_told_which_package_to_install() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    // A python3 as Debian's is without python3-venv.
+    let bin = base.join("bin");
+    write(
+        &bin,
+        "python3",
+        "#!/bin/sh\necho 'The virtual environment was not created successfully because ensurepip is not\n\
+         available.  On Debian/Ubuntu systems, you need to install the python3-venv package' >&2\nexit 1\n",
+    );
+    std::fs::set_permissions(bin.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    plugin(
+        &base.join("src/needy"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo needy-up; sleep 100']\n\
+         REQUIREMENTS_COMMAND = 'pip3 install --user -r'\nREQUIREMENTS_FILE = '{root}/requirements.txt'\n",
+        &[("requirements.txt", "tinypkg\n")],
+    );
+    plugin(
+        &base.join("src/plain"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo plain-up; sleep 100']\n",
+        &[],
+    );
+    write(
+        base,
+        "config.aigis",
+        "[external]\nneedy = \"src/needy\"\nplain = \"src/plain\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let path = format!("{}:{SERVICE_PATH}", bin.display());
+    let mut check = as_a_service(
+        base,
+        base,
+        &["check", "-c", "config.aigis", "--home", home_s],
+    );
+    check.env("PATH", &path);
+    let out = check.output().expect("aigis check");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("problem: plugin `needy`: python3 cannot make a Python environment")
+            && said.contains("apt-get install python3-venv"),
+        "{said}"
+    );
+    let mut run = as_a_service(base, base, &["run", "-c", "config.aigis", "--home", home_s]);
+    run.env("PATH", &path);
+    let mut daemon = Daemon::spawn(run);
+    daemon.expect_output("plain-up", PATIENCE);
+    daemon.expect_output("[needy] failed", PATIENCE);
+    let out = daemon.output();
+    assert!(out.contains("apt-get install python3-venv"), "{out}");
     daemon.signal(libc::SIGTERM);
     assert!(daemon
         .wait_exit(Duration::from_secs(15))

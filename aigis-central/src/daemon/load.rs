@@ -409,18 +409,26 @@ impl Daemon {
     /// The plugin's Python environment on its host, when its requirements
     /// command is a Python one (and the operator did not opt it out): in
     /// this central's place there, `envs/<name>`.
+    ///
+    /// Core plugins share the core's environment, made from the Python
+    /// central embeds, whose packages the core imports.
     fn python_env(&self, placement: &Placement, spec: &PluginSpec) -> Option<PythonEnv> {
         let requirements = spec.requirements.as_ref()?;
-        let own = spec.kind != PluginKind::Core
-            && aigis_agent::venv::is_python_command(&requirements.command)
-            && !self.system_python(&spec.name);
-        let envs = match &placement.remote {
-            Some(remote) => remote.base.join("envs"),
-            None => self.home.envs(),
+        if !aigis_agent::venv::is_python_command(&requirements.command)
+            || self.system_python(&spec.name)
+        {
+            return None;
+        }
+        let (dir, python) = match &placement.remote {
+            _ if spec.kind == PluginKind::Core => {
+                (self.home.core_env(), Some(crate::core::embedded_python()?))
+            }
+            Some(remote) => (remote.base.join("envs").join(&spec.name), None),
+            None => (self.home.envs().join(&spec.name), None),
         };
-        own.then(|| PythonEnv {
-            dir: envs.join(&spec.name),
-            python: None,
+        Some(PythonEnv {
+            dir,
+            python,
             requirements_file: requirements.file.clone(),
         })
     }
@@ -516,9 +524,13 @@ impl Daemon {
                 if self.tasks.is_cancelled() {
                     return Err(LoadError::Core("aigis is stopping".into()));
                 }
-                let skills = self
-                    .python()
-                    .map_err(LoadError::Core)?
+                let core = self.python().map_err(LoadError::Core)?;
+                if self.home.core_env().is_dir() {
+                    core.see_packages(&self.home.core_env())
+                        .await
+                        .map_err(LoadError::Core)?;
+                }
+                let skills = core
                     .load(name, &resolved.spec.entrypoint, &file)
                     .await
                     .map_err(LoadError::Core)?;
