@@ -587,6 +587,23 @@ mod tests {
     }
 
     #[test]
+    fn system_python_opts_all_some_or_no_plugins_out() {
+        let of = |text: &str| parse(&format!("[aigis]\n{text}\n[external]\na = \"x\"\n")).aigis;
+        assert!(!of("").system_python_for("a"));
+        assert!(of("system_python = true").system_python_for("a"));
+        assert!(!of("system_python = false").system_python_for("a"));
+        let some = of("system_python = [\"a\"]");
+        assert!(some.system_python_for("a") && !some.system_python_for("b"));
+        let err = parse_central("[aigis]\nsystem_python = 3\n", Path::new("c.aigis"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("system_python: expected true, false or a list"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn empty_file_is_fine() {
         assert!(parse("").plugins.is_empty());
         assert!(parse("[core]\n[external]\n").plugins.is_empty());

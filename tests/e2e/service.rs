@@ -3,7 +3,7 @@
 //! `python3` first, PEP 668-managed on Debian, Ubuntu and Raspberry Pi OS)
 //! and the service account's `HOME`.
 
-use aigis_e2e::plugins::{core_plugin, plugin};
+use aigis_e2e::plugins::{core_plugin, plugin, tiny_wheels};
 use aigis_e2e::process::{write, Daemon};
 use std::path::Path;
 use std::process::Command;
@@ -95,38 +95,6 @@ fn central_started_as_a_service_runs_its_core_and_its_plugins_reach_it() {
     assert!(status.success(), "{status:?}\n{}", daemon.output());
 }
 
-/// Two wheels of `tinypkg` (1.0 and 2.0) in `dir`, made with the system's
-/// Python: what a local package index would serve, without a network.
-fn tiny_wheels(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = r#"
-import base64, hashlib, sys, zipfile
-out = sys.argv[1]
-for version in ("1.0", "2.0"):
-    files = {
-        "tinypkg/__init__.py": "VERSION = %r\n" % version,
-        "tinypkg-%s.dist-info/METADATA" % version:
-            "Metadata-Version: 2.1\nName: tinypkg\nVersion: %s\n" % version,
-        "tinypkg-%s.dist-info/WHEEL" % version:
-            "Wheel-Version: 1.0\nGenerator: aigis-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    def digest(text):
-        raw = hashlib.sha256(text.encode()).digest()
-        return "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    record = "".join("%s,%s,%d\n" % (p, digest(c), len(c.encode())) for p, c in files.items())
-    files["tinypkg-%s.dist-info/RECORD" % version] = record + "tinypkg-%s.dist-info/RECORD,,\n" % version
-    with zipfile.ZipFile("%s/tinypkg-%s-py3-none-any.whl" % (out, version), "w") as z:
-        for p, c in files.items():
-            z.writestr(p, c)
-"#;
-    let status = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(dir)
-        .status()
-        .expect("the system's python3");
-    assert!(status.success(), "making the wheels failed");
-}
-
 /// An internal plugin in the original's dialect (a docstring,
 /// `LAUNCH = "main"`, `def launch():`, `REQUIREMENT_COMMAND = "pip3 install
 /// --user -r"`) needing `tinypkg==version`, printing `word` and what it
@@ -210,6 +178,25 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
             ),
         ],
     );
+    // A command naming a Python this host lacks: made from its python3,
+    // said, and `pip3.7` is a name in the environment.
+    plugin(
+        &base.join("src/seven"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['python3', 'main.py']\n\
+         REQUIREMENTS_COMMAND = 'pip3.7 install --user -r'\n\
+         REQUIREMENTS_FILE = '{root}/requirements.txt'\n",
+        &[
+            (
+                "requirements.txt",
+                &format!("--no-index\n--find-links {}\ntinypkg==2.0\n", wheels.display()),
+            ),
+            (
+                "main.py",
+                "import time, tinypkg\nprint('seven has tinypkg', tinypkg.VERSION, 'from', tinypkg.__file__, flush=True)\n\
+                 while True:\n    time.sleep(1)\n",
+            ),
+        ],
+    );
     // A core plugin: its requirements go to the core's environment, which
     // the embedded interpreter imports from.
     plugin(
@@ -240,7 +227,7 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
         "config.aigis",
         &format!(
             "[aigis]\nremote_dir = \"{}/{{host}}\"\n[core]\ntiny = \"src/tiny\"\n\
-             [internal]\nold = \"src/old\"\nfar = \"src/far\"\n[external]\nnew = \"src/new\"\n",
+             [internal]\nold = \"src/old\"\nfar = \"src/far\"\n[external]\nnew = \"src/new\"\nseven = \"src/seven\"\n",
             base.join("hosts").display()
         ),
     );
@@ -258,6 +245,7 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
         for (word, version, env) in [
             ("old", "1.0", home.join("envs/old")),
             ("new", "2.0", home.join("envs/new")),
+            ("seven", "2.0", home.join("envs/seven")),
             ("far", "1.0", place.join("envs/far")),
         ] {
             let line = format!(
@@ -274,10 +262,19 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
     let first = daemon.output();
     assert_eq!(
         first.matches("Successfully installed tinypkg").count(),
-        4,
+        5,
         "{first}"
     );
     assert!(!first.contains("externally-managed-environment"), "{first}");
+    let has_3_7 = SERVICE_PATH
+        .split(':')
+        .any(|d| Path::new(d).join("python3.7").exists());
+    if !has_3_7 {
+        assert!(
+            first.contains("[seven] (install) aigis-agent: the requirements command names Python 3.7, which this host does not have"),
+            "{first}"
+        );
+    }
     daemon.signal(libc::SIGTERM);
     assert!(daemon
         .wait_exit(Duration::from_secs(15))
@@ -303,7 +300,7 @@ fn each_plugin_installs_into_an_environment_of_its_own_on_a_pep_668_host() {
         second
             .matches("the Python environment is kept as it is")
             .count(),
-        4,
+        5,
         "{second}"
     );
     assert!(!second.contains("Successfully installed"), "{second}");
