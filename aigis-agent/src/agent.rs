@@ -16,7 +16,9 @@ use crate::desk::Desk;
 use crate::install::install;
 use crate::outbox::{Outbox, Outgoing};
 use crate::supervisor::Supervised;
-use proto::{FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION};
+use proto::{
+    FrameError, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -157,7 +159,7 @@ where
                 let state = state.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let result = handle(request, &tx, &state).await;
+                    let result = bounded(handle(request, &tx, &state).await);
                     let _ = tx.send(FromAgent::Reply { id, result }).await;
                 });
             }
@@ -166,7 +168,21 @@ where
             Ok(Some(ToAgent::Shutdown)) => break Ok(LinkEnd::Shutdown),
             Ok(Some(ToAgent::Hello { .. })) => {}
             Ok(None) => break Ok(LinkEnd::Gone),
-            Err(_) => break Ok(LinkEnd::Gone),
+            // A frame this agent cannot read (it was read whole): said, a
+            // request among them answered, and the link goes on.
+            Err(FrameError::Corrupt { reason, head }) => {
+                eprintln!("aigis-agent: refused a frame from central: corrupt frame: {reason}");
+                if let Some(id) = ToAgent::request_id(&head) {
+                    let result = Err(format!(
+                        "the agent on this host could not read the request (corrupt frame: {reason})"
+                    ));
+                    let _ = tx.send(FromAgent::Reply { id, result }).await;
+                }
+            }
+            Err(e) => {
+                eprintln!("aigis-agent: the link from central broke: {e}");
+                break Ok(LinkEnd::Gone);
+            }
         }
     };
     if end.as_ref().is_ok_and(|e| *e == LinkEnd::Shutdown) {
@@ -195,6 +211,37 @@ where
     end.map(|_| ())
 }
 
+/// Longest error a reply carries: an error may quote what it was given
+/// (a 4 MB argument of a command that could not start).
+const MAX_ERROR: usize = 64 * 1024;
+
+/// A reply that fits in a frame: a long error is cut (saying how much),
+/// and a reply too large to send becomes an error that says so. A reply
+/// that could not go would mute the link for every plugin.
+fn bounded(result: Result<Reply, String>) -> Result<Reply, String> {
+    match result {
+        Err(mut e) if e.len() > MAX_ERROR => {
+            let mut cut = MAX_ERROR;
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let dropped = e.len() - cut;
+            e.truncate(cut);
+            e.push_str(&format!("… ({dropped} more bytes)"));
+            Err(e)
+        }
+        Ok(reply) => match proto::encoded_len(&reply) {
+            Ok(n) if n + 64 <= proto::MAX_FRAME => Ok(reply),
+            Ok(n) => Err(format!(
+                "the agent's reply is {n} bytes, more than a frame carries ({} bytes)",
+                proto::MAX_FRAME
+            )),
+            Err(e) => Err(format!("the agent's reply cannot be sent: {e}")),
+        },
+        other => other,
+    }
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut out: FrameWriter<W>,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -204,8 +251,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let sent = out
             .send_batch::<_, FromAgent>(msg, || rx.try_recv().ok())
             .await;
-        if sent.is_err() {
-            break;
+        match sent {
+            Ok(()) => {}
+            // One message that cannot be a frame is dropped, said; the
+            // link carries on for everything else.
+            Err(e @ (FrameError::TooLarge(_) | FrameError::Encode(_))) => {
+                eprintln!("aigis-agent: a message to central was dropped: {e}");
+            }
+            Err(_) => break,
         }
     }
     let _ = out.shutdown().await;
@@ -248,8 +301,16 @@ async fn handle(
             })
             .await
         }
-        Request::Apply { dest, files } => {
-            blocking(move || crate::tree::apply(&dest, &files).map(|()| Reply::Applied)).await
+        Request::Apply {
+            dest,
+            files,
+            first,
+            last,
+        } => {
+            blocking(move || {
+                crate::tree::apply(&dest, &files, first, last).map(|()| Reply::Applied)
+            })
+            .await
         }
         Request::Install(spec) => install(spec, events.clone())
             .await

@@ -200,10 +200,17 @@ pub fn stage(
     fs::set_permissions(&path, fs::Permissions::from_mode(mode & MODE_BITS))
 }
 
-/// Puts every staged file into `dest` (each by rename, so a reader never
-/// sees half a file), checks the result against `files`, and removes what
-/// an earlier sync shipped that `files` no longer lists.
-pub fn apply(dest: &Path, files: &[TreeFile]) -> io::Result<()> {
+/// The list of files this sync has applied so far (see [`apply`]).
+fn shipping(dest: &Path) -> PathBuf {
+    sibling(dest, "shipping")
+}
+
+/// Puts every staged file of `files` (one chunk of the manifest) into
+/// `dest`, each by rename so a reader never sees half a file, and checks
+/// each against what central sent. `first` starts a sync; after the
+/// `last` chunk, what an earlier sync shipped that no chunk listed is
+/// removed, so `dest` holds the manifest exactly.
+pub fn apply(dest: &Path, files: &[TreeFile], first: bool, last: bool) -> io::Result<()> {
     let dir = staging(dest);
     fs::create_dir_all(dest)?;
     for f in files {
@@ -227,19 +234,30 @@ pub fn apply(dest: &Path, files: &[TreeFile]) -> io::Result<()> {
             )));
         }
     }
+    let mut list = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!first)
+        .truncate(first)
+        .open(shipping(dest))?;
+    let chunk: String = files.iter().map(|f| format!("{}\n", f.path)).collect();
+    list.write_all(chunk.as_bytes())?;
+    drop(list);
+    if !last {
+        return Ok(());
+    }
     let _ = fs::remove_dir_all(&dir);
+    let now = fs::read_to_string(shipping(dest))?;
+    let now: std::collections::HashSet<&str> = now.lines().collect();
     let before = fs::read_to_string(shipped(dest)).unwrap_or_default();
-    for old in before.lines() {
-        if !files.iter().any(|f| f.path == old) {
-            if let Ok(path) = inside(dest, old) {
-                if no_link_above(dest, old) {
-                    let _ = fs::remove_file(path);
-                }
+    for old in before.lines().filter(|old| !now.contains(old)) {
+        if let Ok(path) = inside(dest, old) {
+            if no_link_above(dest, old) {
+                let _ = fs::remove_file(path);
             }
         }
     }
-    let list: String = files.iter().map(|f| format!("{}\n", f.path)).collect();
-    fs::write(shipped(dest), list)
+    fs::rename(shipping(dest), shipped(dest))
 }
 
 #[cfg(test)]
@@ -273,7 +291,7 @@ mod tests {
         let v1 = vec![file("bin/id", 0o4755, b"ELF"), link("lib/id", "../bin/id")];
         assert_eq!(missing(&dest, &v1).unwrap(), ["bin/id", "lib/id"]);
         stage(&dest, true, "bin/id", 0o4755, 0, b"ELF").unwrap();
-        apply(&dest, &v1).unwrap();
+        apply(&dest, &v1, true, true).unwrap();
         assert_eq!(
             fs::metadata(dest.join("bin/id")).unwrap().mode() & 0o7777,
             0o755
@@ -286,7 +304,7 @@ mod tests {
         // A link that changed target is replaced; one that left is refused.
         let v2 = vec![file("bin/id", 0o755, b"ELF"), link("lib/id", "../bin")];
         assert_eq!(missing(&dest, &v2).unwrap(), ["lib/id"]);
-        apply(&dest, &v2).unwrap();
+        apply(&dest, &v2, true, true).unwrap();
         assert_eq!(
             fs::read_link(dest.join("lib/id")).unwrap(),
             Path::new("../bin")
@@ -297,7 +315,7 @@ mod tests {
                 err.to_string().contains(&format!("`{}`", bad.path)),
                 "{err}"
             );
-            assert!(apply(&dest, &[bad]).is_err());
+            assert!(apply(&dest, &[bad], true, true).is_err());
         }
     }
 
@@ -313,14 +331,14 @@ mod tests {
         stage(&dest, true, "run.sh", 0o755, 0, b"echo ").unwrap();
         stage(&dest, false, "run.sh", 0o755, 5, b"1\n").unwrap();
         stage(&dest, false, "lib/a.py", 0o644, 0, b"A").unwrap();
-        apply(&dest, &v1).unwrap();
+        apply(&dest, &v1, true, true).unwrap();
         assert!(missing(&dest, &v1).unwrap().is_empty());
         // The plugin's own files stay; a file central no longer has goes.
         fs::write(dest.join("state.json"), "{}").unwrap();
         let v2 = vec![file("run.sh", 0o755, b"echo 2\n")];
         assert_eq!(missing(&dest, &v2).unwrap(), ["run.sh"]);
         stage(&dest, true, "run.sh", 0o755, 0, b"echo 2\n").unwrap();
-        apply(&dest, &v2).unwrap();
+        apply(&dest, &v2, true, true).unwrap();
         assert_eq!(fs::read_to_string(dest.join("run.sh")).unwrap(), "echo 2\n");
         assert!(!dest.join("lib/a.py").exists());
         assert!(dest.join("state.json").exists());
@@ -331,7 +349,7 @@ mod tests {
         assert!(missing(&dest, &[file("../x", 0o644, b"")]).is_err());
         assert!(stage(&dest, false, "/abs", 0o644, 0, b"x").is_err());
         // Apply refuses a tree that does not match what was announced.
-        assert!(apply(&dest, &[file("run.sh", 0o755, b"other")]).is_err());
+        assert!(apply(&dest, &[file("run.sh", 0o755, b"other")], true, true).is_err());
     }
 
     /// A link the plugin made where central's tree has a directory is not
@@ -344,19 +362,19 @@ mod tests {
         fs::create_dir_all(&elsewhere).unwrap();
         let v1 = vec![file("lib/a.py", 0o644, b"A")];
         stage(&dest, true, "lib/a.py", 0o644, 0, b"A").unwrap();
-        apply(&dest, &v1).unwrap();
+        apply(&dest, &v1, true, true).unwrap();
         // The plugin swaps lib/ for a link to elsewhere, with an a.py there.
         fs::remove_dir_all(dest.join("lib")).unwrap();
         fs::write(elsewhere.join("a.py"), "theirs").unwrap();
         std::os::unix::fs::symlink(&elsewhere, dest.join("lib")).unwrap();
         let v2 = vec![file("lib/b.py", 0o644, b"B")];
         stage(&dest, true, "lib/b.py", 0o644, 0, b"B").unwrap();
-        let err = apply(&dest, &v2).unwrap_err();
+        let err = apply(&dest, &v2, true, true).unwrap_err();
         assert!(err.to_string().contains("is a link or a file"), "{err}");
         assert!(!elsewhere.join("b.py").exists());
         // Removing what is no longer shipped does not reach through it either.
         stage(&dest, true, "run.sh", 0o644, 0, b"x").unwrap();
-        apply(&dest, &[file("run.sh", 0o644, b"x")]).unwrap();
+        apply(&dest, &[file("run.sh", 0o644, b"x")], true, true).unwrap();
         assert_eq!(
             fs::read_to_string(elsewhere.join("a.py")).unwrap(),
             "theirs"

@@ -371,6 +371,27 @@ const PIECE: usize = 1024 * 1024;
 /// How long the agent may take for one step of a tree sync.
 const SYNC_STEP: Duration = Duration::from_secs(120);
 
+/// Bytes of manifest per `Sync` or `Apply` request, well inside a frame
+/// (a tree of 100,000 files takes several).
+const MANIFEST_CHUNK: usize = 1024 * 1024;
+
+/// `files` in runs whose manifest fits [`MANIFEST_CHUNK`]; always at least
+/// one (an empty tree is still synced).
+fn chunks(files: &[TreeFile]) -> Vec<&[TreeFile]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, f) in files.iter().enumerate() {
+        let cost = f.path.len() + f.link.as_ref().map_or(0, String::len) + 64;
+        if size + cost > MANIFEST_CHUNK && i > start {
+            out.push(&files[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += cost;
+    }
+    out.push(&files[start..]);
+    out
+}
+
 /// Puts the tree at `root` (central's fetched copy) at `dest` on the host
 /// behind `link`: only files that differ cross. Returns how many did.
 pub async fn tree(link: &AgentLink, root: &Path, dest: &Path) -> Result<usize, String> {
@@ -380,38 +401,47 @@ pub async fn tree(link: &AgentLink, root: &Path, dest: &Path) -> Result<usize, S
         .map_err(|e| format!("reading the plugin's files failed: {e}"))?
         .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
     let manifest: Vec<TreeFile> = files.iter().map(|(f, _)| f.clone()).collect();
-    let reply = link
-        .request(
-            Request::Sync {
-                dest: dest.to_path_buf(),
-                files: manifest.clone(),
-            },
-            SYNC_STEP,
-        )
-        .await?;
-    let Reply::Missing { paths } = reply else {
-        return Err(format!("unexpected reply to Sync: {reply:?}"));
-    };
+    let parts = chunks(&manifest);
+    let mut missing = std::collections::HashSet::new();
+    for part in &parts {
+        let reply = link
+            .request(
+                Request::Sync {
+                    dest: dest.to_path_buf(),
+                    files: part.to_vec(),
+                },
+                SYNC_STEP,
+            )
+            .await?;
+        let Reply::Missing { paths } = reply else {
+            return Err(format!("unexpected reply to Sync: {reply:?}"));
+        };
+        missing.extend(paths);
+    }
     let mut first = true;
     let to_send = files
         .iter()
-        .filter(|(f, _)| f.link.is_none() && paths.contains(&f.path));
+        .filter(|(f, _)| f.link.is_none() && missing.contains(&f.path));
     for (file, path) in to_send {
         send_file(link, dest, file, path, &mut first).await?;
     }
-    let reply = link
-        .request(
-            Request::Apply {
-                dest: dest.to_path_buf(),
-                files: manifest,
-            },
-            SYNC_STEP,
-        )
-        .await?;
-    match reply {
-        Reply::Applied => Ok(paths.len()),
-        other => Err(format!("unexpected reply to Apply: {other:?}")),
+    for (i, part) in parts.iter().enumerate() {
+        let reply = link
+            .request(
+                Request::Apply {
+                    dest: dest.to_path_buf(),
+                    files: part.to_vec(),
+                    first: i == 0,
+                    last: i + 1 == parts.len(),
+                },
+                SYNC_STEP,
+            )
+            .await?;
+        if reply != Reply::Applied {
+            return Err(format!("unexpected reply to Apply: {reply:?}"));
+        }
     }
+    Ok(missing.len())
 }
 
 /// Streams one file in pieces, one in flight at a time, so a plugin of any
@@ -716,6 +746,34 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         let err = manifest(&root).unwrap_err().to_string();
         assert!(err.contains("refused to send pipe:"), "{err}");
+    }
+
+    #[test]
+    fn a_big_manifest_goes_in_chunks_that_fit_a_frame() {
+        let file = |i: usize| TreeFile {
+            path: format!("{}/{i}", "d".repeat(3400)),
+            mode: 0o644,
+            size: 1,
+            sha256: [7; 32],
+            link: None,
+        };
+        let files: Vec<_> = (0..2700).map(file).collect();
+        let parts = chunks(&files);
+        assert!(parts.len() > 8, "{}", parts.len());
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 2700);
+        for part in parts {
+            let request = proto::ToAgent::Request {
+                id: u64::MAX,
+                request: Request::Apply {
+                    dest: "/d".into(),
+                    files: part.to_vec(),
+                    first: true,
+                    last: true,
+                },
+            };
+            assert!(proto::encoded_len(&request).unwrap() < proto::MAX_FRAME);
+        }
+        assert_eq!(chunks(&[]).len(), 1, "an empty tree is still synced");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 use crate::lock;
 use crate::tasks::Tasks;
 use proto::{
-    Call, Event, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent, PROTOCOL_VERSION,
+    Call, Event, FrameError, FrameReader, FrameWriter, FromAgent, Reply, Request, ToAgent,
+    PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -149,6 +150,7 @@ impl AgentLink {
         let pending: Pending = Arc::default();
         let (closed_tx, closed) = watch::channel(false);
         let mut ended = closed.clone();
+        let writer_host = host.clone();
         tasks.spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -159,8 +161,15 @@ impl AgentLink {
                 let sent = writer
                     .send_batch::<_, ToAgent>(msg, || rx.try_recv().ok())
                     .await;
-                if sent.is_err() {
-                    break;
+                match sent {
+                    Ok(()) => {}
+                    // Requests are measured before they are queued; one
+                    // other message that cannot be a frame is dropped,
+                    // said, and the link carries on.
+                    Err(e @ (FrameError::TooLarge(_) | FrameError::Encode(_))) => {
+                        tracing::error!(host = %writer_host, "a message to the agent was dropped: {e}");
+                    }
+                    Err(_) => break,
                 }
             }
         });
@@ -200,17 +209,24 @@ impl AgentLink {
     }
 
     /// Sends a request and waits up to `limit` for its reply.
+    /// A request too large for one frame fails here, said, and never
+    /// reaches the link.
     pub async fn request(&self, request: Request, limit: Duration) -> Result<Reply, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = ToAgent::Request { id, request };
+        match proto::encoded_len(&request) {
+            Ok(n) if n <= proto::MAX_FRAME => {}
+            Ok(n) => {
+                return Err(format!(
+                    "the request is {n} bytes, more than a frame to the agent carries ({} bytes)",
+                    proto::MAX_FRAME
+                ))
+            }
+            Err(e) => return Err(format!("the request cannot be sent: {e}")),
+        }
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        if self.is_closed()
-            || self
-                .tx
-                .send(ToAgent::Request { id, request })
-                .await
-                .is_err()
-        {
+        if self.is_closed() || self.tx.send(request).await.is_err() {
             lock(&self.pending).remove(&id);
             return Err(format!("the agent on {} is not running", self.host));
         }

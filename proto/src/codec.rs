@@ -25,8 +25,22 @@ pub fn control_limit(plugin: &str) -> usize {
 
 const HEADER: usize = 4;
 
+/// What decoding one frame may claim: bincode counts each value at its
+/// width in memory (a `u64` as 8 bytes, a `Vec<T>` as its length times
+/// `T`'s size), not at its size on the wire, so a frame within
+/// [`MAX_FRAME`] (100,000 files of a tree, say) claims several times its
+/// length. Still a bound: no frame can make the decoder allocate more.
+const DECODE_LIMIT: usize = 8 * MAX_FRAME;
+
 fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME>()
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// How many bytes `msg` takes as a frame's payload, without building it.
+pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, FrameError> {
+    let mut counter = Counter(0);
+    bincode::serde::encode_into_std_write(msg, &mut counter, bincode_config())
+        .map_err(|e| FrameError::Encode(e.to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +49,10 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("stream ended in the middle of a frame ({0} bytes left over)")]
     Truncated(usize),
-    #[error("corrupt frame: {0}")]
-    Corrupt(String),
+    /// The frame (whole, and consumed) does not decode. `head` is its
+    /// first bytes, to tell a refused request's id (`ToAgent::request_id`).
+    #[error("corrupt frame: {reason}")]
+    Corrupt { reason: String, head: Vec<u8> },
     #[error("could not encode message: {0}")]
     Encode(String),
     #[error("i/o error on the link: {0}")]
@@ -93,10 +109,14 @@ pub fn decode_frame<T: DeserializeOwned>(buf: &mut BytesMut) -> Result<Option<T>
     }
     buf.advance(HEADER);
     let payload = buf.split_to(len);
+    let corrupt = |reason: String| FrameError::Corrupt {
+        reason,
+        head: payload[..payload.len().min(24)].to_vec(),
+    };
     let (msg, used) = bincode::serde::decode_from_slice(&payload, bincode_config())
-        .map_err(|e| FrameError::Corrupt(e.to_string()))?;
+        .map_err(|e| corrupt(e.to_string()))?;
     if used != len {
-        return Err(FrameError::Corrupt(format!(
+        return Err(corrupt(format!(
             "{} trailing bytes after the message",
             len - used
         )));
@@ -283,7 +303,7 @@ mod tests {
             buf.extend_from_slice(junk);
             assert!(matches!(
                 decode_frame::<FromAgent>(&mut buf),
-                Err(FrameError::Corrupt(_))
+                Err(FrameError::Corrupt { .. })
             ));
         }
     }

@@ -19,8 +19,8 @@ mod messages;
 
 pub use backoff::Backoff;
 pub use codec::{
-    control_limit, decode_frame, encode_frame, FrameError, FrameReader, FrameWriter, MAX_CONTROL,
-    MAX_FRAME,
+    control_limit, decode_frame, encode_frame, encoded_len, FrameError, FrameReader, FrameWriter,
+    MAX_CONTROL, MAX_FRAME,
 };
 pub use lines::Lines;
 pub use messages::*;

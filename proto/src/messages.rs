@@ -63,6 +63,19 @@ pub enum FromAgent {
     Bye,
 }
 
+impl ToAgent {
+    /// The id of the request a frame starting with `head` carries, when
+    /// it is one: what the agent answers a request it could not read.
+    /// (`Request` is the third variant; its `id` comes first. A test pins
+    /// both.)
+    pub fn request_id(head: &[u8]) -> Option<u64> {
+        let config = bincode::config::standard().with_limit::<64>();
+        let ((variant, id), _): ((u32, u64), usize) =
+            bincode::serde::decode_from_slice(head, config).ok()?;
+        (variant == 2).then_some(id)
+    }
+}
+
 /// Where a re-attaching link takes up the agent's numbered events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resume {
@@ -82,8 +95,16 @@ pub enum Request {
         first: bool,
         piece: UploadedFile,
     },
-    /// Put the staged files into `dest`; afterwards it holds `files` exactly.
-    Apply { dest: PathBuf, files: Vec<TreeFile> },
+    /// Put the staged files of `files` into `dest`. A tree's manifest may
+    /// need several frames: central sends it in chunks, `first` starting
+    /// a sync and `last` ending it; after the last, `dest` holds what
+    /// every chunk listed, exactly.
+    Apply {
+        dest: PathBuf,
+        files: Vec<TreeFile>,
+        first: bool,
+        last: bool,
+    },
     /// Check system requirements, write secrets, run the requirements command.
     Install(InstallSpec),
     /// Start (and from now on supervise) a plugin process.
@@ -422,5 +443,18 @@ mod tests {
         assert!(!link_stays_inside("x", "d/.."));
         assert!(!link_stays_inside("lib/x", "y/../.."));
         assert!(!link_stays_inside("x", ""));
+    }
+
+    #[test]
+    fn a_requests_id_is_read_from_the_head_of_its_frame() {
+        let frame = crate::encode_frame(&ToAgent::Request {
+            id: 123_456_789,
+            request: Request::Stop { plugin: "p".into() },
+        })
+        .unwrap();
+        assert_eq!(ToAgent::request_id(&frame[4..]), Some(123_456_789));
+        let ack = crate::encode_frame(&ToAgent::Ack { seq: 7 }).unwrap();
+        assert_eq!(ToAgent::request_id(&ack[4..]), None);
+        assert_eq!(ToAgent::request_id(&[]), None);
     }
 }

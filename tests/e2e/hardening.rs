@@ -709,3 +709,112 @@ fn a_hostile_tree_carries_no_key_and_no_setuid_bit_to_a_lan_host() {
     let there = place.join("ext/linked/run.sh");
     assert_eq!(std::fs::read_link(&there).unwrap(), Path::new("real.sh"));
 }
+
+/// A manifest over a frame (2,700 files under a 3,400-byte path: 9.5 MB)
+/// used to end the host link's writer for good: later requests vanished
+/// and `aigis stop` said `stopped` while the process kept running. It now
+/// goes in chunks: the plugin runs there, and stopping it stops it.
+#[test]
+fn a_tree_whose_manifest_is_larger_than_a_frame_syncs_and_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = aigis_e2e::sshd::lan(base);
+    let wide = base.join("src/wide");
+    write(
+        &wide,
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\nHOST = 'lan1'\n",
+    );
+    write(
+        &wide,
+        "run.sh",
+        "echo $$ > pid.txt\necho wide-running $(find . -type f | wc -l)\nexec sleep 1000\n",
+    );
+    let deep: std::path::PathBuf = (0..17).map(|i| format!("{i:0>200}")).collect();
+    let dir = wide.join(&deep);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..2700 {
+        std::fs::write(dir.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[aigis]\nremote_dir = \"{}/{{host}}\"\n[external]\nwide = \"src/wide\"\n",
+            base.join("hosts").display()
+        ),
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home_s],
+        &[("HOME", lan.user_home.to_str().unwrap())],
+    );
+    // run.sh, pid.txt (maybe), the config and the 2,700.
+    daemon.expect_output("wide-running 270", PATIENCE);
+    let place = aigis_e2e::sshd::central_place(&base.join("hosts/lan1"), &home);
+    let pid_file = place.join("ext/wide/pid.txt");
+    let pid = aigis_e2e::process::read_pid(&pid_file).expect("the plugin's pid");
+    assert!(aigis_e2e::process::alive(pid));
+    let (ok, out) = aigis_within(base, &["stop", "wide", "--home", home_s], PATIENCE)
+        .expect("aigis stop finishes");
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !aigis_e2e::process::alive(pid)),
+        "aigis stop said {out:?}, but the plugin (pid {pid}) still runs"
+    );
+}
+
+/// A request or a reply larger than a frame used to end the link for
+/// good: a plugin with a 20 MB `LAUNCH` argument killed the local agent
+/// (every local plugin failed for good), and a failed start whose error
+/// quoted a 4 MB argument muted it. Each now fails that plugin alone,
+/// saying why, and the others run and stop as before.
+#[test]
+fn a_request_or_reply_too_large_for_a_frame_fails_its_plugin_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    looping(&base.join("src/calm"), "calm-running");
+    for (name, size) in [("huge", 20_000_000usize), ("quoted", 4_000_000)] {
+        write(
+            &base.join("src").join(name),
+            "AIGIS/AIGIS.config",
+            &format!(
+                "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\n\
+                 LAUNCH = ['./no-such-program', '{}']\n",
+                "x".repeat(size)
+            ),
+        );
+    }
+    write(
+        base,
+        "aigis.toml",
+        "[external]\nhuge = \"src/huge\"\nquoted = \"src/quoted\"\ncalm = \"src/calm\"\n",
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("calm-running 3", PATIENCE);
+    daemon.expect_output("plugin(s) loaded", PATIENCE);
+    let output = daemon.output();
+    let huge =
+        failure_of(&output, "huge").unwrap_or_else(|| panic!("huge did not fail:\n{output:.4000}"));
+    assert!(
+        huge.contains("more than a frame to the agent carries"),
+        "{huge:.2000}"
+    );
+    let quoted = failure_of(&output, "quoted")
+        .unwrap_or_else(|| panic!("quoted did not fail:\n{output:.4000}"));
+    assert!(quoted.contains("no-such-program"), "{quoted:.2000}");
+    assert!(
+        quoted.len() < 200_000,
+        "the error was not cut: {} bytes",
+        quoted.len()
+    );
+    assert!(!output.contains("the local agent died"), "{output:.4000}");
+    // The agent still serves: calm stops when asked, and prints no more.
+    let (ok, out) = aigis_within(base, &["stop", "calm", "--home", home_s], PATIENCE)
+        .expect("aigis stop finishes");
+    assert!(ok && out.contains("stopped"), "{out}");
+}
