@@ -154,9 +154,10 @@ async fn run_requirements(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.env_clear()
+        .envs(crate::user::clean_env(user))
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(user) = user {
-        cmd.envs(user.env());
         if let Some(switch) = user.switch() {
             // SAFETY: Switch::apply makes only async-signal-safe calls.
             unsafe {

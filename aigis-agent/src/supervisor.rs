@@ -259,7 +259,7 @@ fn spawn(
         env.push(("AIGIS_CALL_TOKEN".into(), token.0.clone()));
     }
     let (program, args) = argv.split_first().ok_or("LAUNCH is empty")?;
-    let mut user_env = user.as_ref().map(|u| u.env()).unwrap_or_default();
+    let mut user_env = crate::user::clean_env(user.as_ref());
     if let Some(dir) = &spec.python_env {
         user_env.extend(crate::venv::vars(dir));
     }
@@ -267,6 +267,7 @@ fn spawn(
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
+        .env_clear()
         .envs(
             user_env
                 .iter()

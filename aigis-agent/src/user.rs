@@ -129,6 +129,42 @@ fn group_list(name: &CStr, gid: libc::gid_t) -> io::Result<Vec<libc::gid_t>> {
     }
 }
 
+/// What a plugin process (and its requirements command) starts with:
+/// never the agent's whole environment, which holds whatever central was
+/// given (a credential in a systemd unit's `Environment=` reaches no
+/// plugin). This host's `PATH`, locale, time zone and `TMPDIR`; who runs
+/// (`HOME`, `USER`, `LOGNAME`: the plugin's user's, or the agent's own).
+/// The caller adds AIGIS's variables and the plugin's environment.
+pub fn clean_env(user: Option<&User>) -> Vec<(String, String)> {
+    const KEPT: [&str; 9] = [
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "LC_ALL",
+        "LC_CTYPE",
+        "LC_MESSAGES",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+    ];
+    const WHO: [&str; 3] = ["HOME", "USER", "LOGNAME"];
+    let mut env: Vec<(String, String)> = KEPT
+        .iter()
+        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    match user {
+        Some(user) => env.extend(user.env()),
+        None => env.extend(
+            WHO.iter()
+                .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?))),
+        ),
+    }
+    env
+}
+
 impl User {
     /// The environment that says who runs: `HOME`, `USER`, `LOGNAME`.
     pub fn env(&self) -> Vec<(String, String)> {

@@ -818,3 +818,35 @@ fn a_request_or_reply_too_large_for_a_frame_fails_its_plugin_alone() {
         .expect("aigis stop finishes");
     assert!(ok && out.contains("stopped"), "{out}");
 }
+
+/// Every plugin used to inherit central's whole environment: a credential
+/// given to central (a systemd unit's `Environment=`) reached every
+/// plugin and requirements command. They now start with a clean one:
+/// `PATH`, `HOME`, the locale and AIGIS's own variables.
+#[test]
+fn plugins_do_not_inherit_centrals_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    write(
+        &base.join("src/nosy"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n\
+         REQUIREMENTS_COMMAND = 'echo install-sees ${CENTRAL_TOKEN:-nothing}'\n",
+    );
+    write(
+        &base.join("src/nosy"),
+        "run.sh",
+        "echo nosy-sees ${CENTRAL_TOKEN:-nothing} home=${HOME:+set} path=${PATH:+set} \
+         plugin=$AIGIS_PLUGIN\nexec sleep 100\n",
+    );
+    write(base, "aigis.toml", "[external]\nnosy = \"src/nosy\"\n");
+    let home = base.join("home");
+    let daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("CENTRAL_TOKEN", "tok-7d3e")],
+    );
+    daemon.expect_output("nosy-sees nothing home=set path=set plugin=nosy", PATIENCE);
+    daemon.expect_output("install-sees nothing", PATIENCE);
+    assert!(!daemon.output().contains("tok-7d3e"), "{}", daemon.output());
+}
