@@ -28,10 +28,59 @@ pub struct RemoteSettings {
     pub central_id: String,
 }
 
-/// A stable identity of this central, from its host and home: each
+/// This central's identity, kept in its home (`<home>/central-id`): each
 /// central gets its own place and agent daemon on a LAN host, so two
 /// centrals (or two homes on one machine) never disturb each other.
+///
+/// Random, made on first use: two machines made from one image, with the
+/// same hostname and home path, are still two centrals. A home that AIGIS
+/// ran in before this file existed keeps the identity it had then (from
+/// its host and path), so its places on LAN hosts, and the plugins
+/// running there, stay its own.
 pub fn central_id(home: &Path) -> String {
+    let file = home.join("central-id");
+    let valid = |id: &str| {
+        id.len() == 14 && id.starts_with("c-") && id[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        if valid(id.trim()) {
+            return id.trim().to_string();
+        }
+    }
+    let ran_before = ["ext", "log"].iter().any(|d| home.join(d).is_dir());
+    let id = if ran_before {
+        legacy_id(home)
+    } else {
+        let mut bits = [0u8; 6];
+        let random = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bits));
+        if random.is_err() {
+            bits = fastrand::u64(..).to_le_bytes()[..6]
+                .try_into()
+                .unwrap_or_default();
+        }
+        format!("c-{}", hex(&bits))
+    };
+    // Kept for the next run; another process that wrote one first wins.
+    let _ = std::fs::create_dir_all(home);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes()));
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&file)
+            .ok()
+            .map(|i| i.trim().to_string())
+            .filter(|i| valid(i))
+            .unwrap_or(id),
+        _ => id,
+    }
+}
+
+/// The identity an AIGIS before `central-id` gave a home: from its host
+/// name and path.
+fn legacy_id(home: &Path) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -746,6 +795,29 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         let err = manifest(&root).unwrap_err().to_string();
         assert!(err.contains("refused to send pipe:"), "{err}");
+    }
+
+    /// Two new homes at one path (two machines from one image) are two
+    /// centrals; a home keeps its identity; one an older AIGIS ran in
+    /// keeps the identity it had.
+    #[test]
+    fn a_centrals_identity_is_random_and_kept_in_its_home() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let first = central_id(&home);
+        assert!(first.starts_with("c-") && first.len() == 14, "{first}");
+        assert_eq!(central_id(&home), first, "kept");
+        std::fs::remove_dir_all(&home).unwrap();
+        assert_ne!(central_id(&home), first, "a new home at the same path");
+        let old = tmp.path().join("old");
+        std::fs::create_dir_all(old.join("ext")).unwrap();
+        assert_eq!(central_id(&old), legacy_id(&old));
+        assert_eq!(
+            std::fs::read_to_string(old.join("central-id"))
+                .unwrap()
+                .trim(),
+            legacy_id(&old)
+        );
     }
 
     #[test]

@@ -198,19 +198,22 @@ pub fn lan(base: &Path) -> Lan {
 }
 
 /// The place of the central whose home is `home` under a host's remote
-/// dir: `<remote dir>/c-<12 hex of sha256("<hostname>:<home>")>`, as
-/// `aigis` computes it (`deploy::central_id`).
+/// dir: `<remote dir>/<id>`, the id `aigis` keeps in `<home>/central-id`
+/// (`deploy::central_id`). Made here, as `aigis` would, when the home has
+/// none yet, so a test may name the place before central first runs.
 pub fn central_place(remote_dir: &Path, home: &Path) -> PathBuf {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     std::fs::create_dir_all(home).expect("home");
-    let home = std::fs::canonicalize(home).expect("home");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("printf '%s' \"$1\" | sha256sum")
-        .arg("sh")
-        .arg(format!("{}:{}", host.trim(), home.display()))
-        .output()
-        .expect("sha256sum");
-    let hex = String::from_utf8_lossy(&out.stdout);
-    remote_dir.join(format!("c-{}", &hex[..12]))
+    let file = home.join("central-id");
+    if !file.is_file() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = format!(
+            "c-{:012x}",
+            (nanos ^ u128::from(std::process::id())) & 0xffff_ffff_ffff
+        );
+        std::fs::write(&file, format!("{id}\n")).expect("central-id");
+    }
+    let id = std::fs::read_to_string(&file).expect("central-id");
+    remote_dir.join(id.trim())
 }

@@ -95,6 +95,9 @@ pub async fn run(
     home: Home,
     shutdown: impl Future<Output = &'static str>,
 ) -> anyhow::Result<()> {
+    // Before `prepare` makes its directories: a home that has them ran
+    // an AIGIS before, whose identity it keeps.
+    let central_id = crate::deploy::central_id(home.root());
     home.prepare()?;
     let _lock = crate::control::lock_home(&home)?;
     // From now on SIGHUP re-reads the config instead of ending the daemon.
@@ -131,7 +134,7 @@ pub async fn run(
         settings: RemoteSettings {
             remote_dir: config.aigis.remote_dir.clone(),
             agents: config.aigis.agents.clone(),
-            central_id: crate::deploy::central_id(home.root()),
+            central_id,
         },
         local_agent: agent_binary.clone(),
         inbox: inbox_tx.clone(),
