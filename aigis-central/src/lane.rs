@@ -16,6 +16,10 @@
 //! - Reload requests go to the dispatcher like any agent's, from host
 //!   `local`: the same placement and permission checks.
 //! - The lane's threads end when the plugin's socket closes (it stopped).
+//! - A socket is served only for an internal plugin central placed on this
+//!   host, and at most [`LANES_PER_PLUGIN`] at once for one plugin (a run
+//!   and its restart): names the agent sends cost no thread or descriptor
+//!   before they are checked.
 
 use crate::callpool::{CallPool, CALLS_PER_PLUGIN};
 use crate::link::{Delivery, Origin};
@@ -33,16 +37,45 @@ use tokio::sync::{mpsc, Semaphore};
 /// What a reload request in the dispatcher costs against the lane's budget.
 const RELOAD_COST: u32 = 128;
 
+/// Sockets of one plugin served at once: its run, and a restart's while
+/// the old one's threads end.
+pub const LANES_PER_PLUGIN: usize = 2;
+
 /// What every plugin's lane needs from the daemon.
 #[derive(Clone)]
 pub struct Wiring {
     pub calls: CallPool,
     pub inbox: mpsc::Sender<Delivery>,
     pub runtime: Handle,
+    /// Whether central placed this internal plugin on this host.
+    pub placed_here: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// Lanes served now, by plugin.
+type Live = Arc<Mutex<std::collections::HashMap<String, usize>>>;
+
+/// One live lane of a plugin, counted while it is served.
+struct Counted {
+    plugin: String,
+    live: Live,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut live = crate::lock(&self.live);
+        if let Some(n) = live.get_mut(&self.plugin) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.plugin);
+            }
+        }
+    }
 }
 
 /// Takes plugin sockets from the local agent's lane until it closes.
 pub fn serve(lane: OwnedFd, wiring: Wiring) -> std::io::Result<()> {
+    let live = Live::default();
+    let mut refused = 0u64;
     std::thread::Builder::new()
         .name("aigis-lane".into())
         .spawn(move || loop {
@@ -50,7 +83,26 @@ pub fn serve(lane: OwnedFd, wiring: Wiring) -> std::io::Result<()> {
                 Ok((name, fds)) => {
                     let plugin = String::from_utf8_lossy(&name).into_owned();
                     for fd in fds {
-                        PluginLane::start(plugin.clone(), UnixStream::from(fd), &wiring);
+                        match admit(&plugin, &wiring, &live) {
+                            Some(counted) => PluginLane::start(
+                                plugin.clone(),
+                                UnixStream::from(fd),
+                                &wiring,
+                                counted,
+                            ),
+                            None => {
+                                refused += 1;
+                                if refused.is_power_of_two() {
+                                    tracing::warn!(
+                                        "the local agent's lane: refused a socket for {:?} \
+                                         (not an internal plugin placed here, or it has {} \
+                                         already); {refused} refused so far",
+                                        plugin.escape_debug().to_string(),
+                                        LANES_PER_PLUGIN
+                                    );
+                                }
+                            }
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -60,9 +112,28 @@ pub fn serve(lane: OwnedFd, wiring: Wiring) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// A place among `plugin`'s lanes, if it may have one more.
+fn admit(plugin: &str, wiring: &Wiring, live: &Live) -> Option<Counted> {
+    if !(wiring.placed_here)(plugin) {
+        return None;
+    }
+    let mut counts = crate::lock(live);
+    let n = counts.entry(plugin.to_string()).or_default();
+    if *n >= LANES_PER_PLUGIN {
+        return None;
+    }
+    *n += 1;
+    Some(Counted {
+        plugin: plugin.to_string(),
+        live: live.clone(),
+    })
+}
+
 /// One plugin's control socket, served by its threads (`turns.rs`).
 struct PluginLane {
     plugin: String,
+    /// Counts this lane among its plugin's while it is served.
+    _counted: Counted,
     sock: UnixStream,
     /// Whole frames only: held for one reply's write.
     write: Mutex<()>,
@@ -72,9 +143,10 @@ struct PluginLane {
 }
 
 impl PluginLane {
-    fn start(plugin: String, sock: UnixStream, wiring: &Wiring) {
+    fn start(plugin: String, sock: UnixStream, wiring: &Wiring, counted: Counted) {
         let (answers, mut answered) = mpsc::channel::<ToAgent>(16);
         let lane = PluginLane {
+            _counted: counted,
             origin: Origin {
                 host: "local".into(),
                 answers,
@@ -264,9 +336,11 @@ mod tests {
             calls,
             inbox,
             runtime: runtime.handle().clone(),
+            placed_here: Arc::new(|p: &str| p == "p"),
         };
         let (ours, mut plugin) = UnixStream::pair().unwrap();
-        PluginLane::start("p".into(), ours, &wiring);
+        let counted = admit("p", &wiring, &Live::default()).unwrap();
+        PluginLane::start("p".into(), ours, &wiring, counted);
 
         let started = Instant::now();
         for id in 0..16u64 {
@@ -302,5 +376,33 @@ mod tests {
         plugin.write_all(&frame(&call)).unwrap();
         assert_eq!(&read_reply(&mut plugin)[1..9], &7u64.to_be_bytes());
         drop(plugin);
+    }
+
+    /// A name the agent sends costs nothing unless central placed that
+    /// internal plugin here, and one plugin has at most two lanes at once.
+    #[test]
+    fn only_plugins_placed_here_get_a_lane_and_only_two_at_once() {
+        crate::core::start_interpreter().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (inbox, _deliveries) = mpsc::channel(4);
+        let wiring = Wiring {
+            calls: CallPool::new(Box::new(|_, call| call.to_vec())),
+            inbox,
+            runtime: runtime.handle().clone(),
+            placed_here: Arc::new(|p: &str| p == "p"),
+        };
+        let live = Live::default();
+        for ghost in (0..1232).map(|i| format!("made-up-{i}")) {
+            assert!(admit(&ghost, &wiring, &live).is_none());
+        }
+        assert!(crate::lock(&live).is_empty());
+        let first = admit("p", &wiring, &live).unwrap();
+        let _second = admit("p", &wiring, &live).unwrap();
+        assert!(admit("p", &wiring, &live).is_none(), "a third at once");
+        drop(first);
+        assert!(
+            admit("p", &wiring, &live).is_some(),
+            "room again once one ends"
+        );
     }
 }

@@ -61,6 +61,9 @@ pub struct Placement {
     restart: Option<u32>,
 }
 
+/// Where each plugin runs; the lane asks it too.
+type Placed = Arc<Mutex<HashMap<String, Placement>>>;
+
 /// What the daemon owns; shared by its tasks.
 pub struct Daemon {
     pub home: Home,
@@ -78,7 +81,7 @@ pub struct Daemon {
     local: Arc<AgentLink>,
     hosts: Arc<HostPool>,
     wiring: Wiring,
-    placed: Mutex<HashMap<String, Placement>>,
+    placed: Placed,
     /// Plugins a load, stop or reload is working on right now.
     busy: Mutex<HashSet<String>>,
     /// Plugins waiting for their host to become reachable.
@@ -149,8 +152,9 @@ pub async fn run(
         tracing::error!("{e}; core and internal plugins will fail to load");
     }
     // Internal plugins on this host call the core over a lane of their own.
+    let placed = Placed::default();
     let lane = match &core {
-        Ok(core) => start_lane(core, &inbox_tx),
+        Ok(core) => start_lane(core, &inbox_tx, &placed),
         Err(_) => None,
     };
     let local = Arc::new(
@@ -168,7 +172,7 @@ pub async fn run(
         cores: Mutex::default(),
         local,
         hosts,
-        placed: Mutex::default(),
+        placed,
         busy: Mutex::default(),
         retries: Mutex::default(),
         tasks: tasks.clone(),
@@ -262,7 +266,11 @@ fn connect_early(entries: &[PluginEntry], home: &Home, hosts: &Arc<HostPool>, wi
 /// The lane's two ends: central serves one, the local agent gets the other
 /// (returned). `None` (the agent then relays calls over its link) when the
 /// socket cannot be made.
-fn start_lane(core: &PythonCore, inbox: &mpsc::Sender<Delivery>) -> Option<OwnedFd> {
+fn start_lane(
+    core: &PythonCore,
+    inbox: &mpsc::Sender<Delivery>,
+    placed: &Placed,
+) -> Option<OwnedFd> {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two descriptors we then own.
     let made = unsafe {
@@ -282,10 +290,21 @@ fn start_lane(core: &PythonCore, inbox: &mpsc::Sender<Delivery>) -> Option<Owned
     }
     // SAFETY: both are new descriptors, owned by nothing else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let placed = placed.clone();
     let wiring = crate::lane::Wiring {
         calls: core.calls.clone(),
         inbox: inbox.clone(),
         runtime: tokio::runtime::Handle::current(),
+        // Only an internal plugin central placed here has a lane.
+        placed_here: Arc::new(move |plugin: &str| {
+            lock(&placed).get(plugin).is_some_and(|p| {
+                p.remote.is_none()
+                    && matches!(
+                        p.kind,
+                        PluginKind::InternalLocal | PluginKind::InternalRemote
+                    )
+            })
+        }),
     };
     match crate::lane::serve(ours, wiring) {
         Ok(()) => Some(theirs),
