@@ -312,7 +312,8 @@ async fn handle(
             })
             .await
         }
-        Request::Install(spec) => install(spec, events.clone())
+        Request::Install(spec) => install(spec).await.map(|()| Reply::Installed),
+        Request::Requirements(spec) => crate::install::requirements(spec, events.clone())
             .await
             .map(|()| Reply::Installed),
         Request::Start(spec) => {

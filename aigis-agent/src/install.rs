@@ -14,7 +14,10 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Result<(), String> {
+/// `Request::Install`: the plugin's files made ready (its ENTRYPOINT,
+/// system requirements, secrets, its user's ownership). What fails here
+/// is for the operator to fix.
+pub async fn install(spec: InstallSpec) -> Result<(), String> {
     if !spec.entrypoint.is_dir() {
         return Err(format!(
             "ENTRYPOINT {} is not a directory",
@@ -40,10 +43,21 @@ pub async fn install(spec: InstallSpec, events: mpsc::Sender<FromAgent>) -> Resu
     })
     .await
     .map_err(|e| format!("writing secrets: {e}"))??;
+    Ok(())
+}
 
+/// `Request::Requirements`: the requirements command, in the plugin's
+/// Python environment when it has one. What fails here may heal by itself
+/// (a package index that is not up yet), and central tries it again.
+pub async fn requirements(
+    spec: InstallSpec,
+    events: mpsc::Sender<FromAgent>,
+) -> Result<(), String> {
     let Some(line) = spec.requirements else {
         return Ok(());
     };
+    let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
+    let owner = user.as_ref().map(|u| (u.uid, u.gid));
     let env = match &spec.python_env {
         Some(env) => Some(python_env(&spec.plugin, env, &line, owner, &events).await?),
         None => None,

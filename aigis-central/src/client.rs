@@ -77,7 +77,7 @@ fn details(r: &PluginStatus) -> String {
             "state",
             format!(
                 "{} for {} (since {})",
-                r.state.word(),
+                r.state.headline(r.in_state_s),
                 duration(r.in_state_s),
                 r.since
             ),
@@ -155,7 +155,7 @@ fn table(rows: &[PluginStatus]) -> String {
             // A running plugin's reason is its pid, which has its column.
             let word = match &r.progress {
                 Some(p) => format!("{} {p}", r.state.word()),
-                None => r.state.word().to_string(),
+                None => r.state.headline(r.in_state_s),
             };
             let state = match r.state.reason() {
                 Some(reason) => format!("{word} ({})", first_line(reason, 60)),

@@ -16,9 +16,20 @@ pub enum State {
     Installing,
     Starting,
     Running,
-    Restarting { reason: String },
+    Restarting {
+        reason: String,
+    },
+    /// A load step that can heal by itself failed (a fetch, a clone, the
+    /// requirements step, an unreachable host): tried again
+    /// `retry_in_s` seconds after it entered this state.
+    Retrying {
+        reason: String,
+        retry_in_s: u64,
+    },
     Stopped,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl State {
@@ -30,6 +41,7 @@ impl State {
             State::Starting => "starting",
             State::Running => "running",
             State::Restarting { .. } => "restarting",
+            State::Retrying { .. } => "retrying",
             State::Stopped => "stopped",
             State::Failed { .. } => "failed",
         }
@@ -37,14 +49,30 @@ impl State {
 
     pub fn reason(&self) -> Option<&str> {
         match self {
-            State::Restarting { reason } | State::Failed { reason } => Some(reason),
+            State::Restarting { reason }
+            | State::Failed { reason }
+            | State::Retrying { reason, .. } => Some(reason),
             _ => None,
         }
     }
 
-    /// Nothing runs and nothing is due: `start` may load it.
+    /// Nothing runs: `start` may load it (now, for one waiting to retry).
     pub fn is_down(&self) -> bool {
-        matches!(self, State::Pending | State::Stopped | State::Failed { .. })
+        matches!(
+            self,
+            State::Pending | State::Stopped | State::Failed { .. } | State::Retrying { .. }
+        )
+    }
+
+    /// The state as a person reads it, `in_state_s` seconds into it:
+    /// `retrying in 25s`, else its word.
+    pub fn headline(&self, in_state_s: u64) -> String {
+        match self {
+            State::Retrying { retry_in_s, .. } => {
+                format!("retrying in {}s", retry_in_s.saturating_sub(in_state_s))
+            }
+            other => other.word().to_string(),
+        }
     }
 }
 

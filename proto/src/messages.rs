@@ -105,8 +105,12 @@ pub enum Request {
         first: bool,
         last: bool,
     },
-    /// Check system requirements, write secrets, run the requirements command.
+    /// Check the ENTRYPOINT and system requirements, write secrets, give
+    /// the tree to the plugin's user.
     Install(InstallSpec),
+    /// Run the requirements command (in the plugin's Python environment
+    /// when it has one); after `Install`.
+    Requirements(InstallSpec),
     /// Start (and from now on supervise) a plugin process.
     Start(LaunchSpec),
     /// Stop a plugin: SIGTERM to its group, grace period, SIGKILL.

@@ -804,3 +804,69 @@ fn run_refuses_a_libpython_of_another_version() {
         "{out}"
     );
 }
+
+/// What is not there yet at boot (a git server, a package index, a
+/// mount) used to leave its plugin `failed` for good, even with
+/// `RESTART`. A failed clone and a failed requirements step are now tried
+/// again with backoff (`retrying in 2s: …` in status) until they work; a
+/// config error is not (it cannot heal by itself).
+#[test]
+fn a_source_or_requirements_that_come_later_are_tried_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let repos = base.join("repos");
+    let late_url = format!("file://{}", repos.join("late").display());
+    let ready = base.join("index-is-up");
+    write(
+        &base.join("src/needs"),
+        "AIGIS/AIGIS.config",
+        &format!(
+            "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['sh', '-c', 'echo needs-up; sleep 100']\n\
+             REQUIREMENTS_COMMAND = 'test -f {}'\n",
+            ready.display()
+        ),
+    );
+    write(
+        &base.join("src/broken"),
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['true'\n",
+    );
+    write(
+        base,
+        "aigis.toml",
+        &format!(
+            "[external]\nlate = \"{late_url}\"\nneeds = \"src/needs\"\nbroken = \"src/broken\"\n"
+        ),
+    );
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("[late] retrying in", PATIENCE);
+    daemon.expect_output("[needs] retrying in", PATIENCE);
+    let (ok, table) = aigis(base, &["status", "--home", home_s]);
+    assert!(ok, "{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("late").contains("retrying in"), "{table}");
+    assert!(row("needs").contains("retrying in"), "{table}");
+    assert!(row("broken").contains("failed"), "{table}");
+
+    // The git server and the package index come up.
+    let repo = TestRepo::new(&repos, "late");
+    repo.write(
+        "AIGIS/AIGIS.config",
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo late-up; sleep 100']\n",
+    );
+    repo.commit("at last");
+    std::fs::write(&ready, "").unwrap();
+    daemon.expect_output("late-up", PATIENCE);
+    daemon.expect_output("needs-up", PATIENCE);
+    let out = daemon.output();
+    assert!(!out.contains("[broken] trying again"), "{out}");
+    assert!(out.contains("[broken] failed"), "{out}");
+}

@@ -31,7 +31,7 @@ async fn main() {
                     Request::Sync { .. } => (Reply::Missing { paths: vec![] }, None),
                     Request::Stage { .. } => (Reply::Staged, None),
                     Request::Apply { .. } => (Reply::Applied, None),
-                    Request::Install(_) => (Reply::Installed, None),
+                    Request::Install(_) | Request::Requirements(_) => (Reply::Installed, None),
                     Request::Start(spec) => (Reply::Started { pid: 4242 }, Some(spec.plugin)),
                     Request::Stop { .. } => (Reply::Stopped, None),
                 };

@@ -35,8 +35,12 @@ pub enum LoadError {
     /// Its host refused (or was refused: a host key not known to match);
     /// not retried until the operator acts.
     Refused(String),
-    /// Its source could not be fetched.
+    /// Its source could not be fetched (a clone, a fetch, a directory not
+    /// there yet): tried again later.
     Fetch(String),
+    /// Its requirements step failed: tried again later (the network, a
+    /// package index, a missing system package may come).
+    Install(String),
     /// Its `AIGIS.config` (or `AIGIS.core`) is wrong.
     Config(String),
     Secrets(String),
@@ -47,8 +51,13 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// Whether it can heal by itself, and is tried again. A config error
+    /// cannot: it waits for a reload.
     fn retry(&self) -> bool {
-        matches!(self, LoadError::Unreachable(_))
+        matches!(
+            self,
+            LoadError::Unreachable(_) | LoadError::Fetch(_) | LoadError::Install(_)
+        )
     }
 }
 
@@ -64,6 +73,7 @@ impl std::fmt::Display for LoadError {
                 "host refused: {e}; fix it, then `aigis start` this plugin"
             ),
             LoadError::Fetch(e)
+            | LoadError::Install(e)
             | LoadError::Config(e)
             | LoadError::Secrets(e)
             | LoadError::Agent(e)
@@ -197,22 +207,93 @@ impl Daemon {
         })
     }
 
-    /// A load's end: a failure marks the plugin failed, and an unreachable
-    /// host is tried again later.
-    async fn settle(&self, entry: &PluginEntry, result: Result<(), LoadError>) {
-        let Err(e) = result else { return };
-        let retry = e.retry();
-        self.registry
-            .set(
-                &entry.name,
-                State::Failed {
-                    reason: e.to_string(),
-                },
-            )
-            .await;
-        if retry {
-            lock(&self.retries).push(entry.name.clone());
+    /// A load's end: a failure that can heal by itself is tried again
+    /// after the plugin's next backoff (`retrying in 8s: …`), any other
+    /// marks it failed. Retries do not spend its `RESTART` budget.
+    async fn settle(self: &Arc<Self>, entry: &PluginEntry, result: Result<(), LoadError>) {
+        let name = &entry.name;
+        let e = match result {
+            Ok(()) => {
+                lock(&self.retrying).remove(name);
+                return;
+            }
+            Err(e) => e,
+        };
+        if !e.retry() || self.tasks.is_cancelled() {
+            lock(&self.retrying).remove(name);
+            let reason = e.to_string();
+            return self.registry.set(name, State::Failed { reason }).await;
         }
+        let (delay, generation) = {
+            let mut retrying = lock(&self.retrying);
+            let plan = retrying.entry(name.clone()).or_insert_with(|| Retry {
+                backoff: LOAD_RETRY.jittered(),
+                generation: 0,
+            });
+            plan.generation += 1;
+            (plan.backoff.next_delay(), plan.generation)
+        };
+        let state = State::Retrying {
+            reason: e.to_string(),
+            retry_in_s: delay.as_secs_f64().round() as u64,
+        };
+        self.registry.set(name, state).await;
+        let due = tokio::time::Instant::now() + delay;
+        let _ = self.retry_due.send((name.clone(), generation, due));
+    }
+
+    /// Runs the retries `settle` plans, each when it is due; until the
+    /// daemon stops.
+    pub(super) async fn retry_loads(
+        self: Arc<Self>,
+        mut planned: tokio::sync::mpsc::UnboundedReceiver<(String, u64, tokio::time::Instant)>,
+    ) {
+        let mut queue: Vec<(String, u64, tokio::time::Instant)> = Vec::new();
+        loop {
+            let next = queue.iter().map(|(_, _, due)| *due).min();
+            let wait = async {
+                match next {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                plan = planned.recv() => match plan {
+                    Some(plan) => queue.push(plan),
+                    None => return,
+                },
+                () = wait => {
+                    let now = tokio::time::Instant::now();
+                    let (ready, later) = queue.into_iter().partition(|(_, _, due)| *due <= now);
+                    queue = later;
+                    // Each on its own: one slow load holds up no other.
+                    for (name, generation, _) in ready {
+                        let daemon = self.clone();
+                        self.tasks.spawn_cancellable(async move {
+                            daemon.retry_load(&name, generation).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The retry `settle` planned, unless something came between: an
+    /// operator's start, stop or reload, or a newer plan.
+    async fn retry_load(self: &Arc<Self>, name: &str, generation: u64) {
+        let current = lock(&self.retrying)
+            .get(name)
+            .is_some_and(|p| p.generation == generation);
+        let waiting = matches!(self.registry.state(name), Some(State::Retrying { .. }));
+        if !current || !waiting {
+            return;
+        }
+        let (Some(entry), Some(claim)) = (self.entry(name), self.claim(name)) else {
+            return;
+        };
+        self.log.info(name, "trying again").await;
+        self.load(&entry).await;
+        drop(claim);
     }
 
     /// Step 1: fetch into `<home>/ext/<name>` and read the config once.
@@ -234,8 +315,7 @@ impl Daemon {
         }
         let outcome = fetching
             .await
-            .map_err(|e| LoadError::Fetch(format!("fetch task failed: {e}")))?
-            .map_err(LoadError::Fetch)?;
+            .map_err(|e| LoadError::Fetch(format!("fetch task failed: {e}")))??;
         self.log
             .info(name, format!("source {} (local)", outcome.0))
             .await;
@@ -387,22 +467,28 @@ impl Daemon {
             secrets::collect(name, &self.home.secrets().join(name), &spec.root, &wanted)
                 .map_err(|e| LoadError::Secrets(e.to_string()))?;
         self.registry.set(name, State::Installing).await;
-        self.link_for(placement)
-            .request(
-                Request::Install(InstallSpec {
-                    plugin: name.clone(),
-                    root: spec.root.clone(),
-                    entrypoint: spec.entrypoint.clone(),
-                    system_requirements: spec.system_requirements.clone(),
-                    requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
-                    secrets: secret_files,
-                    user: self.user_of(name),
-                    python_env: self.python_env(placement, spec),
-                }),
-                INSTALL_LIMIT,
-            )
+        let mut install = InstallSpec {
+            plugin: name.clone(),
+            root: spec.root.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            system_requirements: spec.system_requirements.clone(),
+            requirements: spec.requirements.as_ref().map(|r| r.shell_line()),
+            secrets: secret_files,
+            user: self.user_of(name),
+            python_env: self.python_env(placement, spec),
+        };
+        let link = self.link_for(placement);
+        link.request(Request::Install(install.clone()), INSTALL_LIMIT)
             .await
             .map_err(|e| LoadError::Agent(format!("install failed: {e}")))?;
+        if install.requirements.is_none() {
+            return Ok(());
+        }
+        // The secrets are in place: only the command goes again.
+        install.secrets.clear();
+        link.request(Request::Requirements(install), INSTALL_LIMIT)
+            .await
+            .map_err(|e| LoadError::Install(format!("install failed: {e}")))?;
         Ok(())
     }
 
@@ -653,50 +739,44 @@ impl Daemon {
             None => Err(format!("no plugin named `{name}`")),
         }
     }
+}
 
-    /// Loads again every plugin whose host could not be reached, with a
-    /// growing pause between rounds; runs until the daemon stops.
-    pub(super) async fn retry_unreachable(self: Arc<Self>) {
-        let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60)).jittered();
-        loop {
-            tokio::time::sleep(backoff.next_delay()).await;
-            let names = std::mem::take(&mut *lock(&self.retries));
-            if names.is_empty() {
-                backoff.reset();
-                continue;
-            }
-            for name in names {
-                // An operator's `aigis stop` meanwhile wins over the retry.
-                if !matches!(self.registry.state(&name), Some(State::Failed { .. })) {
-                    continue;
-                }
-                let (Some(entry), Some(claim)) = (self.entry(&name), self.claim(&name)) else {
-                    continue;
-                };
-                self.log.info(&name, "trying its host again").await;
-                self.load(&entry).await;
-                drop(claim);
-            }
-        }
-    }
+/// How a load that can heal by itself is tried again: 2 s, doubling, at
+/// most every 5 minutes, jittered, per plugin.
+const LOAD_RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+
+/// A plugin's planned load retries (see `Daemon::settle`).
+pub(super) struct Retry {
+    backoff: Backoff,
+    /// Which plan is current: a retry of an older one does nothing.
+    generation: u64,
 }
 
 /// Fetches `source` into `dest` here; the outcome for the log, and a
-/// warning when what is on disk was kept.
+/// warning when what is on disk was kept. What the network or a mount
+/// may yet bring is a `Fetch` error (tried again); what the plugin's
+/// files say (a link into the home) is a `Config` one.
 fn fetch(
     plugin: &str,
     source: &Source,
     dest: &Path,
     progress: &mut dyn FnMut(u8),
-) -> Result<(String, Option<String>), String> {
-    use aigis_agent::fetch::{copy_local, fetch_git_with_progress, FetchOutcome};
+) -> Result<(String, Option<String>), LoadError> {
+    use aigis_agent::fetch::{copy_local, fetch_git_with_progress, FetchError, FetchOutcome};
     let outcome = match source {
         Source::Git { url, reference } => {
             fetch_git_with_progress(url, reference.as_deref(), dest, progress)
         }
         Source::LocalDir(src) => copy_local(plugin, src, dest),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| match e {
+        FetchError::Clone { .. }
+        | FetchError::NoSuchRef { .. }
+        | FetchError::NoSource(_)
+        | FetchError::Copy { .. }
+        | FetchError::Io { .. } => LoadError::Fetch(e.to_string()),
+        _ => LoadError::Config(e.to_string()),
+    })?;
     Ok(match outcome {
         FetchOutcome::Cloned { commit } => (format!("cloned at {commit}"), None),
         FetchOutcome::Updated { from, to } => (format!("updated {from} -> {to}"), None),

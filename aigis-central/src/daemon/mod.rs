@@ -85,7 +85,11 @@ pub struct Daemon {
     /// Plugins a load, stop or reload is working on right now.
     busy: Mutex<HashSet<String>>,
     /// Plugins waiting for their host to become reachable.
-    retries: Mutex<Vec<String>>,
+    /// Plugins whose load is tried again, with their backoff.
+    retrying: Mutex<HashMap<String, load::Retry>>,
+    /// Where `settle` plans a retry: (plugin, plan, when), run by
+    /// `retry_loads`.
+    retry_due: mpsc::UnboundedSender<(String, u64, tokio::time::Instant)>,
     /// `[aigis]` as last read (SIGHUP reads it again): who each plugin runs
     /// as at its next start, and who may reload whom.
     settings: std::sync::RwLock<config::AigisSettings>,
@@ -160,6 +164,7 @@ pub async fn run(
     let local = Arc::new(
         AgentLink::spawn_local(&agent_binary, &home.agent(), inbox_tx, &tasks, lane).await?,
     );
+    let (retry_due, retries_planned) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {
         registry: Registry::new(log.clone(), &config.plugins),
         entries: std::sync::RwLock::new(config.plugins.clone()),
@@ -174,7 +179,8 @@ pub async fn run(
         hosts,
         placed,
         busy: Mutex::default(),
-        retries: Mutex::default(),
+        retrying: Mutex::default(),
+        retry_due,
         tasks: tasks.clone(),
     });
 
@@ -183,7 +189,7 @@ pub async fn run(
     tasks.spawn_cancellable(daemon.clone().watch_local_agent());
     tasks.spawn_cancellable(daemon.clone().serve_core_requests(control_rx));
     tasks.spawn_cancellable(daemon.clone().serve_lost_hosts(lost_rx));
-    tasks.spawn_cancellable(daemon.clone().retry_unreachable());
+    tasks.spawn_cancellable(daemon.clone().retry_loads(retries_planned));
     let listener = control::bind(&daemon.home)?;
     tasks.spawn_cancellable(control::serve(listener, daemon.clone()));
     tasks.spawn_cancellable(daemon.clone().load_all());

@@ -114,8 +114,8 @@ impl Registry {
 
     async fn set_with(&self, plugin: &str, state: State, note: Option<String>) {
         let text = match state.reason().or(note.as_deref()) {
-            Some(r) => format!("{}: {r}", state.word()),
-            None => state.word().to_string(),
+            Some(r) => format!("{}: {r}", state.headline(0)),
+            None => state.headline(0),
         };
         let failed = matches!(state, State::Failed { .. });
         self.with_row(plugin, |r| {
