@@ -159,7 +159,7 @@ where
                 let state = state.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let result = bounded(handle(request, &tx, &state).await);
+                    let result = bounded(handle(*request, &tx, &state).await);
                     let _ = tx.send(FromAgent::Reply { id, result }).await;
                 });
             }

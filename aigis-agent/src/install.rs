@@ -80,6 +80,10 @@ pub async fn requirements(
         // is the newest would only wait.
         vars.push(("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()));
     }
+    let sandbox = match &spec.confine {
+        Some(confine) => crate::confine::prepare(confine, &[])?,
+        None => None,
+    };
     run_requirements(
         &spec.plugin,
         &line,
@@ -87,6 +91,7 @@ pub async fn requirements(
         &events,
         user.as_ref(),
         &vars,
+        sandbox.as_ref(),
     )
     .await?;
     if let Some(env) = env {
@@ -158,6 +163,7 @@ async fn run_requirements(
     events: &mpsc::Sender<FromAgent>,
     user: Option<&crate::user::User>,
     env: &[(String, String)],
+    sandbox: Option<&crate::confine::Sandbox>,
 ) -> Result<(), String> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -171,12 +177,22 @@ async fn run_requirements(
     cmd.env_clear()
         .envs(crate::user::clean_env(user))
         .envs(env.iter().map(|(k, v)| (k, v)));
-    if let Some(user) = user {
-        if let Some(switch) = user.switch() {
-            // SAFETY: Switch::apply makes only async-signal-safe calls.
-            unsafe {
-                cmd.pre_exec(move || switch.apply());
-            }
+    let switch = user.and_then(crate::user::User::switch);
+    let sandbox_fd = sandbox.map(crate::confine::Sandbox::fd);
+    if switch.is_some() || sandbox_fd.is_some() {
+        // SAFETY: confine::enter and Switch::apply make only
+        // async-signal-safe calls; the sandbox's descriptor stays open in
+        // the parent until the spawn has returned.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = sandbox_fd {
+                    crate::confine::enter(fd)?;
+                }
+                match &switch {
+                    Some(switch) => switch.apply(),
+                    None => Ok(()),
+                }
+            });
         }
     }
     let (mut child, _own) = crate::contain::spawn(&mut cmd)

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod calls;
+pub mod confine;
 pub mod contain;
 pub mod daemon;
 pub mod desk;

@@ -201,6 +201,8 @@ pub fn remove_shim_dir() {
 pub struct ShimCommand {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The shim's directory, which a confined plugin must read.
+    pub dir: PathBuf,
 }
 
 /// Finds an internal plugin's `LAUNCH` (a module in `cwd`, its `ENTRYPOINT`,
@@ -258,6 +260,30 @@ fn python_for(user: Option<&crate::user::User>) -> Result<PathBuf, String> {
     }
 }
 
+/// Compiles the kept shim's modules with `python`, once: a confined
+/// plugin may read the shim's directory but not write its bytecode there
+/// (nor should one plugin write what the next imports), so the agent does
+/// it for them. Nothing when bytecode is there already, or the host says
+/// not to write any (`PYTHONDONTWRITEBYTECODE`).
+fn precompile(dir: &Path, python: &Path) {
+    let compiled = std::fs::read_dir(dir.join("__pycache__")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("proxy."))
+    });
+    if compiled || std::env::var_os("PYTHONDONTWRITEBYTECODE").is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    let _ = std::process::Command::new(python)
+        .args(["-m", "compileall", "-q"])
+        .arg(dir)
+        .env_remove("PYTHONPYCACHEPREFIX")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 /// The command that runs `launch` under the shim.
 pub fn command(
     plugin: &str,
@@ -273,7 +299,11 @@ pub fn command(
         Some(env) => crate::venv::python(env),
         None => python_for(user)?,
     };
-    let shim = shim_dir(user.map(|u| (u.uid, u.gid)))?.join("shim.py");
+    let dir = shim_dir(user.map(|u| (u.uid, u.gid)))?;
+    if KEEP_IN.get().is_some_and(|keep| dir.starts_with(keep)) {
+        precompile(&dir, &python);
+    }
+    let shim = dir.join("shim.py");
     let cores: Vec<serde_json::Value> = core_plugins
         .iter()
         .map(|c| {
@@ -310,7 +340,7 @@ pub fn command(
             if proxy { "proxy" } else { "copy" }.to_string(),
         ),
     ];
-    Ok(ShimCommand { argv, env })
+    Ok(ShimCommand { argv, env, dir })
 }
 
 #[cfg(test)]

@@ -227,6 +227,7 @@ fn spawn(
     wiring: &Wiring,
 ) -> Result<Run, String> {
     let user = crate::user::resolve(&spec.plugin, spec.user.as_deref())?;
+    let mut readable = Vec::new();
     let (argv, mut env, control, listener) = match &spec.program {
         Program::Command(argv) => (argv.clone(), Vec::new(), None, None),
         Program::Python {
@@ -235,7 +236,7 @@ fn spawn(
             proxy,
             direct,
         } => {
-            let python::ShimCommand { argv, env } = python::command(
+            let python::ShimCommand { argv, env, dir } = python::command(
                 &spec.plugin,
                 launch,
                 &spec.cwd,
@@ -244,6 +245,7 @@ fn spawn(
                 user.as_ref(),
                 spec.python_env.as_deref(),
             )?;
+            readable.push(dir);
             let pair = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("cannot make the control socket: {e}"))?;
             let listener = match (direct, &wiring.calls_dir) {
@@ -293,6 +295,11 @@ fn spawn(
     let listener_fd = listener.as_ref().map(|l| l.as_raw_fd());
     let (mut jail, cgroup) = Jail::prepare(&spec.plugin)?;
     let cgroup_fd = cgroup.as_ref().map(|fd| fd.as_raw_fd());
+    let sandbox = match &spec.confine {
+        Some(confine) => crate::confine::prepare(confine, &readable)?,
+        None => None,
+    };
+    let sandbox_fd = sandbox.as_ref().map(crate::confine::Sandbox::fd);
     // SAFETY: only async-signal-safe calls between fork and exec. The
     // cgroup is joined first, so everything the plugin starts is in it;
     // then the plugin's user, if it has one. dup2 leaves the new descriptor
@@ -304,6 +311,11 @@ fn spawn(
         cmd.pre_exec(move || {
             if let Some(fd) = cgroup_fd {
                 crate::contain::join(fd)?;
+            }
+            // Confined before the user changes: nothing the plugin runs
+            // ever is unconfined.
+            if let Some(fd) = sandbox_fd {
+                crate::confine::enter(fd)?;
             }
             if let Some(switch) = &switch {
                 switch.apply()?;

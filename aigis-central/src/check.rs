@@ -43,6 +43,12 @@ pub async fn check(config_path: &Path, home_flag: Option<&Path>) -> anyhow::Resu
     if let Err(e) = crate::core::probe() {
         problems.push(e);
     }
+    if !aigis_agent::confine::supported() {
+        say!(
+            "warning: this kernel has no Landlock (Linux 5.13+): plugins on this host run \
+             unconfined, able to read AIGIS's home, each other's files and ~/.ssh"
+        );
+    }
     let home = Home::resolve(home_flag, config.aigis.home.as_deref())?;
     // Random and 0700: a name another user can guess could be made first,
     // as a link to somewhere a clone would then write.

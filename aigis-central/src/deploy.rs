@@ -836,12 +836,12 @@ mod tests {
         for part in parts {
             let request = proto::ToAgent::Request {
                 id: u64::MAX,
-                request: Request::Apply {
+                request: Box::new(Request::Apply {
                     dest: "/d".into(),
                     files: part.to_vec(),
                     first: true,
                     last: true,
-                },
+                }),
             };
             assert!(proto::encoded_len(&request).unwrap() < proto::MAX_FRAME);
         }

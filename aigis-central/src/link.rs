@@ -213,7 +213,10 @@ impl AgentLink {
     /// reaches the link.
     pub async fn request(&self, request: Request, limit: Duration) -> Result<Reply, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = ToAgent::Request { id, request };
+        let request = ToAgent::Request {
+            id,
+            request: Box::new(request),
+        };
         match proto::encoded_len(&request) {
             Ok(n) if n <= proto::MAX_FRAME => {}
             Ok(n) => {

@@ -45,28 +45,37 @@ pub struct AigisSettings {
     /// Plugins that install with the host's Python, as their command says,
     /// instead of an environment of their own (`system_python = ["old"]`,
     /// or `true` for every plugin).
-    pub system_python: SystemPython,
+    pub system_python: PluginSet,
+    /// Plugins that run without Landlock's confinement
+    /// (`unconfined = ["legacy"]`, or `true` for every plugin).
+    pub unconfined: PluginSet,
 }
 
-/// `[aigis] system_python`: who opts out of AIGIS's Python environments.
+/// A setting that names some plugins, all of them (`true`) or none
+/// (`false`, or absent).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum SystemPython {
-    /// Every plugin with Python requirements gets an environment.
+pub enum PluginSet {
     #[default]
     None,
     All,
     Only(Vec<String>),
 }
 
+impl PluginSet {
+    pub fn contains(&self, plugin: &str) -> bool {
+        match self {
+            PluginSet::None => false,
+            PluginSet::All => true,
+            PluginSet::Only(names) => names.iter().any(|n| n == plugin),
+        }
+    }
+}
+
 impl AigisSettings {
     /// Whether `plugin` installs with the host's Python, not an
     /// environment of its own.
     pub fn system_python_for(&self, plugin: &str) -> bool {
-        match &self.system_python {
-            SystemPython::None => false,
-            SystemPython::All => true,
-            SystemPython::Only(names) => names.iter().any(|n| n == plugin),
-        }
+        self.system_python.contains(plugin)
     }
 
     /// The user `plugin` runs as on its host; `None`: the agent's own.
@@ -326,25 +335,13 @@ fn parse_aigis(
                     settings.may_reload.push((who.get_ref().to_string(), names));
                 }
             }
-            "system_python" => {
-                let expected = |found: &str| {
-                    format!("[aigis] system_python: expected true, false or a list of plugin names, like [\"legacy\"], found {found}")
-                };
-                settings.system_python = match value.get_ref() {
-                    DeValue::Boolean(true) => SystemPython::All,
-                    DeValue::Boolean(false) => SystemPython::None,
-                    DeValue::Array(items) => {
-                        let mut names = Vec::new();
-                        for item in items.iter() {
-                            let DeValue::String(n) = item.get_ref() else {
-                                return Err(err(item.span().start, expected(type_name(item.get_ref()))));
-                            };
-                            names.push(n.to_string());
-                        }
-                        SystemPython::Only(names)
-                    }
-                    other => return Err(err(value.span().start, expected(type_name(other)))),
-                };
+            name @ ("system_python" | "unconfined") => {
+                let set = plugin_set(name, value, err)?;
+                if name == "system_python" {
+                    settings.system_python = set;
+                } else {
+                    settings.unconfined = set;
+                }
             }
             "quiet" => {
                 let expected = |found: &str| {
@@ -393,12 +390,38 @@ fn parse_aigis(
             other => {
                 return Err(err(
                     key.span().start,
-                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s, user, users, system_python"),
+                    format!("unknown setting `{other}` in [aigis]; known settings: home, log_max_bytes, log_keep, remote_dir, agents, may_reload, quiet, console_lines_per_s, user, users, system_python, unconfined"),
                 ))
             }
         }
     }
     Ok((settings, user_keys))
+}
+
+/// `true`, `false` or a list of plugin names.
+fn plugin_set(
+    name: &str,
+    value: &toml::Spanned<DeValue<'_>>,
+    err: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<PluginSet, ConfigError> {
+    let expected = |found: &str| {
+        format!("[aigis] {name}: expected true, false or a list of plugin names, like [\"legacy\"], found {found}")
+    };
+    Ok(match value.get_ref() {
+        DeValue::Boolean(true) => PluginSet::All,
+        DeValue::Boolean(false) => PluginSet::None,
+        DeValue::Array(items) => {
+            let mut names = Vec::new();
+            for item in items.iter() {
+                let DeValue::String(n) = item.get_ref() else {
+                    return Err(err(item.span().start, expected(type_name(item.get_ref()))));
+                };
+                names.push(n.to_string());
+            }
+            PluginSet::Only(names)
+        }
+        other => return Err(err(value.span().start, expected(type_name(other)))),
+    })
 }
 
 /// A user name as `useradd` makes them: letters, digits, `_`, `-`, `.`,

@@ -19,7 +19,7 @@ mod plugin;
 pub mod pylit;
 
 pub use central::{
-    load_central, parse_central, AigisSettings, CentralConfig, PluginEntry, Source, SystemPython,
+    load_central, parse_central, AigisSettings, CentralConfig, PluginEntry, PluginSet, Source,
 };
 pub use error::ConfigError;
 pub use host::HostSpec;

@@ -21,18 +21,15 @@ pub enum ToAgent {
         resume: Resume,
     },
     /// Central has every numbered event up to `seq`; the agent may forget them.
-    Ack {
-        seq: u64,
-    },
+    Ack { seq: u64 },
     Request {
         id: u64,
-        request: Request,
+        /// Boxed: a request is far larger than the other messages, which
+        /// wait in the same queues.
+        request: Box<Request>,
     },
     /// Central's answer to a plugin's call (`Event::Call`).
-    Answer {
-        plugin: String,
-        answer: Answer,
-    },
+    Answer { plugin: String, answer: Answer },
     /// Stop every plugin (SIGTERM, grace, SIGKILL), answer `Bye`, exit.
     Shutdown,
 }
@@ -219,6 +216,24 @@ pub struct InstallSpec {
     /// The Python environment the requirements command runs in, when it
     /// is a Python one; `None`: the host's Python, as the command says.
     pub python_env: Option<PythonEnv>,
+    /// How the requirements command is confined; `None`: it is not.
+    pub confine: Option<Confine>,
+}
+
+/// What a plugin's processes may not reach on their host, and what of
+/// that they may (Landlock; see `aigis_agent::confine`). Everything else
+/// stays as the agent's user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confine {
+    /// AIGIS's own there: its home's entries (or this central's place on
+    /// a LAN host) and central's config. The agent adds its user's
+    /// `~/.ssh`.
+    pub hidden: Vec<PathBuf>,
+    /// Inside those, what the plugin may read and write: its tree, its
+    /// Python environment.
+    pub writable: Vec<PathBuf>,
+    /// And what it may read: a copied core's plugins and environment.
+    pub readable: Vec<PathBuf>,
 }
 
 /// A plugin's Python environment on its host (see `aigis_agent::venv`).
@@ -275,6 +290,8 @@ pub struct LaunchSpec {
     /// Its Python environment (`InstallSpec::python_env`'s `dir`): its
     /// `bin` first on `PATH`, and an internal plugin's interpreter.
     pub python_env: Option<PathBuf>,
+    /// How its processes are confined; `None`: they are not.
+    pub confine: Option<Confine>,
 }
 
 /// What the agent runs for a plugin.
@@ -429,6 +446,7 @@ mod tests {
                 secrets: vec![s],
                 user: None,
                 python_env: None,
+                confine: None,
             })
         );
         assert!(!req.contains("hunter2"), "{req}");
@@ -453,7 +471,7 @@ mod tests {
     fn a_requests_id_is_read_from_the_head_of_its_frame() {
         let frame = crate::encode_frame(&ToAgent::Request {
             id: 123_456_789,
-            request: Request::Stop { plugin: "p".into() },
+            request: Box::new(Request::Stop { plugin: "p".into() }),
         })
         .unwrap();
         assert_eq!(ToAgent::request_id(&frame[4..]), Some(123_456_789));

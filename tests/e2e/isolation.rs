@@ -479,3 +479,112 @@ fn a_plugin_on_a_lan_host_runs_as_its_own_user() {
         .expect("aigis exits");
     assert!(status.success(), "{status:?}\n{}", daemon.output());
 }
+
+/// Whether this kernel has Landlock (ABI 1 or newer).
+fn landlock() -> bool {
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only answers the
+    // ABI version; it takes no memory.
+    unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1u32) >= 1 }
+}
+
+/// By default every plugin ran as central's user and could read every
+/// other plugin's secrets and tree, central's config and its SSH identity.
+/// Now each plugin process is confined (Landlock, no root needed): it
+/// reads and writes its own tree, and the rest of the filesystem as
+/// central's user sees it, but nothing else of AIGIS's home, the central
+/// config or `~/.ssh`. `[aigis] unconfined` opts a plugin out.
+#[test]
+fn a_confined_plugin_reads_neither_another_plugins_secret_nor_centrals_key() {
+    if !landlock() {
+        eprintln!("skipped: this kernel has no Landlock");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let user = base.join("user");
+    write(&user, ".ssh/id_ed25519", "CENTRAL-KEY-41c2");
+    write(&home, "secrets/victim/victim.secret", "VICTIM-SECRET-93aa");
+    write(&home, "secrets/thief/thief.secret", "thief-own-secret");
+    let probe = |what: &str, path: &str| {
+        format!(
+            "if cat {path} >/dev/null 2>&1; then echo {what}=read; else echo {what}=denied; fi\n"
+        )
+    };
+    let script = [
+        probe("own-secret", "conf/thief.secret"),
+        probe("installed", "../victim/conf/victim.secret"),
+        probe("secrets", "$AIGIS_ROOT/../../secrets/victim/victim.secret"),
+        probe("key", "$HOME/.ssh/id_ed25519"),
+        probe("config", "$AIGIS_ROOT/../../../aigis.toml"),
+        probe("etc", "/etc/hostname"),
+        "if echo x > mine.txt; then echo own-tree=written; else echo own-tree=denied; fi\n".into(),
+        "if echo x > $AIGIS_ROOT/../../log/forged.log; then echo log=written; else echo log=denied; fi\n".into(),
+        "echo probed\nwhile true; do sleep 1; done\n".into(),
+    ]
+    .concat();
+    for name in ["thief", "legacy"] {
+        plugin(
+            &base.join("src").join(name),
+            &format!(
+                "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['sh', 'run.sh']\n\
+                 SECRETS = {{'{0}.secret': '{{root}}/conf/'}}\n",
+                if name == "legacy" { "thief" } else { name }
+            ),
+            &[("run.sh", &script)],
+        );
+    }
+    write(&home, "secrets/legacy/thief.secret", "legacy-own-secret");
+    plugin(
+        &base.join("src/victim"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', '-c', 'echo victim-up; sleep 100']\n\
+         SECRETS = {'victim.secret': '{root}/conf/'}\n",
+        &[],
+    );
+    write(
+        base,
+        "aigis.toml",
+        "[aigis]\nunconfined = [\"legacy\"]\n[external]\nvictim = \"src/victim\"\nthief = \"src/thief\"\nlegacy = \"src/legacy\"\n",
+    );
+    let mut daemon = Daemon::start_with_env(
+        base,
+        &["run", "-c", "aigis.toml", "--home", home.to_str().unwrap()],
+        &[("HOME", user.to_str().unwrap())],
+    );
+    daemon.expect_output("victim-up", PATIENCE);
+    daemon.expect_output("[thief] probed", PATIENCE);
+    daemon.expect_output("[legacy] probed", PATIENCE);
+    let out = daemon.output();
+    let said = |plugin: &str, what: &str| {
+        out.lines()
+            .filter(|l| l.contains(&format!("[{plugin}]")))
+            .find_map(|l| {
+                l.split_once(&format!("{what}="))?
+                    .1
+                    .split_whitespace()
+                    .next()
+                    .map(String::from)
+            })
+            .unwrap_or_default()
+    };
+    for (what, want) in [
+        ("own-secret", "read"),
+        ("installed", "denied"),
+        ("secrets", "denied"),
+        ("key", "denied"),
+        ("config", "denied"),
+        ("etc", "read"),
+        ("own-tree", "written"),
+        ("log", "denied"),
+    ] {
+        assert_eq!(said("thief", what), want, "thief: {what}\n{out}");
+    }
+    // Left unconfined by the operator: as before.
+    assert_eq!(said("legacy", "key"), "read", "{out}");
+    assert_eq!(said("legacy", "installed"), "read", "{out}");
+    assert!(!home.join("log/forged.log").exists() || said("legacy", "log") == "written");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon
+        .wait_exit(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
+}

@@ -27,7 +27,7 @@ async fn main() {
                 instance: 7,
             }),
             ToAgent::Request { id, request } => {
-                let (reply, attack) = match request {
+                let (reply, attack) = match *request {
                     Request::Sync { .. } => (Reply::Missing { paths: vec![] }, None),
                     Request::Stage { .. } => (Reply::Staged, None),
                     Request::Apply { .. } => (Reply::Applied, None),

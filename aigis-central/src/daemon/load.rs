@@ -20,8 +20,8 @@ use crate::deploy;
 use aigis_agent::fetch::plugin_file;
 use config::{CoreAccess, Launch, PluginEntry, PluginKind, PluginSpec, PythonLaunch, Source};
 use proto::{
-    Backoff, CallToken, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry, PythonEnv,
-    Request,
+    Backoff, CallToken, Confine, CorePlugin, InstallSpec, LaunchSpec, Program, PythonEntry,
+    PythonEnv, Request,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -476,6 +476,7 @@ impl Daemon {
             secrets: secret_files,
             user: self.user_of(name),
             python_env: self.python_env(placement, spec),
+            confine: self.confine(placement, spec),
         };
         let link = self.link_for(placement);
         link.request(Request::Install(install.clone()), INSTALL_LIMIT)
@@ -490,6 +491,49 @@ impl Daemon {
             .await
             .map_err(|e| LoadError::Install(format!("install failed: {e}")))?;
         Ok(())
+    }
+
+    /// How the plugin's processes are confined on their host (Landlock),
+    /// unless the operator left it unconfined: AIGIS's own there is hidden
+    /// (this home's entries and the central config, or this central's
+    /// place on a LAN host; the agent adds its user's `~/.ssh`), but for
+    /// the plugin's tree and Python environment, and what a copied core
+    /// reads.
+    fn confine(&self, placement: &Placement, spec: &PluginSpec) -> Option<Confine> {
+        if self.unconfined(&spec.name) {
+            return None;
+        }
+        let mut writable = vec![spec.root.clone()];
+        writable.extend(self.python_env(placement, spec).map(|e| e.dir));
+        let home = &self.home;
+        let hidden = match &placement.remote {
+            Some(remote) => vec![remote.base.clone()],
+            None => vec![
+                home.ext(),
+                home.work(),
+                home.envs(),
+                home.core_env(),
+                home.secrets(),
+                home.log(),
+                home.run(),
+                home.root().join("central-id"),
+                std::fs::canonicalize(&self.config_path)
+                    .unwrap_or_else(|_| self.config_path.clone()),
+            ],
+        };
+        let mut readable = Vec::new();
+        if spec.core == Some(CoreAccess::Copy) {
+            for core in lock(&self.cores).iter() {
+                readable.push(core.entrypoint.clone());
+                readable.push(core.core_file.clone());
+            }
+            readable.push(home.core_env());
+        }
+        Some(Confine {
+            hidden,
+            writable,
+            readable,
+        })
     }
 
     /// The plugin's Python environment on its host, when its requirements
@@ -569,6 +613,7 @@ impl Daemon {
                     restart: spec.restart,
                     user: self.user_of(name),
                     python_env: self.python_env(placement, spec).map(|e| e.dir),
+                    confine: self.confine(placement, spec),
                 }),
                 START_LIMIT,
             )

@@ -346,6 +346,12 @@ impl Daemon {
         settings.system_python_for(plugin)
     }
 
+    /// Whether `plugin` runs without Landlock (`[aigis] unconfined`).
+    fn unconfined(&self, plugin: &str) -> bool {
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        settings.unconfined.contains(plugin)
+    }
+
     fn python(&self) -> Result<&PythonCore, String> {
         self.core.as_ref().map_err(Clone::clone)
     }
