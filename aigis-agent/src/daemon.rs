@@ -17,7 +17,7 @@
 
 use crate::agent::{serve_link, AgentState, LinkEnd};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 
 pub async fn daemon(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    private_place(dir)?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -225,12 +225,23 @@ fn running(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn spawn_daemon(dir: &Path) -> anyhow::Result<()> {
+/// This central's place on the host: its own user's, others may pass
+/// through it (to a plugin's tree given to its user) but not list or
+/// read it (0711).
+fn private_place(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
+fn spawn_daemon(dir: &Path) -> anyhow::Result<()> {
+    private_place(dir)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join("agent.log"))?;
+    // One an older agent made may be open to others.
+    log.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("daemon")
         .arg("--dir")

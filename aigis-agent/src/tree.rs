@@ -246,6 +246,9 @@ pub fn apply(dest: &Path, files: &[TreeFile], first: bool, last: bool) -> io::Re
     if !last {
         return Ok(());
     }
+    // The tree is its owner's alone: another plugin's user (or another
+    // central's plugin) on this host reads none of it.
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o700))?;
     let _ = fs::remove_dir_all(&dir);
     let now = fs::read_to_string(shipping(dest))?;
     let now: std::collections::HashSet<&str> = now.lines().collect();

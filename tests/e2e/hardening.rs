@@ -708,6 +708,11 @@ fn a_hostile_tree_carries_no_key_and_no_setuid_bit_to_a_lan_host() {
     assert_eq!(mode(&place.join("ext/suid/id")), 0o755, "the host's copy");
     let there = place.join("ext/linked/run.sh");
     assert_eq!(std::fs::read_link(&there).unwrap(), Path::new("real.sh"));
+    // The place and the trees are private on the host.
+    let bits = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(bits(&place), 0o711, "the place: passable, not readable");
+    assert_eq!(bits(&place.join("ext/suid")), 0o700, "a plugin's tree");
+    assert_eq!(bits(&place.join("agent.log")), 0o600, "the agent's log");
 }
 
 /// A manifest over a frame (2,700 files under a 3,400-byte path: 9.5 MB)
