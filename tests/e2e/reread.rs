@@ -159,3 +159,55 @@ def launch():
     daemon.expect_output("go-2 reload allowed", PATIENCE);
     daemon.expect_output("[target] reloading", PATIENCE);
 }
+
+/// A plugin removed from the config while its load ran used to be
+/// started anyway, then missing from `status` and out of `aigis stop`'s
+/// reach; a source changed during a load was never applied. Both now
+/// take effect once the load ends.
+#[test]
+fn a_change_made_while_a_plugin_loads_takes_effect_when_the_load_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    for (dir, word) in [
+        ("slow", "slow-runs"),
+        ("slow2", "slow-new"),
+        ("later", "later-runs"),
+    ] {
+        aigis_e2e::process::write(
+            &base.join("src").join(dir),
+            "AIGIS/AIGIS.config",
+            "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\n\
+             REQUIREMENTS_COMMAND = 'sleep 3'\n",
+        );
+        aigis_e2e::process::write(
+            &base.join("src").join(dir),
+            "run.sh",
+            &format!("echo $$ > pid.txt\nwhile true; do echo {word}; sleep 0.2; done\n"),
+        );
+    }
+    let entry = |n: &str, d: &str| (n.to_string(), format!("src/{d}"));
+    external_config(base, &[entry("gone", "slow"), entry("moved", "later")]);
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    daemon.expect_output("[gone] installing", PATIENCE);
+    daemon.expect_output("[moved] installing", PATIENCE);
+    // Both are in their 3 s requirements step: one removed, one moved.
+    external_config(base, &[entry("moved", "slow2")]);
+    daemon.signal(libc::SIGHUP);
+    daemon.expect_output("applied once the operation under way ends", PATIENCE);
+    daemon.expect_output("[moved] slow-new", PATIENCE);
+    daemon.expect_output(
+        "removed from the config: stopped once its load ended",
+        PATIENCE,
+    );
+    if let Some(pid) = read_pid(&home.join("ext/gone/pid.txt")) {
+        assert!(
+            wait_until(PATIENCE, || !alive(pid)),
+            "the removed plugin (pid {pid}) still runs"
+        );
+    }
+    let (ok, table) = aigis_e2e::process::aigis(base, &["status", "--home", home_s]);
+    assert!(ok, "{table}");
+    assert!(!table.lines().any(|l| l.starts_with("gone")), "{table}");
+}

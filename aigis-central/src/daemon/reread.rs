@@ -57,6 +57,7 @@ impl Daemon {
             .collect();
         let mut busy = Vec::new();
         let mut claims = Vec::new();
+        let old_source = |name: &str| find(&old, name).map(|o| o.source);
         for entry in removed.iter().chain(&changed) {
             match self.claim(&entry.name) {
                 Some(claim) => {
@@ -66,43 +67,12 @@ impl Daemon {
                 None => busy.push(entry.name.clone()),
             }
         }
-        for entry in &removed {
+        for entry in removed.iter().filter(|r| !busy.contains(&r.name)) {
             super::lock(&self.placed).remove(&entry.name);
         }
-        // A plugin with a new source must not run its old copy (a local
-        // source is never copied over): the old copy is kept aside.
         for entry in changed.iter().filter(|c| !busy.contains(&c.name)) {
             let was = find(&old, &entry.name).map(|o| o.source);
-            if was.is_some_and(|w| w != entry.source) {
-                let copy = self.home.ext().join(&entry.name);
-                let aside = self.home.ext().join(format!("{}.old", entry.name));
-                let _ = std::fs::remove_dir_all(&aside);
-                if copy.exists() {
-                    match std::fs::rename(&copy, &aside) {
-                        Ok(()) => {
-                            self.log
-                                .info(
-                                    &entry.name,
-                                    format!(
-                                        "new source; the old copy is kept as {}",
-                                        aside.display()
-                                    ),
-                                )
-                                .await
-                        }
-                        Err(e) => {
-                            self.log
-                                .warn(
-                                    &entry.name,
-                                    format!(
-                                    "new source, but the old copy could not be moved aside: {e}"
-                                ),
-                                )
-                                .await
-                        }
-                    }
-                }
-            }
+            self.set_old_copy_aside(entry, was).await;
         }
         match self.entries.write() {
             Ok(mut e) => *e = new.clone(),
@@ -130,6 +100,15 @@ impl Daemon {
             self.load(entry).await;
         }
         drop(claims);
+        // A plugin whose load (or other operation) is under way gets the
+        // change once it is done: never started and then forgotten.
+        for name in &busy {
+            let gone = removed.iter().any(|r| &r.name == name);
+            let (daemon, name, was) = (self.clone(), name.clone(), old_source(name));
+            self.tasks.spawn_cancellable(async move {
+                daemon.apply_when_free(&name, gone, was).await;
+            });
+        }
         let unchanged = new.len() - added.len() - changed.len();
         let mut done = format!(
             "config read again: {} added, {} removed, {} changed, {unchanged} unchanged",
@@ -139,10 +118,62 @@ impl Daemon {
         );
         if !busy.is_empty() {
             done.push_str(&format!(
-                "; left as they are (another operation was under way): {}",
+                "; applied once the operation under way ends: {}",
                 busy.join(", ")
             ));
         }
         Ok(done)
+    }
+
+    /// A removed or changed plugin that was busy (loading, say): waits for
+    /// its operation to end, then stops it (`gone`) or loads it from its
+    /// new entry.
+    async fn apply_when_free(
+        self: &Arc<Self>,
+        name: &str,
+        gone: bool,
+        was: Option<config::Source>,
+    ) {
+        let claim = loop {
+            if let Some(claim) = self.claim(name) {
+                break claim;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        self.stop_plugin(name).await;
+        if gone {
+            super::lock(&self.placed).remove(name);
+            self.log
+                .info(name, "removed from the config: stopped once its load ended")
+                .await;
+        } else if let Some(entry) = self.entry(name) {
+            self.set_old_copy_aside(&entry, was).await;
+            self.load(&entry).await;
+        }
+        drop(claim);
+    }
+
+    /// A plugin with a new source must not run its old copy (a local
+    /// source is never copied over): the old copy is kept aside.
+    async fn set_old_copy_aside(&self, entry: &PluginEntry, was: Option<config::Source>) {
+        if was.is_none_or(|w| w == entry.source) {
+            return;
+        }
+        let copy = self.home.ext().join(&entry.name);
+        let aside = self.home.ext().join(format!("{}.old", entry.name));
+        let _ = std::fs::remove_dir_all(&aside);
+        if !copy.exists() {
+            return;
+        }
+        match std::fs::rename(&copy, &aside) {
+            Ok(()) => {
+                let said = format!("new source; the old copy is kept as {}", aside.display());
+                self.log.info(&entry.name, said).await
+            }
+            Err(e) => {
+                let said = format!("new source, but the old copy could not be moved aside: {e}");
+                self.log.warn(&entry.name, said).await
+            }
+        }
     }
 }
