@@ -871,3 +871,41 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// A LAN host that takes the connection and then never answers used to
+/// hold every plugin listed after it (plugins start in config order and
+/// waited for it). A plugin on such a host now delays only itself: the
+/// others take their turn, and the daemon still stops at once.
+#[test]
+fn a_silent_host_delays_only_its_own_plugins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    // Logs in, then runs nothing AIGIS asks: the probe never answers.
+    let silent = Sshd::start_with(
+        &base.join("sshd-silent"),
+        "127.0.0.5",
+        "ForceCommand sleep 600\n",
+    );
+    let user_home = base.join("user");
+    write(&user_home, ".ssh/config", &silent.config_entry("lan1"));
+    write(&user_home, ".ssh/known_hosts", &silent.known_hosts_line);
+    far_and_near(base, "lan1", "echo far-ok; sleep 100");
+    // `far` comes first in the config.
+    let config = std::fs::read_to_string(base.join("aigis.toml")).unwrap();
+    assert!(config.find("far =") < config.find("near ="), "{config}");
+    let mut daemon = run_for(base, &user_home);
+    let started = std::time::Instant::now();
+    daemon.expect_output("near-ok", PATIENCE);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "near waited {:?} for the silent host:\n{}",
+        started.elapsed(),
+        daemon.output()
+    );
+    assert!(!daemon.output().contains("far-ok"));
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("aigis exits");
+    assert!(status.success(), "{status:?}\n{}", daemon.output());
+}

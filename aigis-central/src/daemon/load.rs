@@ -97,6 +97,10 @@ struct Prepared {
     spec: PluginSpec,
 }
 
+/// How long the plugins after one on a LAN host wait for it to be ready
+/// before they take their turn.
+const HOST_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Plugins fetched and installed at the same time at start-up.
 const PREPARE_AT_ONCE: usize = 4;
 
@@ -134,18 +138,53 @@ impl Daemon {
             });
             queue.push((entry.clone(), claim, rx));
         }
-        for (entry, claim, prepared) in queue {
-            let Ok(prepared) = prepared.await else {
-                return; // shutting down
+        for (entry, claim, mut prepared) in queue {
+            let waited = std::time::Instant::now();
+            let ready = loop {
+                match tokio::time::timeout(Duration::from_millis(250), &mut prepared).await {
+                    Ok(Ok(ready)) => break Some(ready),
+                    Ok(Err(_)) => return, // shutting down
+                    Err(_) if self.waits_on_its_host(&entry.name, waited) => break None,
+                    Err(_) => {}
+                }
             };
-            let result = match prepared {
-                Ok(p) => self.start_plugin(&p.placement, &p.resolved, &p.spec).await,
-                Err(e) => Err(e),
+            let Some(ready) = ready else {
+                // Its host is slow to answer: the others take their turn,
+                // and it starts when its host has answered.
+                let daemon = self.clone();
+                self.tasks.spawn_cancellable(async move {
+                    let Ok(prepared) = prepared.await else { return };
+                    daemon.start_prepared(&entry, prepared).await;
+                    drop(claim);
+                });
+                continue;
             };
-            self.settle(&entry, result).await;
+            self.start_prepared(&entry, ready).await;
             drop(claim);
         }
         self.summarize().await;
+    }
+
+    /// Step 4 for a plugin steps 1 to 3 prepared (or failed), and its end.
+    async fn start_prepared(
+        self: &Arc<Self>,
+        entry: &PluginEntry,
+        prepared: Result<Prepared, LoadError>,
+    ) {
+        let result = match prepared {
+            Ok(p) => self.start_plugin(&p.placement, &p.resolved, &p.spec).await,
+            Err(e) => Err(e),
+        };
+        self.settle(entry, result).await;
+    }
+
+    /// Whether a plugin whose turn to start has come, and which has been
+    /// waited for since `since`, still waits on a LAN host (to connect,
+    /// take its tree or install it) past [`HOST_PATIENCE`]: a silent host
+    /// delays only its own plugins. A plugin on this host keeps its turn,
+    /// so plugins here start in config order.
+    fn waits_on_its_host(&self, name: &str, since: std::time::Instant) -> bool {
+        since.elapsed() >= HOST_PATIENCE && self.registry.host(name).is_some_and(|h| h != "local")
     }
 
     async fn summarize(&self) {
@@ -398,6 +437,9 @@ impl Daemon {
                 (None, there)
             }
             Some(host) => {
+                // Known from now on: status shows where it waits, and its
+                // turn to start does not hold the others while it does.
+                self.registry.place(name, spec.kind, &host.to_string());
                 let remote = self
                     .hosts
                     .agent(host, &self.wiring)

@@ -90,6 +90,16 @@ impl Registry {
         })
     }
 
+    /// Where the plugin runs, as far as is known ("local" until its config
+    /// names a host).
+    pub fn host(&self, plugin: &str) -> Option<String> {
+        self.with_rows(|rows| {
+            rows.iter()
+                .find(|r| r.name == plugin)
+                .map(|r| r.host.clone())
+        })
+    }
+
     /// The plugin's state (`None` for a name not configured).
     pub fn state(&self, plugin: &str) -> Option<State> {
         self.with_rows(|rows| {
