@@ -91,6 +91,10 @@ fn details(r: &PluginStatus) -> String {
     if let Some(reason) = r.state.reason() {
         facts.push(("reason", reason.trim_end().to_string()));
     }
+    if let Some(since) = &r.unreachable_since {
+        let said = format!("since {since}: its host's link is down (state: the last known)");
+        facts.push(("unreachable", said));
+    }
     facts.push(("log", r.log_file.display().to_string()));
     if !r.skills.is_empty() {
         facts.push(("skills", r.skills.join("\n")));
@@ -160,6 +164,11 @@ fn table(rows: &[PluginStatus]) -> String {
             let state = match r.state.reason() {
                 Some(reason) => format!("{word} ({})", first_line(reason, 60)),
                 None => word,
+            };
+            // Its host's link is down: what central last knew, beside it.
+            let state = match &r.unreachable_since {
+                Some(since) => format!("unreachable since {since} (last: {state})"),
+                None => state,
             };
             [
                 r.name.clone(),
@@ -472,6 +481,7 @@ mod tests {
                 reason: "exited with status 3\nmore".into(),
             },
             since: "2024-05-01T09:30:00Z".into(),
+            unreachable_since: None,
             pid: None,
             restarts_left: Some(0),
             in_state_s: 3725,

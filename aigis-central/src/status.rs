@@ -103,6 +103,10 @@ pub struct PluginStatus {
     /// When it entered its state, RFC 3339 (UTC, to the millisecond).
     #[serde(default)]
     pub since: String,
+    /// Since when its host's link is down (RFC 3339); `state` is then the
+    /// last state central knew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<String>,
     pub pid: Option<u32>,
     pub restarts_left: Option<u32>,
     /// Seconds in the current state.

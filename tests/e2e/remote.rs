@@ -909,3 +909,53 @@ fn a_silent_host_delays_only_its_own_plugins() {
         .expect("aigis exits");
     assert!(status.success(), "{status:?}\n{}", daemon.output());
 }
+
+/// During an outage `aigis status` showed a lost host's plugins
+/// `running`; only the console said the link was lost. They now show as
+/// unreachable since the link went, with their last known state, until it
+/// is back.
+#[test]
+fn a_lost_hosts_plugins_show_as_unreachable_until_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lan = lan(base);
+    far_and_near(base, "lan1", "echo far-ok; sleep 100");
+    let daemon = run_for(base, &lan.user_home);
+    daemon.expect_output("far-ok", PATIENCE);
+    daemon.expect_output("near-ok", PATIENCE);
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    let row = |name: &str| {
+        let (ok, table) = aigis_e2e::process::aigis(base, &["status", "--home", home_s]);
+        assert!(ok, "{table}");
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!row("far").contains("unreachable"), "{}", row("far"));
+
+    assert!(
+        lan.hosts[0].cut_connections(true) >= 1,
+        "no SSH connection to cut"
+    );
+    daemon.expect_output("lan1: link lost", PATIENCE);
+    let far = row("far");
+    assert!(
+        far.contains("unreachable since") && far.contains("(last: running"),
+        "{far}"
+    );
+    assert!(!row("near").contains("unreachable"), "{}", row("near"));
+    let (_, json) = aigis_e2e::process::aigis(base, &["status", "far", "--json", "--home", home_s]);
+    assert!(json.contains("\"unreachable_since\""), "{json}");
+
+    lan.hosts[0].resume();
+    daemon.expect_output("lan1: reconnected", PATIENCE);
+    assert!(
+        wait_until(PATIENCE, || !row("far").contains("unreachable")),
+        "{}",
+        row("far")
+    );
+    assert!(row("far").contains("running"), "{}", row("far"));
+}

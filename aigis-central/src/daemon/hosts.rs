@@ -33,6 +33,8 @@ pub struct Wiring {
     pub inbox: mpsc::Sender<Delivery>,
     /// Hosts whose agent was replaced while linked away.
     pub lost: mpsc::Sender<String>,
+    /// Hosts whose link is down now (shown in status).
+    pub down: super::state::DownHosts,
     pub log: LogSink,
     pub tasks: Tasks,
 }
@@ -156,6 +158,7 @@ impl RemoteAgent {
     async fn relink(&self) {
         let log = &self.wiring.log;
         let host = &self.host;
+        crate::lock(&self.wiring.down).insert(host.to_string(), std::time::SystemTime::now());
         log.warn(
             "aigis",
             format!("{host}: link lost; its plugins keep running there; reconnecting"),
@@ -171,6 +174,7 @@ impl RemoteAgent {
                     if let Ok(mut l) = self.link.write() {
                         *l = Arc::new(link);
                     }
+                    crate::lock(&self.wiring.down).remove(&host.to_string());
                     if replaced {
                         log.warn("aigis", format!("{host}: reconnected to a new agent; the plugins that ran there are gone")).await;
                         let _ = self.wiring.lost.send(host.to_string()).await;

@@ -137,6 +137,7 @@ pub async fn run(
     let (inbox_tx, inbox_rx) = mpsc::channel::<Delivery>(256);
     let (lost_tx, lost_rx) = mpsc::channel::<String>(16);
     let agent_binary = agent_binary()?;
+    let registry = Registry::new(log.clone(), &config.plugins);
     let wiring = Wiring {
         settings: RemoteSettings {
             remote_dir: config.aigis.remote_dir.clone(),
@@ -146,6 +147,7 @@ pub async fn run(
         local_agent: agent_binary.clone(),
         inbox: inbox_tx.clone(),
         lost: lost_tx,
+        down: registry.down_hosts(),
         log: log.clone(),
         tasks: tasks.clone(),
     };
@@ -166,7 +168,7 @@ pub async fn run(
     );
     let (retry_due, retries_planned) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {
-        registry: Registry::new(log.clone(), &config.plugins),
+        registry,
         entries: std::sync::RwLock::new(config.plugins.clone()),
         config_path: config.path.clone(),
         settings: std::sync::RwLock::new(config.aigis.clone()),

@@ -24,11 +24,16 @@ struct Row {
     since_wall: SystemTime,
 }
 
+/// LAN hosts whose link is down, with since when: their plugins show as
+/// unreachable (their last known state beside it) until it is back.
+pub type DownHosts = Arc<Mutex<std::collections::HashMap<String, SystemTime>>>;
+
 /// Every plugin's current status, in load order.
 #[derive(Clone)]
 pub struct Registry {
     rows: Arc<Mutex<Vec<Row>>>,
     log: LogSink,
+    down: DownHosts,
 }
 
 impl Registry {
@@ -36,12 +41,19 @@ impl Registry {
         let registry = Registry {
             rows: Arc::default(),
             log,
+            down: DownHosts::default(),
         };
         registry.sync(entries);
         registry
     }
 
+    /// Where a host's link says it went down, and came back.
+    pub fn down_hosts(&self) -> DownHosts {
+        self.down.clone()
+    }
+
     pub fn snapshot(&self) -> Vec<PluginStatus> {
+        let down = crate::lock(&self.down).clone();
         self.with_rows(|rows| {
             rows.iter()
                 .map(|r| PluginStatus {
@@ -53,6 +65,10 @@ impl Registry {
                     state: r.state.clone(),
                     progress: r.progress.clone(),
                     since: crate::logs::rfc3339(r.since_wall),
+                    unreachable_since: down
+                        .get(&r.host)
+                        .filter(|_| !r.state.is_down())
+                        .map(|t| crate::logs::rfc3339(*t)),
                     pid: r.pid,
                     restarts_left: r.restarts_left,
                     in_state_s: r.since.elapsed().as_secs(),
