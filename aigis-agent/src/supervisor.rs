@@ -119,7 +119,14 @@ async fn supervise(
     let inactive = || active.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut started = Some(started);
     let mut restarts_left = spec.restart;
-    let mut backoff = Backoff::new(FIRST_RESTART_DELAY, MAX_RESTART_DELAY);
+    let forever = spec.restart == Some(proto::RESTART_ALWAYS);
+    // A plugin restarted without a limit waits up to 5 minutes, jittered:
+    // it is never given up on, nor does it spin.
+    let mut backoff = if forever {
+        Backoff::new(FIRST_RESTART_DELAY, proto::MAX_ALWAYS_DELAY).jittered()
+    } else {
+        Backoff::new(FIRST_RESTART_DELAY, MAX_RESTART_DELAY)
+    };
     loop {
         let started_at = std::time::Instant::now();
         let Run {
@@ -160,7 +167,14 @@ async fn supervise(
                 // What it left behind, in its group or not, goes with it.
                 jail.kill().await;
                 drain(readers).await;
+                let succeeded = status.as_ref().is_ok_and(|s| s.success());
                 let exit = describe(status);
+                if succeeded && spec.restart_on_failure {
+                    // `on-failure`: a plugin that finished is done.
+                    let _ = events.send(state(&spec.plugin, ProcessState::Stopped)).await;
+                    inactive();
+                    return wait_for_stop(stop).await;
+                }
                 if started_at.elapsed() >= HEALTHY_RUN {
                     // A healthy run earns the whole budget back, like
                     // systemd's StartLimitIntervalSec: a plugin that
@@ -171,11 +185,13 @@ async fn supervise(
                 let delay = backoff.next_delay();
                 match restarts_left {
                     Some(n) if n > 0 => {
-                        restarts_left = Some(n - 1);
+                        // Without a limit, nothing is used up.
+                        let left = if forever { n } else { n - 1 };
+                        restarts_left = Some(left);
                         let _ = events.send(state(&spec.plugin, ProcessState::Restarting {
                             exit,
                             delay_ms: delay.as_millis() as u64,
-                            restarts_left: n - 1,
+                            restarts_left: left,
                         })).await;
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}

@@ -85,7 +85,7 @@ fn details(r: &PluginStatus) -> String {
         ("pid", r.pid.map_or_else(dash, |p| p.to_string())),
         (
             "restarts left",
-            r.restarts_left.map_or_else(dash, |n| n.to_string()),
+            r.restarts_left.map_or_else(dash, restarts_text),
         ),
     ]);
     if let Some(reason) = r.state.reason() {
@@ -176,7 +176,7 @@ fn table(rows: &[PluginStatus]) -> String {
                 r.host.clone(),
                 state,
                 r.pid.map_or("-".into(), |p| p.to_string()),
-                r.restarts_left.map_or("-".into(), |n| n.to_string()),
+                r.restarts_left.map_or("-".into(), restarts_text),
                 duration(r.in_state_s),
             ]
         })
@@ -402,6 +402,16 @@ fn last_lines(f: std::fs::File, n: usize) -> std::io::Result<(Vec<u8>, std::fs::
         }
     }
     Ok((ring.into_iter().flatten().collect(), reader.into_inner()))
+}
+
+/// Restarts left, as a person reads them: a number, or `unlimited`
+/// (`RESTART = "always"` or `"on-failure"`).
+fn restarts_text(n: u32) -> String {
+    if n == proto::RESTART_ALWAYS {
+        "unlimited".into()
+    } else {
+        n.to_string()
+    }
 }
 
 #[cfg(test)]

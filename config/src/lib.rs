@@ -24,7 +24,7 @@ pub use central::{
 pub use error::ConfigError;
 pub use host::HostSpec;
 pub use plugin::{
-    parse_plugin, shell_quote, CoreAccess, Launch, PluginSpec, PythonLaunch, Requirements,
+    parse_plugin, shell_quote, CoreAccess, Launch, PluginSpec, PythonLaunch, Requirements, Restart,
     SecretSpec,
 };
 

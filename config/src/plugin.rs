@@ -87,8 +87,22 @@ pub struct PluginSpec {
     pub system_requirements: Vec<String>,
     pub requirements: Option<Requirements>,
     pub secrets: Vec<SecretSpec>,
-    pub restart: Option<u32>,
+    /// `RESTART`: `None` never restarts it.
+    pub restart: Option<Restart>,
     pub warnings: Vec<String>,
+}
+
+/// `RESTART`: how often a plugin that exits on its own is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// `RESTART = N`: at most N times (the budget earned back by a run of
+    /// 60 s).
+    Times(u32),
+    /// `RESTART = "always"`: after every exit, with a growing delay.
+    Always,
+    /// `RESTART = "on-failure"`: after every exit that is not a success.
+    OnFailure,
 }
 
 impl PluginSpec {
@@ -259,11 +273,27 @@ pub fn parse_plugin(
         None => None,
         Some(a) => match &a.value.value {
             Value::None => None,
-            Value::Int(n) if *n >= 0 => {
-                Some(u32::try_from(*n).map_err(|_| opts.err(a, format!("{n} is too large")))?)
-            }
+            Value::Int(n) if *n >= 0 => Some(Restart::Times(
+                u32::try_from(*n).map_err(|_| opts.err(a, format!("{n} is too large")))?,
+            )),
             Value::Int(n) => return Err(opts.err(a, format!("expected an int >= 0, found {n}"))),
-            other => return Err(opts.type_err(a, "an int (the number of restarts)", other)),
+            Value::Str(s) if s == "always" => Some(Restart::Always),
+            Value::Str(s) if s == "on-failure" => Some(Restart::OnFailure),
+            Value::Str(s) => {
+                return Err(opts.err(
+                    a,
+                    format!(
+                        "expected a number of restarts, \"always\" or \"on-failure\", found {s:?}"
+                    ),
+                ))
+            }
+            other => {
+                return Err(opts.type_err(
+                    a,
+                    "an int (the number of restarts), \"always\" or \"on-failure\"",
+                    other,
+                ))
+            }
         },
     };
 

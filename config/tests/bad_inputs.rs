@@ -331,7 +331,7 @@ fn bad_plugins() -> Vec<PluginCase> {
         (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = '/etc'\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["/etc leaves the plugin's directory"]),
         (External, "PLUGIN_TYPE = 'external'\nENTRYPOINT = 'src/../..'\nLAUNCH = ['x']\n".into(), Some((2, 14)), Some("ENTRYPOINT"), &["leaves the plugin's directory"]),
         // RESTART
-        (External, ext("RESTART = 'twice'\n"), Some((4, 11)), Some("RESTART"), &["expected an int", "found a string"]),
+        (External, ext("RESTART = 'twice'\n"), Some((4, 11)), Some("RESTART"), &["expected a number of restarts, \"always\" or \"on-failure\", found \"twice\""]),
         (External, ext("RESTART = -1\n"), Some((4, 11)), Some("RESTART"), &["expected an int >= 0, found -1"]),
         (External, ext("RESTART = 1.5\n"), Some((4, 11)), Some("RESTART"), &["expected an int", "found a float"]),
         (External, ext("RESTART = True\n"), Some((4, 11)), Some("RESTART"), &["found a bool"]),

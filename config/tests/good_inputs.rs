@@ -253,7 +253,7 @@ fn none_means_absent_and_warnings_carry_file_and_line() {
                 COLOR = 'blue'\nRESTART = 1\nRESTART = 2\nHOST = None\nSECRETS = None\n\
                 SYSTEM_REQUIREMENTS = None\nREQUIREMENTS_COMMAND = None\nREQUIREMENT_FILE = None\n";
     let spec = parse(PluginKind::External, "/r", text);
-    assert_eq!(spec.restart, Some(2));
+    assert_eq!(spec.restart, Some(config::Restart::Times(2)));
     assert_eq!(spec.host, None);
     assert!(spec.secrets.is_empty());
     assert!(spec.system_requirements.is_empty());
@@ -277,7 +277,17 @@ fn none_means_absent_and_warnings_carry_file_and_line() {
         "/r",
         "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['x']\nRESTART = 0\n",
     );
-    assert_eq!(spec.restart, Some(0));
+    assert_eq!(spec.restart, Some(config::Restart::Times(0)));
+    for (word, policy) in [
+        ("always", config::Restart::Always),
+        ("on-failure", config::Restart::OnFailure),
+    ] {
+        let text = format!(
+            "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{{root}}'\nLAUNCH = ['x']\nRESTART = '{word}'\n"
+        );
+        let spec = parse(PluginKind::External, "/r", &text);
+        assert_eq!(spec.restart, Some(policy), "{word}");
+    }
 
     // LAUNCH on a core plugin is ignored with a warning.
     let spec = parse(

@@ -283,8 +283,11 @@ pub struct LaunchSpec {
     pub program: Program,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
-    /// Restarts allowed after unexpected exits; `None` means never restart.
+    /// Restarts allowed after unexpected exits; `None` means never restart,
+    /// [`RESTART_ALWAYS`] without a limit.
     pub restart: Option<u32>,
+    /// Only an exit that is not a success is restarted (`"on-failure"`).
+    pub restart_on_failure: bool,
     /// The user the process runs as (`[aigis] users`); `None`: the agent's.
     pub user: Option<String>,
     /// Its Python environment (`InstallSpec::python_env`'s `dir`): its
@@ -293,6 +296,15 @@ pub struct LaunchSpec {
     /// How its processes are confined; `None`: they are not.
     pub confine: Option<Confine>,
 }
+
+/// `LaunchSpec::restart` for a plugin restarted without a limit
+/// (`RESTART = "always"` or `"on-failure"`): never used up, the delay
+/// growing to [`MAX_ALWAYS_DELAY`].
+pub const RESTART_ALWAYS: u32 = u32::MAX;
+
+/// The longest wait between restarts of a plugin restarted without a
+/// limit: it is never given up on.
+pub const MAX_ALWAYS_DELAY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What the agent runs for a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

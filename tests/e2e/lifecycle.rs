@@ -78,3 +78,55 @@ fn sigterm_with_a_reload_in_flight_and_100_plugins_exits_in_under_3_s() {
     let out = daemon.output();
     assert!(out.contains("aigis stopped"), "{out}");
 }
+
+/// `RESTART = "always"` used to be refused, and after N failures a plugin
+/// stayed down until someone noticed. It now restarts after every exit,
+/// waiting longer each time (0.5 s doubling), never giving up; and
+/// `"on-failure"` leaves a plugin that finished with success alone.
+#[test]
+fn restart_always_backs_off_and_on_failure_leaves_a_success_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let home = base.join("home");
+    let home_s = home.to_str().unwrap();
+    aigis_e2e::plugins::plugin(
+        &base.join("src/crashy"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\nRESTART = 'always'\n",
+        &[("run.sh", "echo crash-at $(date +%s%N)\nexit 1\n")],
+    );
+    aigis_e2e::plugins::plugin(
+        &base.join("src/oneshot"),
+        "PLUGIN_TYPE = 'external'\nENTRYPOINT = '{root}'\nLAUNCH = ['sh', 'run.sh']\nRESTART = 'on-failure'\n",
+        &[("run.sh", "echo oneshot-done\nexit 0\n")],
+    );
+    aigis_e2e::process::write(
+        base,
+        "aigis.toml",
+        "[external]\ncrashy = \"src/crashy\"\noneshot = \"src/oneshot\"\n",
+    );
+    let daemon = Daemon::start(base, &["run", "-c", "aigis.toml", "--home", home_s]);
+    let crashes = || {
+        daemon
+            .output()
+            .lines()
+            .filter_map(|l| l.split("crash-at ").nth(1)?.trim().parse::<u128>().ok())
+            .collect::<Vec<u128>>()
+    };
+    // 0.5, 1, 2 and 4 s (each ±20 %): five runs in about 7.5 s.
+    assert!(
+        aigis_e2e::process::wait_until(Duration::from_secs(60), || crashes().len() >= 5),
+        "{}",
+        daemon.output()
+    );
+    let at = crashes();
+    let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e9).collect();
+    assert!(gaps[0] > 0.3 && gaps[0] < 1.5, "{gaps:?}");
+    assert!(gaps[3] > 2.5, "the delay did not grow: {gaps:?}");
+    assert!(gaps[3] > gaps[0] * 3.0, "{gaps:?}");
+    let (ok, status) = aigis_e2e::process::aigis(base, &["status", "crashy", "--home", home_s]);
+    assert!(ok && status.contains("unlimited"), "{status}");
+    // The one that finished well was not started again.
+    let out = daemon.output();
+    assert_eq!(out.matches("oneshot-done").count(), 1, "{out}");
+    assert!(!out.contains("[oneshot] restarting"), "{out}");
+}

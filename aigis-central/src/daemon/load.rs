@@ -467,7 +467,7 @@ impl Daemon {
                 .map_or_else(|| "local".to_string(), ToString::to_string),
             kind: spec.kind,
             remote,
-            restart: spec.restart,
+            restart: restarts(&spec).0,
         };
         self.registry.place(name, spec.kind, &placement.host);
         lock(&self.placed).insert(name.clone(), placement.clone());
@@ -652,7 +652,8 @@ impl Daemon {
                         ("AIGIS_ROOT".into(), spec.root.display().to_string()),
                         ("PYTHONUNBUFFERED".into(), "1".into()),
                     ],
-                    restart: spec.restart,
+                    restart: restarts(spec).0,
+                    restart_on_failure: restarts(spec).1,
                     user: self.user_of(name),
                     python_env: self.python_env(placement, spec).map(|e| e.dir),
                     confine: self.confine(placement, spec),
@@ -878,6 +879,17 @@ pub(super) fn read_config(plugin: &str, path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read the plugin config: {}: {e}", path.display()))?;
     config::decode_utf8(path, &bytes).map_err(|e| format!("plugin `{plugin}`: {e}"))
+}
+
+/// A plugin's `RESTART` as its agent takes it: how many restarts
+/// ([`proto::RESTART_ALWAYS`]: no limit), and whether only failures are.
+fn restarts(spec: &PluginSpec) -> (Option<u32>, bool) {
+    match spec.restart {
+        None => (None, false),
+        Some(config::Restart::Times(n)) => (Some(n), false),
+        Some(config::Restart::Always) => (Some(proto::RESTART_ALWAYS), false),
+        Some(config::Restart::OnFailure) => (Some(proto::RESTART_ALWAYS), true),
+    }
 }
 
 /// An internal plugin's `LAUNCH` as the agent's shim takes it.
