@@ -368,15 +368,12 @@ async fn warn_if_root(
             .warned_root
             .swap(true, std::sync::atomic::Ordering::SeqCst)
     {
-        let _ = events
-            .send(FromAgent::Event(proto::Event::Output {
-                plugin: spec.plugin.clone(),
-                stream: proto::OutputStream::Stderr,
-                lines: proto::Lines::one(
-                    "aigis-agent: plugins run as root; set [aigis] users to give each its own user",
-                ),
-            }))
-            .await;
+        let note = crate::output::agent_note(
+            &spec.plugin,
+            proto::OutputStream::Stderr,
+            "plugins run as root; set [aigis] users to give each its own user",
+        );
+        let _ = events.send(FromAgent::Event(note)).await;
     }
 }
 

@@ -147,13 +147,8 @@ async fn python_env(
 
 /// A line of the agent's own in the plugin's install output.
 async fn note(plugin: &str, events: &mpsc::Sender<FromAgent>, line: &str) {
-    let _ = events
-        .send(FromAgent::Event(proto::Event::Output {
-            plugin: plugin.to_string(),
-            stream: OutputStream::Install,
-            lines: proto::Lines::one(&format!("aigis-agent: {line}")),
-        }))
-        .await;
+    let note = crate::output::agent_note(plugin, OutputStream::Install, line);
+    let _ = events.send(FromAgent::Event(note)).await;
 }
 
 async fn run_requirements(

@@ -14,7 +14,7 @@
 //! - Calls from plugins do not come here: they go straight to the link
 //!   (`desk`), and are never kept, so never run late by a replay.
 
-use proto::{Event, FromAgent, Lines, OutputStream, Resume};
+use proto::{Event, FromAgent, OutputStream, Resume};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -180,15 +180,15 @@ impl State {
             self.send(out).await;
         }
         for (plugin, n) in std::mem::take(&mut self.dropped) {
-            let notice = Event::Output {
-                plugin,
-                stream: OutputStream::Stderr,
-                lines: Lines::one(&format!(
-                    "aigis-agent: {n} line(s) of output dropped while central was unreachable \
+            let notice = crate::output::agent_note(
+                &plugin,
+                OutputStream::Stderr,
+                &format!(
+                    "{n} line(s) of output dropped while central was unreachable \
                      (more than {} MiB waited)",
                     BUFFER_BYTES / (1024 * 1024)
-                )),
-            };
+                ),
+            );
             let (seq, out) = self.number(notice);
             self.retained.push_back((seq, out.clone(), 0));
             self.send(out).await;
@@ -278,6 +278,7 @@ fn gather(first: FromAgent, rx: &mut mpsc::Receiver<FromAgent>) -> (FromAgent, O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::Lines;
 
     /// Line `n`, on stdout and stderr in turn (so none are gathered).
     fn line(n: usize) -> FromAgent {

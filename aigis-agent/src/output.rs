@@ -129,6 +129,16 @@ where
     }
 }
 
+/// A line of the agent's own in a plugin's output (`aigis-agent: …`), so
+/// the operator reads it in that plugin's log.
+pub fn agent_note(plugin: &str, stream: OutputStream, text: &str) -> Event {
+    Event::Output {
+        plugin: plugin.to_string(),
+        stream,
+        lines: proto::Lines::one(&format!("aigis-agent: {text}")),
+    }
+}
+
 /// Relays one of a process's output streams as `Output` events.
 pub fn relay<R>(
     stream: R,

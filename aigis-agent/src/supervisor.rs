@@ -435,11 +435,8 @@ fn warn_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, e: std::io::Error
 
 /// A line of the agent's own in the plugin's stderr.
 fn note_plugin(plugin: &str, events: &mpsc::Sender<FromAgent>, line: String) {
-    let _ = events.try_send(FromAgent::Event(Event::Output {
-        plugin: plugin.to_string(),
-        stream: OutputStream::Stderr,
-        lines: proto::Lines::one(&format!("aigis-agent: {line}")),
-    }));
+    let note = crate::output::agent_note(plugin, OutputStream::Stderr, &line);
+    let _ = events.try_send(FromAgent::Event(note));
 }
 
 /// Passes the shim's control messages to central and central's answers back.

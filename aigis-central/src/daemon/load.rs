@@ -641,6 +641,7 @@ impl Daemon {
                 }
             }
         };
+        let (restart, restart_on_failure) = restarts(spec);
         self.link_for(placement)
             .request(
                 Request::Start(LaunchSpec {
@@ -652,8 +653,8 @@ impl Daemon {
                         ("AIGIS_ROOT".into(), spec.root.display().to_string()),
                         ("PYTHONUNBUFFERED".into(), "1".into()),
                     ],
-                    restart: restarts(spec).0,
-                    restart_on_failure: restarts(spec).1,
+                    restart,
+                    restart_on_failure,
                     user: self.user_of(name),
                     python_env: self.python_env(placement, spec).map(|e| e.dir),
                     confine: self.confine(placement, spec),
